@@ -1,0 +1,104 @@
+"""Entry points: `bench run` (a Hydra app) and `bench --help`. DictConfig becomes typed config here.
+
+Nothing heavy is imported at module level, so `bench --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+USAGE = """usage: bench <command> [options]
+
+commands:
+  run [overrides...]   fine-tune and record one run in MLflow (Hydra app; `bench run --help` lists the config)
+                       e.g. bench run method=qlora method.r=16 trainer.max_steps=50
+                            bench run -m method=full,lora,qlora seed=1,2,3
+
+Results go to MLflow (default: ./mlflow.db). Browse them with:
+  mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+"""
+GROUPS = ("model", "method", "data", "trainer", "tracker")
+
+
+def conf_dir() -> Path:
+    """`conf/` inside the installed wheel, else the repository's top-level `conf/` (editable installs)."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_choices(group: str) -> list[str]:
+    """The selectable configs of a group (files starting with `_` are shared fragments, not choices)."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """Reject an unknown `group=choice` before Hydra composes anything, naming the valid choices."""
+    from bench.config import ConfigError
+
+    for override in overrides:
+        match = re.fullmatch(r"[+~]?(\w+)=(.*)", override)
+        if not match or match.group(1) not in GROUPS:
+            continue
+        group, value = match.groups()
+        choices = group_choices(group)
+        for choice in value.strip("[]()").split(","):
+            if choice.strip() not in choices:
+                raise ConfigError(f"unknown {group} {choice.strip()!r}; valid choices: {', '.join(choices)}")
+
+
+def _debug() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("BENCH_DEBUG") == "1"
+
+
+def _run_task(cfg: object) -> float | None:
+    """Hydra's task function: typed config at the boundary, then the run."""
+    from omegaconf import OmegaConf
+
+    from bench.config import ConfigError, RunConfig
+
+    try:
+        run_config = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        from bench.runner import run_experiment
+
+        return run_experiment(run_config)["eval/accuracy"]
+    except ConfigError as error:
+        if _debug():
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_command(overrides: list[str]) -> int:
+    """`bench run [overrides]`: hand the overrides to Hydra with our conf directory."""
+    import hydra
+
+    from bench.config import ConfigError
+
+    try:
+        check_group_overrides(overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sys.argv = ["bench", *overrides]
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_run_task)()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`bench <command>`."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "run":
+        return run_command(rest)
+    print(f"error: unknown command {command!r}; valid commands: run", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

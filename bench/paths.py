@@ -1,0 +1,21 @@
+"""Locate files that ship inside installed PyPI packages (models and data usable offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from bench.config import ConfigError
+
+
+def package_file(spec: str, *, key: str) -> Path:
+    """Resolve `<python package>/<path inside it>` without importing the package (imports can be heavy)."""
+    package, _, inner = spec.partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise ConfigError(f"{key}={spec!r} needs the package {package!r}; install it with `pip install {pip_name}`")
+    path = Path(next(iter(found.submodule_search_locations))) / inner
+    if not path.exists():
+        raise ConfigError(f"{key}={spec!r}: {path} does not exist in the installed package")
+    return path

@@ -1,0 +1,47 @@
+"""Device and dtype choices, made once per run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.config import ConfigError, Precision
+
+
+def pick_device(requested: str) -> Any:
+    """`auto` means the GPU when there is one; asking for CUDA without one is a config error."""
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={requested!r} but no CUDA device is visible; use trainer.device=cpu")
+    return torch.device(requested)
+
+
+def bf16_supported(device: Any) -> bool:
+    """Native bf16 arithmetic: Ampere+ on CUDA, AVX512-BF16 or AMX on CPU (else bf16 is slow emulation)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so absent on some versions
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def pick_dtype(requested: Precision, device: Any) -> Any:
+    """The 16-bit dtype to use: bf16 where native, else fp16 on CUDA, else fp32 (CPU fp16 is not usable)."""
+    import torch
+
+    explicit = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if requested != "auto":
+        if requested == "fp16" and device.type == "cpu":
+            raise ConfigError("method.dtype=fp16 is not supported for training on CPU; choose auto, bf16 or fp32")
+        return explicit[requested]
+    if bf16_supported(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def dtype_name(dtype: Any) -> str:
+    """`torch.bfloat16` -> `bf16`, for params and tags."""
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(str(dtype), str(dtype))

@@ -1,0 +1,112 @@
+"""One benchmark run: set up (cheap checks first), train, measure, record, ship."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, RunConfig
+
+
+def _check_output_dir(output_dir: str) -> Path:
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output_dir={output_dir!r} cannot be created: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"output_dir={output_dir!r} is not writable")
+    return folder
+
+
+def _check_max_length(max_length: int, model_limit: int | None, tokenizer: Any, model_name: str) -> None:
+    limits = [n for n in (model_limit, getattr(tokenizer, "model_max_length", None)) if n and n < 1_000_000]
+    if limits and max_length > min(limits):
+        raise ConfigError(f"data.max_length={max_length} exceeds model={model_name}'s limit of {min(limits)} tokens")
+
+
+def run_experiment(cfg: RunConfig) -> dict[str, float]:
+    """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything."""
+    from bench.methods import check_method_supported
+    from bench.models import resolve_location
+    from bench.precision import pick_device
+    from bench.tracking import Tracker
+
+    # Everything that can be checked without loading weights or data is checked here, in a second.
+    device = pick_device(cfg.trainer.device)
+    check_method_supported(cfg.method, device)
+    location = resolve_location(cfg.model)
+    output_dir = _check_output_dir(cfg.output_dir)
+    run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
+    with Tracker(cfg.tracker, run_name=run_name) as tracker:
+        metrics = _run_tracked(cfg, tracker=tracker, device=device, location=location, output_dir=output_dir)
+    print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
+          f"(eval/accuracy {metrics['eval/accuracy']:.4f}, majority baseline {metrics['eval/majority_baseline']:.4f})\n"
+          f"view: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1")
+    return metrics
+
+
+def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, output_dir: Path) -> dict[str, float]:
+    import torch
+    from transformers import set_seed
+
+    from bench.data import load_splits, make_loaders
+    from bench.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
+    from bench.methods import build_model
+    from bench.models import load_tokenizer, materialize_tiny, model_limits
+    from bench.monitor import PeakMemory
+    from bench.precision import dtype_name
+    from bench.provenance import git_sha, hardware, package_versions
+    from bench.train import train
+
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    tracker.log_params(cfg.flat())
+    tracker.set_tags({"technique": cfg.method.name, "model": cfg.model.name, "dataset": cfg.data.name,
+                      "config_hash": cfg.hash(), "git_sha": git_sha(), **package_versions(), **hardware(device)})
+    set_seed(cfg.seed)
+    splits = load_splits(cfg.data)
+    tracker.log({"eval/majority_baseline": splits.majority_baseline,
+                 "data/train_rows": len(splits.train), "data/eval_rows": len(splits.eval)})
+    tokenizer = load_tokenizer(cfg.model, location)
+    if location.startswith("tiny:"):
+        location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=splits.labels, seed=cfg.seed)
+    model_type, model_limit = model_limits(location, cfg.model)
+    _check_max_length(cfg.data.max_length, model_limit, tokenizer, cfg.model.name)
+    built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
+                        labels=splits.labels, device=device)
+    tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
+                      "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
+                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules})
+    static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
+              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model)}
+    tracker.log(static)
+    train_loader, eval_loader = make_loaders(splits, tokenizer=tokenizer, max_length=cfg.data.max_length,
+                                             batch_size=cfg.trainer.batch_size,
+                                             eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
+    with PeakMemory(device) as peak:
+        result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader, trainer=cfg.trainer,
+                       device=device, autocast_dtype=built.compute_dtype, log=tracker.log,
+                       desc=f"{cfg.method.name} {cfg.model.name}")
+    tracker.set_tags({"mem/peak_source": peak.source})
+    measured = {"train/time_s": result.time_s, "train/samples_per_s": result.samples / result.time_s,
+                "train/tokens_per_s": result.tokens / result.time_s, "train/steps": result.steps,
+                "train/tokens": result.tokens, "mem/peak_bytes": peak.bytes}
+    shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
+                    upload=cfg.tracker.log_model)
+    final = {**static, **measured, **result.final_eval, "artifact/adapter_bytes": shipped,
+             "eval/majority_baseline": splits.majority_baseline}
+    tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith("eval/")}, result.steps)
+    return final
+
+
+def _ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upload: bool) -> int:
+    """Save what a user would ship (the adapter, or the full weights) and return its bytes on disk."""
+    from bench.footprint import directory_bytes
+
+    folder = output_dir / ("adapter" if uses_adapter else "model")
+    model.save_pretrained(folder)
+    if upload:
+        tracker.log_artifacts(folder, folder.name)
+    return directory_bytes(folder)

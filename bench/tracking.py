@@ -1,0 +1,105 @@
+"""The MLflow run: params, tags, buffered metrics, artifacts, and the right status however the run ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, TrackerConfig
+
+_BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
+
+
+def tracking_uri(spec: TrackerConfig) -> str:
+    """`tracker.uri`, else $MLFLOW_TRACKING_URI, else the embedded SQLite file in the working directory."""
+    return spec.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def failure_kind(error: BaseException) -> str:
+    """The `failure` tag: oom, nan, config or error."""
+    from bench.train import NonFiniteLoss
+
+    if isinstance(error, ConfigError):
+        return "config"
+    if isinstance(error, NonFiniteLoss):
+        return "nan"
+    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return "oom"
+    return "error"
+
+
+class Tracker:
+    """`with Tracker(spec, run_name=...) as tracker:` one MLflow run, closed FINISHED, FAILED or KILLED."""
+
+    def __init__(self, spec: TrackerConfig, *, run_name: str) -> None:
+        self.spec, self.run_name, self.uri = spec, run_name, tracking_uri(spec)
+        self.run_id = ""
+        self._pending: list[Any] = []
+        self._client: Any = None
+
+    def __enter__(self) -> Tracker:
+        import mlflow
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter on a new store
+        mlflow.set_tracking_uri(self.uri)
+        experiment = mlflow.set_experiment(self.spec.experiment)
+        self._client = mlflow.MlflowClient(self.uri)
+        run = self._client.create_run(experiment.experiment_id, run_name=self.run_name)
+        self.run_id = run.info.run_id
+        return self
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, _as_text(value)) for key, value in sorted(params.items())]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self._client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, _as_text(v)) for k, v in sorted(tags.items())])
+
+    def log(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Queue metrics; they are written in batches, so logging costs the loop almost nothing."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        if len(self._pending) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
+        self._client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
+        if self._client is None or not self.run_id:
+            return
+        try:
+            self.flush()  # the metrics logged so far are part of the record, whatever happened
+        finally:
+            self._close(error)
+
+    def _close(self, error: BaseException | None) -> None:
+        if error is None:
+            self._client.set_terminated(self.run_id, "FINISHED")
+            return
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            self._client.set_terminated(self.run_id, "KILLED")
+            return
+        self.set_tags({"failure": failure_kind(error), "error": f"{type(error).__name__}: {error}"[:4000]})
+        self._client.set_terminated(self.run_id, "FAILED")
+
+
+def _as_text(value: Any) -> str:
+    """Param/tag values as MLflow stores them (strings of at most 6000 characters)."""
+    text = "null" if value is None else str(value)
+    return text[:6000]

@@ -1,0 +1,71 @@
+"""Bad input gets one line naming the bad value and the valid choices, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY, finished_runs, run_cli
+
+
+def _assert_one_clear_line(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in error_lines[0], (needle, error_lines[0])
+
+
+@pytest.mark.parametrize(("override", "needles"), [
+    ("model=gpt-17", ("gpt-17", "minilm", "tiny-bert")),
+    ("method=sgd-magic", ("sgd-magic", "full", "lora", "qlora")),
+    ("data=my-tweets", ("my-tweets", "tweets", "imdb", "local")),
+    ("method=full,lora,nope", ("nope", "qlora")),
+])
+def test_unknown_group_choice(override: str, needles: tuple[str, ...], tmp_path) -> None:
+    _assert_one_clear_line(run_cli(override, cwd=tmp_path), *needles)
+
+
+@pytest.mark.parametrize(("overrides", "needles"), [
+    (["method.r=0"], ("method.r=0", "> 0")),
+    (["method.dropout=1.5"], ("method.dropout=1.5", "[0, 1)")),
+    (["trainer.lr=-1"], ("trainer.lr=-1",)),
+    (["trainer.batch_size=0"], ("trainer.batch_size=0",)),
+    (["model=local"], ("model.path",)),
+    (["model.path=/no/such/folder"], ("/no/such/folder", "does not exist")),
+    (["data=local"], ("data.path",)),
+    (["data.max_length=4096"], ("4096", "limit of 128")),
+    (["data.label_column=stars"], ("stars", "sentiment")),
+])
+def test_bad_value(overrides: list[str], needles: tuple[str, ...], store: str, tmp_path) -> None:
+    result = run_cli(*TINY, *overrides, f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    _assert_one_clear_line(result, *needles)
+
+
+def test_error_inside_a_run_is_recorded_as_a_failed_run(store: str, tmp_path) -> None:
+    """A config error found after the run started (here: target modules) ends that run FAILED."""
+    result = run_cli(*TINY, "method.target_modules=[nonexistent_proj]", f"tracker.uri={store}",
+                     f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    _assert_one_clear_line(result, "nonexistent_proj", "query", "value")  # and it lists the real names
+    run = finished_runs(store).iloc[0]
+    assert run["status"] == "FAILED"
+    assert run["tags.failure"] == "config"
+    assert "nonexistent_proj" in run["tags.error"]
+
+
+def test_qlora_without_bitsandbytes(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['bitsandbytes'] = None; from bench.cli import main; "
+            "sys.exit(main(['run', 'method=qlora', 'model=tiny-bert']))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _assert_one_clear_line(result, "method=qlora", "bitsandbytes", "method=lora")
+
+
+def test_unknown_command(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(['trian']))"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    _assert_one_clear_line(result, "trian", "run")

