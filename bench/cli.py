@@ -16,6 +16,8 @@ commands:
   run [overrides...]   fine-tune and record one run in MLflow (Hydra app; `bench run --help` lists the config)
                        e.g. bench run method=qlora method.r=16 trainer.max_steps=50
                             bench run -m method=full,lora,qlora seed=1,2,3
+  report [--experiment NAME] [--sweep ID] [--out DIR]
+                       write a self-contained HTML comparison report (plus results.csv, summary.md)
 
 Results go to MLflow (default: ./mlflow.db). Browse them with:
   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
@@ -96,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "run":
         return run_command(rest)
-    print(f"error: unknown command {command!r}; valid commands: run", file=sys.stderr)
+    if command == "report":
+        from bench.report.cli import report_command
+
+        return report_command(rest)
+    print(f"error: unknown command {command!r}; valid commands: run, report", file=sys.stderr)
     return 2
 
 

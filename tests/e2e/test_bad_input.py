@@ -68,4 +68,4 @@ def test_unknown_command(tmp_path) -> None:
 
     result = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(['trian']))"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    _assert_one_clear_line(result, "trian", "run")
+    _assert_one_clear_line(result, "trian", "run", "report")
