@@ -22,7 +22,7 @@ commands:
 Results go to MLflow (default: ./mlflow.db). Browse them with:
   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
 """
-GROUPS = ("model", "method", "data", "trainer", "tracker")
+GROUPS = ("model", "method", "data", "trainer", "tracker", "sweep", "experiment")
 
 
 def conf_dir() -> Path:
@@ -56,16 +56,14 @@ def _debug() -> bool:
 
 
 def _run_task(cfg: object) -> float | None:
-    """Hydra's task function: typed config at the boundary, then the run."""
+    """Hydra's task function: a plain dict crosses the boundary, typed config is built from it."""
     from omegaconf import OmegaConf
 
-    from bench.config import ConfigError, RunConfig
+    from bench.cells import run_job
+    from bench.config import ConfigError
 
     try:
-        run_config = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-        from bench.runner import run_experiment
-
-        return run_experiment(run_config)["eval/accuracy"]
+        return run_job(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     except ConfigError as error:
         if _debug():
             raise
@@ -86,6 +84,11 @@ def run_command(overrides: list[str]) -> int:
         return 2
     sys.argv = ["bench", *overrides]
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_run_task)()
+    from bench.sweep import LAST_SUMMARY
+
+    if LAST_SUMMARY and LAST_SUMMARY["failed"] == LAST_SUMMARY["cells"]:
+        print(f"error: all {LAST_SUMMARY['cells']} cells of the sweep failed", file=sys.stderr)
+        return 1
     return 0
 
 

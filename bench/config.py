@@ -20,6 +20,10 @@ Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
 
 
+_LORA_FIELDS = {"r", "alpha", "dropout", "target_modules", "bias"}
+_QUANT_FIELDS = {"quant_type", "double_quant", "compute_dtype"}
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the CLI prints it as one line and exits with code 2."""
 
@@ -94,6 +98,13 @@ class MethodConfig:
     @property
     def uses_adapter(self) -> bool:
         return self.name != "full"
+
+    def effective(self) -> dict[str, Any]:
+        """The fields that change this technique's result: full fine-tuning ignores every LoRA knob and
+        LoRA every quantization knob, so a rank sweep never reruns (or mislabels) the same full fine-tune."""
+        values = dataclasses.asdict(self)
+        unused = {"full": _LORA_FIELDS | _QUANT_FIELDS, "lora": _QUANT_FIELDS, "qlora": set()}[self.name]
+        return {key: value for key, value in values.items() if key not in unused}
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,7 @@ class RunConfig:
     tracker: TrackerConfig
     seed: int = 42
     output_dir: str = "outputs"  # where the run writes what it ships (adapter or weights)
+    force: bool = False  # in a sweep, rerun cells that already FINISHED with the same config hash
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
@@ -192,16 +204,27 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown top-level config keys {unknown}; valid keys: {', '.join(sections)}")
         built = {key: _build(kinds[key], key, raw.get(key) or {}) for key in kinds}
-        return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")))
+        return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")),
+                   force=bool(raw.get("force", False)))
+
+    def effective(self) -> dict[str, Any]:
+        """The config as it affects the result: no tracker or output paths, only the technique's own knobs."""
+        values = dataclasses.asdict(self)
+        values["method"] = self.method.effective()
+        return {k: v for k, v in values.items() if k not in ("tracker", "output_dir", "force")}
 
     def flat(self) -> dict[str, Any]:
-        """The config as flat `section.key` pairs, for MLflow params."""
-        return _flatten(dataclasses.asdict(self))
+        """The effective config and the tracker, as flat `section.key` pairs, for MLflow params."""
+        return _flatten({**self.effective(), "tracker": dataclasses.asdict(self.tracker)})
 
     def hash(self) -> str:
         """A stable hash of everything that changes the result (not where it is recorded)."""
-        payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("tracker", "output_dir")}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return config_hash(self.effective())
+
+
+def config_hash(values: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of the values as sorted JSON."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _build(kind: type, section: str, values: dict[str, Any]) -> Any:

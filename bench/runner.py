@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def _check_max_length(max_length: int, model_limit: int | None, tokenizer: Any, 
         raise ConfigError(f"data.max_length={max_length} exceeds model={model_name}'s limit of {min(limits)} tokens")
 
 
-def run_experiment(cfg: RunConfig) -> dict[str, float]:
+def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[str, float]:
     """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything."""
     from bench.methods import check_method_supported
     from bench.models import resolve_location
@@ -39,7 +40,7 @@ def run_experiment(cfg: RunConfig) -> dict[str, float]:
     location = resolve_location(cfg.model)
     output_dir = _check_output_dir(cfg.output_dir)
     run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
-    with Tracker(cfg.tracker, run_name=run_name) as tracker:
+    with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id) as tracker:
         metrics = _run_tracked(cfg, tracker=tracker, device=device, location=location, output_dir=output_dir)
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
           f"(eval/accuracy {metrics['eval/accuracy']:.4f}, majority baseline {metrics['eval/majority_baseline']:.4f})\n"
@@ -85,6 +86,7 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     train_loader, eval_loader = make_loaders(splits, tokenizer=tokenizer, max_length=cfg.data.max_length,
                                              batch_size=cfg.trainer.batch_size,
                                              eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
+    tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # for the gap between sweep cells
     with PeakMemory(device) as peak:
         result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader, trainer=cfg.trainer,
                        device=device, autocast_dtype=built.compute_dtype, log=tracker.log,

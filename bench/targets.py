@@ -30,7 +30,7 @@ _MLP: dict[str, list[str] | str] = {
     "gpt2": ["c_fc", "mlp.c_proj"],
 }
 _QV = {arch: [names[0], names[2]] if len(names) > 2 else names[:1] for arch, names in _ATTENTION.items()}
-PRESETS = ("qv", "attention", "mlp", "all-linear")
+PRESETS = ("qv", "attention", "mlp", "attention+mlp", "all-linear")
 
 
 def resolve_targets(preset: str | list[str], model_type: str) -> str | list[str]:
@@ -39,6 +39,9 @@ def resolve_targets(preset: str | list[str], model_type: str) -> str | list[str]
         return list(preset)
     if preset == "all-linear":
         return "all-linear"
+    if preset == "attention+mlp":  # every block's linears, but not the pooler or head that all-linear adds
+        parts = [resolve_targets(name, model_type) for name in ("attention", "mlp")]
+        return "|".join(f"(?:{_as_regex(part)})" for part in parts)
     tables = {"qv": _QV, "attention": _ATTENTION, "mlp": _MLP}
     if preset not in tables:
         raise ConfigError(f"method.target_modules={preset!r} is not a preset; choose one of "
@@ -48,6 +51,13 @@ def resolve_targets(preset: str | list[str], model_type: str) -> str | list[str]
                           f"(known: {', '.join(sorted(tables[preset]))}); give module names as a list")
     names = tables[preset][model_type]
     return names if isinstance(names, str) else list(names)
+
+
+def _as_regex(names: str | list[str]) -> str:
+    """peft's suffix matching for a list of names, as one full-match regex (a string is one already)."""
+    if isinstance(names, str):
+        return names
+    return r"(.*\.)?(" + "|".join(re.escape(name) for name in names) + ")"
 
 
 def linear_module_names(model: Any) -> list[str]:

@@ -34,8 +34,9 @@ def failure_kind(error: BaseException) -> str:
 class Tracker:
     """`with Tracker(spec, run_name=...) as tracker:` one MLflow run, closed FINISHED, FAILED or KILLED."""
 
-    def __init__(self, spec: TrackerConfig, *, run_name: str) -> None:
+    def __init__(self, spec: TrackerConfig, *, run_name: str, parent_run_id: str | None = None) -> None:
         self.spec, self.run_name, self.uri = spec, run_name, tracking_uri(spec)
+        self.parent_run_id = parent_run_id
         self.run_id = ""
         self._pending: list[Any] = []
         self._client: Any = None
@@ -47,7 +48,8 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         experiment = mlflow.set_experiment(self.spec.experiment)
         self._client = mlflow.MlflowClient(self.uri)
-        run = self._client.create_run(experiment.experiment_id, run_name=self.run_name)
+        tags = {"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {}  # nests it in the UI
+        run = self._client.create_run(experiment.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         return self
 
@@ -89,6 +91,8 @@ class Tracker:
             self._close(error)
 
     def _close(self, error: BaseException | None) -> None:
+        if error is not None:
+            error.bench_run_id = self.run_id  # type: ignore[attr-defined]  # "this failure is on record"
         if error is None:
             self._client.set_terminated(self.run_id, "FINISHED")
             return

@@ -47,3 +47,13 @@ def test_hash_ignores_where_results_go_but_not_what_changes_them() -> None:
     assert moved.hash() == base.hash()
     assert dataclasses.replace(base, seed=4).hash() != base.hash()
     assert dataclasses.replace(base, method=dataclasses.replace(base.method, r=16)).hash() != base.hash()
+
+
+def test_full_fine_tuning_ignores_lora_knobs_in_hash_and_params() -> None:
+    full = RunConfig.from_dict({**RAW, "method": {"name": "full", "r": 4}})
+    other_rank = RunConfig.from_dict({**RAW, "method": {"name": "full", "r": 64, "target_modules": "mlp"}})
+    assert full.hash() == other_rank.hash()
+    assert "method.r" not in full.flat() and "method.lr" in full.flat()
+    lora = RunConfig.from_dict({**RAW, "method": {"name": "lora", "compute_dtype": "fp32"}})
+    assert lora.hash() == RunConfig.from_dict(RAW).hash()  # quantization knobs do not touch LoRA
+    assert "tracker.experiment" in full.flat() and "force" not in full.flat()

@@ -36,7 +36,7 @@ def test_bert_mlp_preset_does_not_catch_attention_output() -> None:
 
 
 def test_unknown_preset_and_unmatched_names() -> None:
-    with pytest.raises(ConfigError, match="qv, attention, mlp, all-linear"):
+    with pytest.raises(ConfigError, match=r"qv, attention, mlp, attention\+mlp, all-linear"):
         resolve_targets("everything", "bert")
     with pytest.raises(ConfigError) as error:
         check_targets_match(_tiny_bert(), ["q_proj"])

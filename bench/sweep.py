@@ -1,0 +1,164 @@
+"""Sweeps: one MLflow parent run per sweep, resumable cells, and failures recorded as data.
+
+Hydra runs the grid; this module only adds what Hydra does not know about MLflow:
+- `SweepCallback.on_multirun_start` (in the launching process) finds or creates the parent run and writes
+  `bench_sweep.json` into the sweep folder, where every cell reads it, in this process or in a joblib,
+  SLURM or Ray worker alike (a shared filesystem is what Hydra's launchers assume too).
+- The sweep id is a hash of the sweep's overrides and experiment, so running the same command again
+  lands in the same parent, and cells already FINISHED with the same config hash are skipped.
+- `on_multirun_end` closes the parent with the cell counts and says how to get the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+SWEEP_FILE = "bench_sweep.json"
+LAST_SUMMARY: dict[str, int] = {}  # read by the CLI after Hydra returns, to set the exit code
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every cell of a sweep needs to know about the sweep."""
+
+    sweep_id: str
+    parent_run_id: str
+    total_cells: int
+    tracking_uri: str
+    experiment: str
+
+
+def sweep_overrides(config: Any) -> list[str]:
+    """The sweep as overrides: the command line's plus those of a `sweep=` preset (`hydra.sweeper.params`)."""
+    from omegaconf import OmegaConf
+
+    preset = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(preset, resolve=True) if preset else {}
+    return sorted([*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())])
+
+
+def count_cells(overrides: list[str]) -> int:
+    """Grid size: the product of the number of values of each sweep override (`a=1,2` counts 2)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    sizes = {o.key_or_group: len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override()}
+    return math.prod(sizes.values()) if sizes else 1
+
+
+def _client(uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
+class SweepCallback(Callback):
+    """Hydra callback that owns the sweep's parent run."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from bench.config import config_hash
+        from bench.tracking import tracking_uri
+
+        uri = tracking_uri(_tracker_spec(config))
+        experiment = str(config.tracker.experiment)
+        overrides = sweep_overrides(config)
+        # `force=true` reruns the cells of the same sweep, so it must not make it a different sweep.
+        identity = [o for o in overrides if not o.startswith("force=")]
+        sweep_id = config_hash({"overrides": identity, "experiment": experiment})
+        parent = _find_or_create_parent(uri, experiment, sweep_id, overrides)
+        context = SweepContext(sweep_id, parent, count_cells(overrides), uri, experiment)
+        folder = Path(config.hydra.sweep.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
+        print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        context = load_context(Path(config.hydra.sweep.dir))
+        if context is None:
+            return
+        summary = summarize(context)
+        LAST_SUMMARY.clear()
+        LAST_SUMMARY.update(summary)
+        client = _client(context.tracking_uri)
+        for key, value in summary.items():
+            client.log_metric(context.parent_run_id, f"sweep/{key}", value)
+        client.set_terminated(context.parent_run_id, "FAILED" if summary["failed"] == summary["cells"] else "FINISHED")
+        print(f"sweep {context.sweep_id} done: {summary['finished']} finished, {summary['failed']} failed "
+              f"of {summary['cells']} distinct cells, in experiment '{context.experiment}' at {context.tracking_uri}\n"
+              f"report: bench report --experiment {context.experiment} --sweep {context.sweep_id}")
+
+
+def _tracker_spec(config: Any) -> Any:
+    from bench.config import TrackerConfig
+
+    return TrackerConfig(uri=config.tracker.uri, experiment=str(config.tracker.experiment))
+
+
+def _find_or_create_parent(uri: str, experiment: str, sweep_id: str, overrides: list[str]) -> str:
+    """The parent run of this sweep: reopened when the same sweep runs again, created otherwise."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = _client(uri)
+    found = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
+                               max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}",
+                            tags={"sweep_id": sweep_id, "sweep_role": "parent",
+                                  "sweep_overrides": " ".join(overrides)})
+    return run.info.run_id
+
+
+def load_context(folder: Path) -> SweepContext | None:
+    """The sweep this folder belongs to, if any."""
+    path = folder / SWEEP_FILE
+    return SweepContext(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def current_context() -> tuple[SweepContext, int] | None:
+    """Inside a Hydra multirun job: the sweep and this cell's number; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_config = HydraConfig.get()
+    context = load_context(Path(hydra_config.sweep.dir))
+    return (context, int(hydra_config.job.num)) if context else None
+
+
+def finished_cell(context: SweepContext, config_hash: str) -> str | None:
+    """The id of a FINISHED child of this sweep with the same config hash, if there is one."""
+    import mlflow
+
+    mlflow.set_tracking_uri(context.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(context.experiment)
+    query = (f"tags.mlflow.parentRunId = '{context.parent_run_id}' and tags.config_hash = '{config_hash}' "
+             "and attributes.status = 'FINISHED'")
+    found = _client(context.tracking_uri).search_runs([experiment.experiment_id], query, max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def summarize(context: SweepContext) -> dict[str, int]:
+    """Distinct cells of the sweep by their latest status (a retried cell counts once, as it ended last)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(context.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(context.experiment)
+    runs = mlflow.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{context.parent_run_id}'",
+                              order_by=["attributes.start_time ASC"])
+    if runs.empty:
+        return {"cells": 0, "finished": 0, "failed": 0}
+    latest = runs.groupby("tags.config_hash")["status"].agg(lambda statuses: "FINISHED"
+                                                             if (statuses == "FINISHED").any() else statuses.iloc[-1])
+    return {"cells": len(latest), "finished": int((latest == "FINISHED").sum()),
+            "failed": int((latest != "FINISHED").sum())}

@@ -1,0 +1,86 @@
+"""Sweeps: one parent per sweep, resumable cells, failures recorded as data, full FT never run twice."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY, finished_runs, run_cli
+
+SMALL = [*TINY, "tracker.log_model=false"]
+
+
+def _sweep(*overrides: str, store: str, tmp_path, env=None):
+    return run_cli("-m", *SMALL, *overrides, f"tracker.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   cwd=tmp_path, env=env)
+
+
+def _children(store: str):
+    runs = finished_runs(store)
+    parents = runs[runs["tags.sweep_role"] == "parent"]
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    return parents, children
+
+
+def test_one_parent_two_children_and_a_rerun_adds_nothing(store: str, tmp_path) -> None:
+    first = _sweep("method=lora", "method.r=2,4", store=store, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "cell 1/2" in first.stdout and "cell 2/2" in first.stdout
+    assert "report: bench report" in first.stdout
+    parents, children = _children(store)
+    assert len(parents) == 1 and len(children) == 2
+    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    assert set(children["status"]) == {"FINISHED"}
+    assert sorted(children["params.method.r"]) == ["2", "4"]
+    assert {"method.r=2,4", "method=lora"} <= set(parents.iloc[0]["tags.sweep_overrides"].split())
+
+    again = _sweep("method=lora", "method.r=2,4", store=store, tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped: already FINISHED") == 2
+    parents, children = _children(store)
+    assert len(parents) == 1 and len(children) == 2  # same parent, no new child
+
+    forced = _sweep("method=lora", "method.r=2,4", "force=true", store=store, tmp_path=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    parents, children = _children(store)
+    assert len(parents) == 1 and len(children) == 4  # same sweep, same parent; both cells ran again
+
+
+def test_a_bad_cell_is_recorded_and_the_sweep_goes_on(store: str, tmp_path) -> None:
+    result = _sweep("method=lora", "method.r=8,-1", store=store, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 finished, 1 failed" in result.stdout
+    children = _children(store)[1].set_index("params.method.r")
+    assert children.loc["8", "status"] == "FINISHED"
+    assert children.loc["-1", "status"] == "FAILED"
+    assert children.loc["-1", "tags.failure"] == "config"
+    assert "method.r=-1" in children.loc["-1", "tags.error"]
+
+
+def test_all_cells_failing_exits_non_zero_and_says_how_many(store: str, tmp_path) -> None:
+    result = _sweep("method=lora", "method.r=-1,-2", store=store, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "all 2 cells of the sweep failed" in result.stderr
+    assert set(_children(store)[1]["tags.failure"]) == {"config"}
+
+
+def test_full_fine_tuning_collapses_rank_and_target_sweeps(store: str, tmp_path) -> None:
+    result = _sweep("method=full,lora", "method.r=2,4", store=store, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = _children(store)[1]
+    assert (children["tags.technique"] == "full").sum() == 1
+    assert (children["tags.technique"] == "lora").sum() == 2
+    assert "params.method.r" in children and children.loc[children["tags.technique"] == "full",
+                                                           "params.method.r"].isna().all()
+
+
+@pytest.mark.parametrize("preset", ["techniques", "ranks", "targets", "models", "seeds", "paper"])
+def test_sweep_presets_compose(preset: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from bench.cli import conf_dir
+    from bench.sweep import count_cells, sweep_overrides
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        config = compose("config", overrides=[f"sweep={preset}"], return_hydra_config=True)
+    assert config.hydra.mode.name == "MULTIRUN"
+    expected = {"techniques": 3, "ranks": 5, "targets": 3, "models": 3, "seeds": 3, "paper": 135}[preset]
+    assert count_cells(sweep_overrides(config)) == expected
