@@ -17,7 +17,7 @@ from bench.config import RunConfig, TrackerConfig, config_hash
 def run_job(raw: dict[str, Any]) -> float | None:
     """Hydra's job: returns the final eval accuracy, or None for a skipped or failed sweep cell."""
     from bench.runner import run_experiment
-    from bench.sweep import current_context
+    from bench.sweep import current_context, finished_cell
 
     sweep = current_context()
     if sweep is None:
@@ -27,7 +27,7 @@ def run_job(raw: dict[str, Any]) -> float | None:
     print(f"{label}: {' '.join(_cell_overrides())}", flush=True)
     try:
         config = RunConfig.from_dict(raw)
-        done = None if config.force else _finished_twin(context, config.hash())
+        done = None if config.force else finished_cell(context, config.hash())
         if done:
             print(f"{label} skipped: already FINISHED as run {done} (force=true reruns it)", flush=True)
             return None
@@ -47,15 +47,9 @@ def _cell_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def _finished_twin(context: Any, run_hash: str) -> str | None:
-    from bench.sweep import finished_cell
-
-    return finished_cell(context, run_hash)
-
-
 def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any) -> None:
     """A cell that failed before its run started (e.g. `method.r=-1`) still gets a FAILED child run."""
-    from bench.config import _flatten
+    from bench.config import flatten
     from bench.tracking import Tracker
 
     values = {k: v for k, v in raw.items() if k not in ("hydra", "tracker", "output_dir", "force")}
@@ -63,7 +57,7 @@ def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any) -> 
     spec = TrackerConfig(uri=context.tracking_uri, experiment=context.experiment)
     name = f"{method.get('name')}-{model.get('name')}-{data.get('name')}-s{raw.get('seed')}"
     with suppress(type(error)), Tracker(spec, run_name=name, parent_run_id=context.parent_run_id) as tracker:
-        tracker.log_params(_flatten(values))
+        tracker.log_params(flatten(values))
         tracker.set_tags({"technique": method.get("name"), "model": model.get("name"), "dataset": data.get("name"),
                           "config_hash": config_hash(values), "sweep_id": context.sweep_id})
         raise error  # leaves the block the way any failed run does: FAILED, with failure and error tags

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ commands:
                             bench run -m method=full,lora,qlora seed=1,2,3
   report [--experiment NAME] [--sweep ID] [--out DIR]
                        write a self-contained HTML comparison report (plus results.csv, summary.md)
+  ui [--port N]        the MLflow UI on the store, bound to 127.0.0.1
 
 Results go to MLflow (default: ./mlflow.db). Browse them with:
   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
@@ -92,6 +94,27 @@ def run_command(overrides: list[str]) -> int:
     return 0
 
 
+def ui_command(args: list[str]) -> int:
+    """`bench ui [--port N] [--host H] [--uri URI]`: the MLflow UI on the store, on localhost by default."""
+    import argparse
+    import subprocess
+
+    parser = argparse.ArgumentParser(prog="bench ui", description=ui_command.__doc__)
+    parser.add_argument("--uri", default=None, help="tracking store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind; only this machine by default")
+    parser.add_argument("--port", type=int, default=5000)
+    options = parser.parse_args(args)
+    uri = options.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", options.host,
+               "--port", str(options.port)]
+    print(f"MLflow UI on http://{options.host}:{options.port} for {uri}", flush=True)
+    return subprocess.call(command)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`bench <command>`."""
     args = sys.argv[1:] if argv is None else argv
@@ -99,14 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command == "run":
-        return run_command(rest)
-    if command == "report":
-        from bench.report.cli import report_command
+    commands = {"run": run_command, "report": _report, "ui": ui_command}
+    if command not in commands:
+        print(f"error: unknown command {command!r}; valid commands: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so the run is closed KILLED and cleaned up.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return commands[command](rest)
+    except KeyboardInterrupt as interrupt:
+        if "bench.sweep" in sys.modules:
+            sys.modules["bench.sweep"].interrupt_active_sweep()
+        print(f"interrupted ({interrupt or 'SIGINT'}): the run is recorded as KILLED", file=sys.stderr)
+        return 130
 
-        return report_command(rest)
-    print(f"error: unknown command {command!r}; valid commands: run, report", file=sys.stderr)
-    return 2
+
+def _report(args: list[str]) -> int:
+    from bench.report.cli import report_command
+
+    return report_command(args)
 
 
 if __name__ == "__main__":

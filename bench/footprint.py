@@ -1,4 +1,5 @@
-"""Static size of a model: parameter counts, bytes of weights as held, bits per base weight.
+"""Static size of a model: parameter counts, bytes of weights as held, bits per base weight; and the bytes
+of what training adds, read from the real tensors: gradients and the optimizer's state.
 
 4-bit weights are counted as they are stored: `Params4bit` holds two weights per uint8, and each layer
 carries a quantization state (absmax per block, and with double quantization a second-level absmax and
@@ -51,6 +52,37 @@ def weights_bytes(model: Any) -> int:
         for extra in _quant_state_tensors(state) if state is not None else []:
             seen[_storage_key(extra)] = extra.untyped_storage().nbytes()
     return sum(seen.values())
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    """Bytes of distinct storages among `tensors` (views of one buffer count once)."""
+    seen = {_storage_key(t): t.untyped_storage().nbytes() for t in tensors}
+    return sum(seen.values())
+
+
+def trainable_bytes(model: Any) -> int:
+    """Bytes of the parameters that train, as held (fp32 adapters and head, or the 16-bit weights in full FT)."""
+    return _tensor_bytes(p for p in model.parameters() if p.requires_grad)
+
+
+def training_state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
+    """`mem/grads_bytes` and `mem/optimizer_bytes` from the tensors that exist after an optimizer step, before
+    the gradients are cleared: every tensor in the optimizer's state (AdamW: two moments, plus a Kahan
+    compensation buffer for 16-bit weights in torch-optimi), not a formula."""
+    import torch
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    state = [value for per_param in optimizer.state.values() for value in _flat_values(per_param)
+             if isinstance(value, torch.Tensor)]
+    return {"mem/grads_bytes": _tensor_bytes(grads), "mem/optimizer_bytes": _tensor_bytes(state)}
+
+
+def _flat_values(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [v for value in tree.values() for v in _flat_values(value)]
+    if isinstance(tree, list | tuple):
+        return [v for value in tree for v in _flat_values(value)]
+    return [tree]
 
 
 def base_weight_bits_per_param(model: Any) -> float:

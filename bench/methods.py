@@ -5,11 +5,13 @@ Techniques differ only here, in how the model is built; the training loop is the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig
-from bench.models import head_module_names, load_classifier
+from bench.models import head_module_names, load_causal_lm, load_classifier
 from bench.precision import pick_dtype
 from bench.targets import check_targets_match, resolve_targets
 
@@ -39,39 +41,43 @@ def check_method_supported(method: MethodConfig, device: Any) -> None:
 
 
 def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model_type: str,
-                labels: list[str], device: Any) -> BuiltModel:
+                labels: list[str], device: Any, task: str = "classification") -> BuiltModel:
     """Load the base model the way `method` needs it and make the right parameters trainable."""
     weights_dtype = pick_dtype(method.dtype, device)
-    heads = head_module_names(location, spec, labels)
+    causal = task == "causal_lm"
+    # A causal LM keeps its pretrained LM head: nothing is new, so no module trains in full beside LoRA.
+    heads = [] if causal else head_module_names(location, spec, labels)
+    load = partial(load_causal_lm if causal else partial(load_classifier, labels=labels),
+                   location=location, spec=spec, device=device)
     if method.name == "full":
-        model = load_classifier(location=location, spec=spec, labels=labels, dtype=weights_dtype, device=device)
+        model = load(dtype=weights_dtype)
         model.requires_grad_(True)
         return BuiltModel(model, weights_dtype, weights_dtype, heads, None)
     targets = resolve_targets(method.target_modules, model_type)
     if method.name == "lora":
-        base = load_classifier(location=location, spec=spec, labels=labels, dtype=weights_dtype, device=device)
+        base = load(dtype=weights_dtype)
         compute_dtype = weights_dtype
     else:
         compute_dtype = pick_dtype(method.compute_dtype, device)
-        base = _load_4bit(method=method, spec=spec, location=location, labels=labels,
-                          compute_dtype=compute_dtype, skip=heads, device=device)
+        base = _load_4bit(method=method, load=load, compute_dtype=compute_dtype,
+                          skip=["lm_head"] if causal else heads)
         weights_dtype = compute_dtype
     check_targets_match(base, targets)
-    model = _add_lora(base, method=method, targets=targets, heads=heads)
+    model = _add_lora(base, method=method, targets=targets, heads=heads, causal=causal)
     return BuiltModel(model, weights_dtype, compute_dtype, heads, targets)
 
 
-def _load_4bit(*, method: MethodConfig, spec: ModelConfig, location: str, labels: list[str],
-               compute_dtype: Any, skip: list[str], device: Any) -> Any:
+def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: Any, skip: list[str]) -> Any:
     from transformers import BitsAndBytesConfig
 
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=method.quant_type, bnb_4bit_use_double_quant=method.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
-        llm_int8_skip_modules=skip,  # the head stays in float: it is new and must train in full
+        # The head stays in float: a new classifier must train in full; an LM head is often the embedding
+        # matrix itself (tied weights), which 4-bit would untie.
+        llm_int8_skip_modules=skip,
     )
-    model = load_classifier(location=location, spec=spec, labels=labels, dtype=compute_dtype,
-                            quantization=quantization, device=device)
+    model = load(dtype=compute_dtype, quantization=quantization)
     disable_cpu_4bit_repacking(model)
     # No `prepare_model_for_kbit_training`: it upcasts every frozen non-quantized weight (embeddings
     # included, half of MiniLM) to fp32 and turns on gradient checkpointing. We keep those weights in the
@@ -80,11 +86,12 @@ def _load_4bit(*, method: MethodConfig, spec: ModelConfig, location: str, labels
     return model
 
 
-def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], heads: list[str]) -> Any:
+def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], heads: list[str], causal: bool) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=method.r, lora_alpha=method.alpha,
-                        lora_dropout=method.dropout, target_modules=targets, bias=method.bias,
+    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
+    config = LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
+                        target_modules=targets, bias=method.bias,
                         modules_to_save=list(heads))  # peft extends the list it is given
     model = get_peft_model(base, config)
     for parameter in model.parameters():

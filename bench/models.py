@@ -18,11 +18,20 @@ def resolve_location(spec: ModelConfig) -> str:
         return _checked_folder(spec.path, key="model.path")
     if spec.source == "package":
         return _checked_folder(str(package_file(spec.package or "", key="model.package")), key="model.package")
+    if spec.source == "gguf":  # converted once into a cached folder (~20 s the first time)
+        from bench.causal.gguf import converted_folder
+
+        return converted_folder(spec)
     if spec.source == "hub":
         return spec.hub_id or ""
     if spec.source == "tiny":
         return f"tiny:{spec.name}"
     raise ConfigError(f"model={spec.name} needs model.path=<folder with config.json and weights>")
+
+
+def _hub_options(spec: ModelConfig) -> dict[str, Any]:
+    """What every `from_pretrained` call gets: the pinned revision, the remote-code switch, the token."""
+    return {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code, "token": spec.token}
 
 
 def _checked_folder(path: str, *, key: str) -> str:
@@ -40,8 +49,7 @@ def load_tokenizer(spec: ModelConfig, location: str) -> Any:
 
     if location.startswith("tiny:"):
         location = str(package_file(spec.tokenizer or "", key="model.tokenizer"))
-    tokenizer = AutoTokenizer.from_pretrained(location, revision=spec.revision,
-                                              trust_remote_code=spec.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(location, **_hub_options(spec))
     if tokenizer.pad_token is None:  # decoder-only tokenizers often have none; padding needs one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -75,7 +83,7 @@ def model_limits(location: str, spec: ModelConfig) -> tuple[str, int | None]:
     """The architecture name and its longest supported input, read from config.json alone."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    config = AutoConfig.from_pretrained(location, **_hub_options(spec))
     return config.model_type, getattr(config, "max_position_embeddings", None)
 
 
@@ -85,7 +93,7 @@ def head_module_names(location: str, spec: ModelConfig, labels: list[str]) -> li
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+    config = AutoConfig.from_pretrained(location, **_hub_options(spec),
                                         **_label_maps(labels))
     with init_empty_weights():
         skeleton = AutoModelForSequenceClassification.from_config(config)
@@ -104,9 +112,17 @@ def load_classifier(*, location: str, spec: ModelConfig, labels: list[str], dtyp
     hf_logging.set_verbosity_error()  # the "newly initialized head" notice is expected: we train the head
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            location, revision=spec.revision, trust_remote_code=spec.trust_remote_code, dtype=dtype,
+            location, **_hub_options(spec), dtype=dtype,
             device_map={"": str(device)},  # load straight onto the device; 4-bit models cannot be moved later
             quantization_config=quantization, ignore_mismatched_sizes=True,
             **_label_maps(labels))
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def load_causal_lm(*, location: str, spec: ModelConfig, dtype: Any, device: Any, quantization: Any = None) -> Any:
+    """`AutoModelForCausalLM` with the checkpoint's own LM head (nothing is newly initialised)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(location, **_hub_options(spec), dtype=dtype,
+                                                device_map={"": str(device)}, quantization_config=quantization)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from bench.config import ConfigError
@@ -19,3 +20,9 @@ def package_file(spec: str, *, key: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{key}={spec!r}: {path} does not exist in the installed package")
     return path
+
+
+def cache_root() -> Path:
+    """Where built models are cached (tiny random models, converted GGUF models): `$BENCH_CACHE`, else
+    `~/.cache/bench`."""
+    return Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "bench"))

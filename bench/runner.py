@@ -1,4 +1,4 @@
-"""One benchmark run: set up (cheap checks first), train, measure, record, ship."""
+"""One benchmark run: set up (cheap checks first), predict memory, train under the monitor, record, ship."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[
     device = pick_device(cfg.trainer.device)
     check_method_supported(cfg.method, device)
     location = resolve_location(cfg.model)
+    if cfg.dry_run:
+        from bench.estimate import dry_run
+
+        return dry_run(cfg, location=location, device=device)
     output_dir = _check_output_dir(cfg.output_dir)
     run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
     with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id) as tracker:
@@ -53,11 +57,10 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     from transformers import set_seed
 
     from bench.data import load_splits, make_loaders
-    from bench.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
-    from bench.methods import build_model
+    from bench.estimate import predict
     from bench.models import load_tokenizer, materialize_tiny, model_limits
-    from bench.monitor import PeakMemory
-    from bench.precision import dtype_name
+    from bench.monitor import Monitor
+    from bench.monitor.results import run_metrics
     from bench.provenance import git_sha, hardware, package_versions
     from bench.train import train
 
@@ -67,6 +70,10 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     tracker.set_tags({"technique": cfg.method.name, "model": cfg.model.name, "dataset": cfg.data.name,
                       "config_hash": cfg.hash(), "git_sha": git_sha(), **package_versions(), **hardware(device)})
     set_seed(cfg.seed)
+    if cfg.task == "causal_lm":  # its own data, metrics and forgetting; the same loop, techniques and tracker
+        from bench.causal.run import run_causal
+
+        return run_causal(cfg, tracker=tracker, device=device, location=location, output_dir=output_dir)
     splits = load_splits(cfg.data)
     tracker.log({"eval/majority_baseline": splits.majority_baseline,
                  "data/train_rows": len(splits.train), "data/eval_rows": len(splits.eval)})
@@ -75,32 +82,54 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
         location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=splits.labels, seed=cfg.seed)
     model_type, model_limit = model_limits(location, cfg.model)
     _check_max_length(cfg.data.max_length, model_limit, tokenizer, cfg.model.name)
-    built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
-                        labels=splits.labels, device=device)
-    tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
-                      "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
-                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules})
-    static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
-              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model)}
-    tracker.log(static)
+    estimate = predict(cfg, location=location, labels=splits.labels, device=device)  # before any weight loads
+    tracker.log(estimate.metrics())
+    # Batches are made and libraries imported before the model loads, so the monitor's baseline holds the
+    # data and the code (peft alone is ~180 MB of RSS) and its net peaks are the model's and the training's.
     train_loader, eval_loader = make_loaders(splits, tokenizer=tokenizer, max_length=cfg.data.max_length,
                                              batch_size=cfg.trainer.batch_size,
                                              eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
-    tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # for the gap between sweep cells
-    with PeakMemory(device) as peak:
+    if cfg.method.uses_adapter:
+        import peft  # noqa: F401
+    with Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor") as monitor:
+        built, static = _build(cfg, tracker=tracker, location=location, model_type=model_type,
+                               labels=splits.labels, device=device)
+        tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # for the gap between sweep cells
+        monitor.mark_training()
         result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader, trainer=cfg.trainer,
                        device=device, autocast_dtype=built.compute_dtype, log=tracker.log,
-                       desc=f"{cfg.method.name} {cfg.model.name}")
-    tracker.set_tags({"mem/peak_source": peak.source})
-    measured = {"train/time_s": result.time_s, "train/samples_per_s": result.samples / result.time_s,
-                "train/tokens_per_s": result.tokens / result.time_s, "train/steps": result.steps,
-                "train/tokens": result.tokens, "mem/peak_bytes": peak.bytes}
+                       desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
+                       warmup_steps=cfg.monitor.warmup_steps)
+    measured, tags = run_metrics(result=result, monitor=monitor, static=static, predicted=estimate.peak_bytes,
+                                 device=device)
+    tracker.set_tags(tags)
+    if monitor.timeline is not None:
+        tracker.log_artifacts(monitor.timeline.parent, "monitor")
     shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
     final = {**static, **measured, **result.final_eval, "artifact/adapter_bytes": shipped,
              "eval/majority_baseline": splits.majority_baseline}
     tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith("eval/")}, result.steps)
     return final
+
+
+def _build(cfg: RunConfig, *, tracker: Any, location: str, model_type: str, labels: list[str],
+           device: Any) -> tuple[Any, dict[str, float]]:
+    """Load the model the technique needs; log its precision tags and static sizes."""
+    from bench.footprint import base_weight_bits_per_param, parameter_counts, trainable_bytes, weights_bytes
+    from bench.methods import build_model
+    from bench.precision import dtype_name
+
+    built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
+                        labels=labels, device=device, task=cfg.task)
+    tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
+                      "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
+                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules})
+    static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
+              "mem/trainable_bytes": trainable_bytes(built.model),
+              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model)}
+    tracker.log(static)
+    return built, static
 
 
 def _ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upload: bool) -> int:

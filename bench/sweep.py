@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 
 SWEEP_FILE = "bench_sweep.json"
 LAST_SUMMARY: dict[str, int] = {}  # read by the CLI after Hydra returns, to set the exit code
+ACTIVE: list[SweepContext] = []  # the sweep this process launched, until it ends (for Ctrl-C)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class SweepCallback(Callback):
         folder = Path(config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
+        ACTIVE[:] = [context]
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -89,9 +91,18 @@ class SweepCallback(Callback):
         for key, value in summary.items():
             client.log_metric(context.parent_run_id, f"sweep/{key}", value)
         client.set_terminated(context.parent_run_id, "FAILED" if summary["failed"] == summary["cells"] else "FINISHED")
+        ACTIVE.clear()
+        from bench.report import report_hint
         print(f"sweep {context.sweep_id} done: {summary['finished']} finished, {summary['failed']} failed "
               f"of {summary['cells']} distinct cells, in experiment '{context.experiment}' at {context.tracking_uri}\n"
-              f"report: bench report --experiment {context.experiment} --sweep {context.sweep_id}")
+              f"report: {report_hint(context.experiment, context.sweep_id)}")
+
+
+def interrupt_active_sweep() -> None:
+    """Ctrl-C or SIGTERM stopped the sweep: its parent run ends KILLED rather than staying RUNNING."""
+    for context in ACTIVE:
+        _client(context.tracking_uri).set_terminated(context.parent_run_id, "KILLED")
+    ACTIVE.clear()
 
 
 def _tracker_spec(config: Any) -> Any:
@@ -104,18 +115,25 @@ def _find_or_create_parent(uri: str, experiment: str, sweep_id: str, overrides: 
     """The parent run of this sweep: reopened when the same sweep runs again, created otherwise."""
     import mlflow
 
+    from bench.store import check_reachable, process_tags, redact_text, retrying
+
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    # Created here, in the launching process, before any cell: parallel cells then never race to create
+    # the SQLite schema or the experiment.
+    experiment_id = retrying(lambda: mlflow.set_experiment(experiment)).experiment_id
     client = _client(uri)
     found = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
                                max_results=1)
+    tags = {**process_tags(), "sweep_id": sweep_id, "sweep_role": "parent",
+            "sweep_overrides": redact_text(" ".join(overrides))}
     if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}",
-                            tags={"sweep_id": sweep_id, "sweep_role": "parent",
-                                  "sweep_overrides": " ".join(overrides)})
-    return run.info.run_id
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for key, value in process_tags().items():  # this process owns it now
+            client.set_tag(run_id, key, value)
+        return run_id
+    return client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags).info.run_id
 
 
 def load_context(folder: Path) -> SweepContext | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, TrackerConfig
+from bench.store import check_reachable, close_stale_runs, process_tags, redact, redact_text, retrying
 
 _BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
 
@@ -44,26 +45,33 @@ class Tracker:
     def __enter__(self) -> Tracker:
         import mlflow
 
+        check_reachable(self.uri)
         logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter on a new store
         mlflow.set_tracking_uri(self.uri)
-        experiment = mlflow.set_experiment(self.spec.experiment)
+        experiment = retrying(lambda: mlflow.set_experiment(self.spec.experiment))
         self._client = mlflow.MlflowClient(self.uri)
-        tags = {"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {}  # nests it in the UI
-        run = self._client.create_run(experiment.experiment_id, run_name=self.run_name, tags=tags)
+        retrying(lambda: close_stale_runs(self._client, experiment.experiment_id))
+        tags = process_tags()
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id  # nests the run under its sweep in the UI
+        name = redact_text(self.run_name)
+        run = retrying(lambda: self._client.create_run(experiment.experiment_id, run_name=name, tags=tags))
         self.run_id = run.info.run_id
         return self
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(key, _as_text(value)) for key, value in sorted(params.items())]
+        items = [Param(key, _as_text(value)) for key, value in sorted(redact(params).items())]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self._client.log_batch(self.run_id, params=items[start:start + 100])
+            batch = items[start:start + 100]
+            retrying(lambda batch=batch: self._client.log_batch(self.run_id, params=batch))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self._client.log_batch(self.run_id, tags=[RunTag(k, _as_text(v)) for k, v in sorted(tags.items())])
+        items = [RunTag(k, _as_text(v)) for k, v in sorted(redact(tags).items())]
+        retrying(lambda: self._client.log_batch(self.run_id, tags=items))
 
     def log(self, metrics: dict[str, float], step: int = 0) -> None:
         """Queue metrics; they are written in batches, so logging costs the loop almost nothing."""
@@ -77,7 +85,7 @@ class Tracker:
     def flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            self._client.log_batch(self.run_id, metrics=batch)
+            retrying(lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch))
 
     def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
         self._client.log_artifacts(self.run_id, str(folder), artifact_path)
@@ -94,13 +102,14 @@ class Tracker:
         if error is not None:
             error.bench_run_id = self.run_id  # type: ignore[attr-defined]  # "this failure is on record"
         if error is None:
-            self._client.set_terminated(self.run_id, "FINISHED")
+            retrying(lambda: self._client.set_terminated(self.run_id, "FINISHED"))
             return
         if isinstance(error, KeyboardInterrupt | SystemExit):
-            self._client.set_terminated(self.run_id, "KILLED")
+            self.set_tags({"failure": "killed", "error": f"interrupted ({type(error).__name__})"})
+            retrying(lambda: self._client.set_terminated(self.run_id, "KILLED"))
             return
         self.set_tags({"failure": failure_kind(error), "error": f"{type(error).__name__}: {error}"[:4000]})
-        self._client.set_terminated(self.run_id, "FAILED")
+        retrying(lambda: self._client.set_terminated(self.run_id, "FAILED"))
 
 
 def _as_text(value: Any) -> str:

@@ -2,7 +2,9 @@
 
 Step losses stay on the device and are read in bulk every `trainer.log_every` steps, so the loop does not
 synchronise with the GPU on every step. The clock covers optimizer steps only: evaluation between epochs
-is paused out of `train/time_s`.
+is paused out of `train/time_s`. Each step is also timed on its own (`bench.monitor.StepTimer`) for the
+step-time percentiles and the throughput after warm-up, and the gradients and optimizer state are sized
+once, after the first step, from the real tensors.
 """
 
 from __future__ import annotations
@@ -11,12 +13,33 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bench.config import TrainerConfig
+from bench.footprint import training_state_bytes
 from bench.metrics import evaluate_classifier
+from bench.monitor.throughput import StepTimer
 
 LogFn = Callable[[dict[str, float], int], None]
+EvalFn = Callable[..., dict[str, float]]  # (model, eval_loader, *, device, autocast_dtype) -> eval/* metrics
+
+
+class StepHooks(Protocol):
+    """What the loop tells the outside world: `bench.monitor.Monitor` implements it."""
+
+    def on_step(self, step: int) -> None:
+        """After each optimizer step; must cost next to nothing."""
+
+    def on_flush(self, step: int) -> dict[str, float]:
+        """Every `trainer.log_every` steps: metrics to log at this step."""
+
+
+class _NoHooks:
+    def on_step(self, step: int) -> None:
+        pass
+
+    def on_flush(self, step: int) -> dict[str, float]:
+        return {}
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -33,6 +56,8 @@ class TrainResult:
     time_s: float = 0.0  # optimizer steps only, evaluation excluded
     last_loss: float = math.nan
     final_eval: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)  # StepTimer.summary(): percentiles, throughput
+    state_bytes: dict[str, int] = field(default_factory=dict)  # mem/grads_bytes, mem/optimizer_bytes
 
 
 class _Clock:
@@ -70,7 +95,8 @@ def build_optimizer(model: Any, trainer: TrainerConfig) -> Any:
 
 
 def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: Any,
-          autocast_dtype: Any, log: LogFn, desc: str) -> TrainResult:
+          autocast_dtype: Any, log: LogFn, desc: str, hooks: StepHooks | None = None,
+          warmup_steps: int = 0, evaluate: EvalFn = evaluate_classifier) -> TrainResult:
     """Train for `trainer.epochs` (or `trainer.max_steps`), evaluating after each epoch and at the end."""
     import torch
     from tqdm.auto import tqdm
@@ -79,39 +105,58 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     total_steps = min(trainer.epochs * len(train_loader), trainer.max_steps or math.inf)
     optimizer = build_optimizer(model, trainer)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
-    result, clock, pending = TrainResult(), _Clock(device), []
+    result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
+    hooks = hooks or _NoHooks()
     bar = tqdm(total=total_steps, desc=desc, unit="step", dynamic_ncols=True)
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32)
     model.train()
     clock.start()
+    timer.start()
     for _epoch in range(trainer.epochs):
         for batch in train_loader:
-            result.tokens += int(batch["attention_mask"].sum())  # counted on the host copy: no device sync
-            result.samples += len(batch["labels"])
-            with autocast:
-                loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).loss
-            loss.backward()
-            if trainer.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            tokens, samples = int(batch["attention_mask"].sum()), len(batch["labels"])  # host copy: no sync
+            loss = _step(model, batch, device=device, autocast=autocast, optimizer=optimizer, scheduler=scheduler,
+                         max_grad_norm=trainer.max_grad_norm, result=result)
             result.steps += 1
+            result.tokens, result.samples = result.tokens + tokens, result.samples + samples
+            timer.step(samples, tokens)
+            hooks.on_step(result.steps)
             pending.append((result.steps, loss.detach()))
             if result.steps % trainer.log_every == 0 or result.steps == total_steps:
                 _flush(pending, result, log, bar, clock)
+                timer.collect()  # the flush just waited for the GPU: reading step events is free now
+                log(hooks.on_flush(result.steps), result.steps)
             if result.steps >= total_steps:
                 break
         clock.pause()
-        result.final_eval = evaluate_classifier(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
+        result.final_eval = evaluate(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
         log(result.final_eval, result.steps)
-        bar.set_postfix(loss=f"{result.last_loss:.4f}", acc=f"{result.final_eval['eval/accuracy']:.3f}")
+        bar.set_postfix(loss=f"{result.last_loss:.4f}", acc=f"{result.final_eval.get('eval/accuracy', math.nan):.3f}")
         if result.steps >= total_steps:
             break
         clock.start()
+        timer.start()  # the next step is timed from here, so evaluation is not in it
     bar.close()
-    result.time_s = clock.elapsed
+    result.time_s, result.timing = clock.elapsed, timer.summary()
     return result
+
+
+def _step(model: Any, batch: dict[str, Any], *, device: Any, autocast: Any, optimizer: Any, scheduler: Any,
+          max_grad_norm: float, result: TrainResult) -> Any:
+    """One optimizer step; returns the loss, still on the device."""
+    import torch
+
+    with autocast:
+        loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).loss
+    loss.backward()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if not result.steps:  # gradients and optimizer state both exist only now, before they are cleared
+        result.state_bytes = training_state_bytes(model, optimizer)
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
 def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar: Any, clock: _Clock) -> None:

@@ -1,25 +1,18 @@
-"""Shared fixtures: a throw-away MLflow store, a tiny-model cache, and the real `bench run` CLI."""
+"""Shared fixtures: a throw-away MLflow store, a tiny-model cache, a real MLflow server."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-
-# Tests compose the real config, then shrink it: a 2-layer random model, a few rows, a couple of steps.
-TINY = ["model=tiny-bert", "data.max_train_samples=48", "data.max_eval_samples=24", "data.max_length=32",
-        "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1"]
-
-# Every metric the walking-skeleton issue requires on every run.
-REQUIRED_METRICS = (
-    "eval/accuracy", "eval/f1", "eval/loss", "eval/majority_baseline",
-    "train/loss", "train/time_s", "train/samples_per_s", "train/tokens_per_s",
-    "params/trainable", "params/total", "params/trainable_pct",
-    "mem/peak_bytes", "mem/weights_bytes", "mem/weight_bits_per_param", "artifact/adapter_bytes",
-)
+from support import REQUIRED_METRICS, TINY, finished_runs, run_cli  # noqa: F401 - re-exported for test modules
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,16 +27,34 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def run_cli(*overrides: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`bench run <overrides>` in a subprocess, exactly as a user runs it."""
-    command = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "run", *overrides]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def finished_runs(uri: str, experiment: str = "bench"):
-    """All runs of an experiment as a pandas frame (metrics.*, params.*, tags.*)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment])
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        server.kill()
+        pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+    yield url
+    server.send_signal(signal.SIGTERM)  # stop it by its PID; its workers go with it
+    server.wait(timeout=60)
+    log.close()

@@ -1,15 +1,17 @@
-"""Peak memory over a block of code, measured by the kernel or the CUDA allocator, not by sampling.
+"""Exact peak memory, kept by the kernel or the CUDA allocator rather than sampled.
 
 On Linux the kernel keeps the process's high-water mark (VmHWM) and lets us reset it by writing 5 to
-/proc/self/clear_refs, so the CPU peak is exact and costs nothing while training runs. Where that is not
-possible we sample RSS from a thread. On CUDA the figure is torch's peak reserved memory (what the
-caching allocator took from the driver), reset when the block starts.
+/proc/self/clear_refs, so the CPU peak is exact and costs nothing while training runs. On CUDA, torch's
+allocator keeps peak allocated and peak reserved bytes. Both are counters that can only be reset, so a run
+is split into phases (model loading, then training): at each split the phase's peak is read and the
+counter reset, and the run's peak is the largest phase peak. Where the kernel counter is missing, the
+sampler's largest RSS stands in (see `Monitor`).
 """
 
 from __future__ import annotations
 
 import re
-import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _kernel_peak_rss() -> int | None:
+def kernel_peak_rss() -> int | None:
+    """VmHWM in bytes: the largest resident set since the last reset (None off Linux)."""
     try:
         match = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
     except OSError:
@@ -25,67 +28,54 @@ def _kernel_peak_rss() -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-def _reset_kernel_peak() -> bool:
+def reset_kernel_peak() -> bool:
+    """Reset VmHWM to the current RSS; False where the kernel does not allow it (then peaks are sampled)."""
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:
         return False
-    return _kernel_peak_rss() is not None
+    return kernel_peak_rss() is not None
 
 
-class _RssSampler(threading.Thread):
-    """Fallback: the largest RSS seen, sampled every `interval_s`."""
+@dataclass
+class PhasePeaks:
+    """Peaks of one phase: `rss` (kernel, or None), and on CUDA `allocated` and `reserved`."""
 
-    def __init__(self, interval_s: float = 0.05) -> None:
-        super().__init__(daemon=True, name="bench-rss-sampler")
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval_s = interval_s
-        self._stop_event = threading.Event()
-        self.peak = self._process.memory_info().rss
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self._interval_s):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join()
-        return max(self.peak, self._process.memory_info().rss)
+    rss: int | None = None
+    allocated: int = 0
+    reserved: int = 0
 
 
+@dataclass
 class PeakMemory:
-    """`with PeakMemory(device) as peak: ...` then `peak.bytes` and `peak.source`."""
+    """Phase-split exact peaks: `start()`, `split("load")`, `split("train")`, then `phases` and `run_peak()`."""
 
-    def __init__(self, device: Any) -> None:
-        self.device = device
-        self.bytes = 0
-        self.source = ""
-        self._sampler: _RssSampler | None = None
+    device: Any
+    kernel: bool = False  # whether the kernel counter works here
+    phases: dict[str, PhasePeaks] = field(default_factory=dict)
 
-    def __enter__(self) -> PeakMemory:
+    def start(self) -> None:
+        """Reset every counter: what follows is measured from here."""
         if self.device.type == "cuda":
             import torch
 
-            torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.source = "cuda_peak_reserved"
-        elif _reset_kernel_peak():
-            self.source = "kernel_vmhwm"
-        else:
-            self._sampler = _RssSampler()
-            self._sampler.start()
-            self.source = "rss_sampled"
-        return self
+        self.kernel = reset_kernel_peak()
 
-    def __exit__(self, *exc: object) -> None:
+    def split(self, phase: str) -> PhasePeaks:
+        """Read the peaks since the last reset as `phase`, then reset the counters for the next phase."""
+        peaks = PhasePeaks(rss=kernel_peak_rss() if self.kernel else None)
         if self.device.type == "cuda":
             import torch
 
-            torch.cuda.synchronize(self.device)
-            self.bytes = int(torch.cuda.max_memory_reserved(self.device))
-        elif self._sampler is not None:
-            self.bytes = self._sampler.stop()
-        else:
-            self.bytes = _kernel_peak_rss() or 0
+            # Host-side allocator counters: reading them does not wait for the GPU.
+            peaks.allocated = int(torch.cuda.max_memory_allocated(self.device))
+            peaks.reserved = int(torch.cuda.max_memory_reserved(self.device))
+        self.phases[phase] = peaks
+        self.start()
+        return peaks
+
+    def run_peak(self, name: str) -> int | None:
+        """The largest `rss`, `allocated` or `reserved` over all phases."""
+        values = [getattr(p, name) for p in self.phases.values() if getattr(p, name) is not None]
+        return max(values) if values else None

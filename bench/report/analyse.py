@@ -37,58 +37,116 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
 
 
-def tidy(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run with friendly columns, and `group`: the runs that differ only by seed share one."""
+def tidy(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with friendly columns; `group`: the runs that differ only by seed share one;
+    `superseded`: a FINISHED run repeated later with the same config hash (only the latest counts)."""
+    runs = raw[~_is_sweep_parent(raw)]
     tags = {name: _column(runs, f"tags.{name}") for name in ("model", "technique", "dataset")}
     out = pd.DataFrame({
         "run_id": runs["run_id"], "run_name": _column(runs, "tags.mlflow.runName").fillna(runs["run_id"]),
-        "status": runs["status"], "experiment_id": runs["experiment_id"],
+        "status": runs["status"], "experiment_name": _column(runs, "experiment_name"),
         "dataset": tags["dataset"].fillna(_column(runs, "params.data.name")).fillna("?"),
         "model": tags["model"].fillna(_column(runs, "params.model.name")).fillna("?"),
         "technique": tags["technique"].fillna(_column(runs, "params.method.name")).fillna("?"),
-        "seed": pd.to_numeric(_column(runs, "params.seed"), errors="coerce"),
+        "seed": _whole(_column(runs, "params.seed")),
         "start_time": runs["start_time"], "end_time": runs["end_time"],
         "failure": _column(runs, "tags.failure"), "error": _column(runs, "tags.error"),
         "sweep_id": _column(runs, "tags.sweep_id"), "git_sha": _column(runs, "tags.git_sha"),
     })
     adapter = out["technique"] != REFERENCE  # rank and targets mean nothing for full fine-tuning
-    out["r"] = pd.to_numeric(_column(runs, "params.method.r"), errors="coerce").where(adapter)
+    out["r"] = _whole(_column(runs, "params.method.r").where(adapter))
     out["target_modules"] = _column(runs, "params.method.target_modules").where(adapter).fillna("")
-    out["config"] = _config_labels(runs, out)
+    out[["config", "line_config"]] = _config_labels(runs, out)
     for friendly, column in METRICS.items():
         out[friendly] = pd.to_numeric(_column(runs, column), errors="coerce")
     out["group"] = out.groupby(list(KEYS), dropna=False, sort=False).ngroup()
-    return out
+    return _mark_repeats(out, _column(runs, "tags.config_hash"))
 
 
-def _config_labels(runs: pd.DataFrame, out: pd.DataFrame) -> pd.Series:
-    """`lr=0.001, alpha=32`: the params (besides rank, targets and seed) that vary within a model and technique."""
+def _whole(text: pd.Series) -> pd.Series:
+    """Numbers from param strings, as integers (blank allowed) when they all are, so `8` never reads `8.0`."""
+    values = pd.to_numeric(text, errors="coerce")
+    known = values.dropna()
+    return values.astype("Int64") if (known == known.round()).all() else values
+
+
+def _is_sweep_parent(raw: pd.DataFrame) -> pd.Series:
+    """A sweep's parent run holds the sweep's settings, not a result: tagged as such, or named as a parent."""
+    parents = set(_column(raw, "tags.mlflow.parentRunId").dropna())
+    return (_column(raw, "tags.sweep_role") == "parent") | raw["run_id"].isin(parents)
+
+
+def _mark_repeats(out: pd.DataFrame, config_hash: pd.Series) -> pd.DataFrame:
+    """A rerun (`force=true`) or a retried cell: the same config hash, seed included, run more than once."""
+    finished = (out["status"] == "FINISHED") & config_hash.notna()
+    newest_first = out.assign(hash=config_hash)[finished].sort_values("start_time", ascending=False)
+    superseded = newest_first["hash"].duplicated().reindex(out.index, fill_value=False)
+    retried = ~finished & config_hash.isin(set(config_hash[finished]))
+    note = pd.Series("", index=out.index, dtype=object)
+    note[superseded] = "superseded: the same config finished again later"
+    note[retried] = "the same config finished in another run"
+    return out.assign(superseded=superseded, note=note)
+
+
+def _config_labels(runs: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    """`config`: the params (besides rank, targets and seed) that vary within a model and technique, e.g.
+    `alpha=32, lr=0.001`; `line_config`: the same without those that follow the rank (alpha = 2r in a rank
+    sweep), so a rank sweep draws one line per remaining setting."""
     shown = ("method.r", "method.target_modules")  # they have columns of their own
     params = [c for c in runs.columns if c.startswith("params.") and not _not_config(c[7:]) and c[7:] not in shown]
-    labels = pd.Series("", index=runs.index, dtype=object)
+    labels = pd.DataFrame({"config": "", "line_config": ""}, index=runs.index, dtype=object)
     for (_, _, technique), index in out.groupby(["dataset", "model", "technique"], dropna=False).groups.items():
-        block = runs.loc[index, params]
-        varying = [c for c in params if block[c].nunique(dropna=False) > 1
+        block = runs.loc[index, params].fillna("null").astype(str)
+        varying = [c for c in params if block[c].nunique() > 1
                    and not (technique == REFERENCE and c[7:] in ADAPTER_PARAMS)]
-        parts = [c[7:].removeprefix("method.") + "=" + block[c].fillna("null").astype(str) for c in varying]
-        if parts:
-            labels.loc[index] = parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
+        rank = out.loc[index, "r"].fillna(-1)
+        free = [c for c in varying if block[c].groupby(rank).nunique().max() > 1]  # not a function of r
+        labels.loc[index, "config"] = _join(block, varying)
+        labels.loc[index, "line_config"] = _join(block, free)
     return labels
 
 
-def t_value(n: int) -> float:
-    """Student's t for a two-sided 95 % interval from n samples (n - 1 degrees of freedom)."""
-    from scipy.special import stdtrit
+def _join(block: pd.DataFrame, columns: list[str]) -> pd.Series | str:
+    parts = [c[7:].removeprefix("method.") + "=" + block[c] for c in columns]
+    if not parts:
+        return ""
+    return parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
 
-    return float(stdtrit(n - 1, 0.975))
+
+def t_value(n: int) -> float:
+    """Student's t for a two-sided 95 % interval from n samples (n - 1 degrees of freedom). Exact series and
+    bisection rather than scipy, whose import alone would cost the command half a second."""
+    df = n - 1
+    low, high = 0.0, 16.0
+    while _two_sided(high, df) < 0.95:
+        high *= 2
+    while True:  # bisect until the midpoint no longer moves: full double precision
+        middle = (low + high) / 2
+        if middle in (low, high):
+            return middle
+        low, high = (middle, high) if _two_sided(middle, df) < 0.95 else (low, middle)
+
+
+def _two_sided(t: float, df: int) -> float:
+    """P(|T| < t) for integer degrees of freedom: Abramowitz & Stegun 26.7.3 (odd) and 26.7.4 (even)."""
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df == 1:
+        return 2 * theta / math.pi
+    term = math.cos(theta) if df % 2 else 1.0
+    total = term
+    for k in range(3 if df % 2 else 2, df - 1, 2):
+        term *= cos2 * (k - 1) / k
+        total += term
+    return 2 / math.pi * (theta + math.sin(theta) * total) if df % 2 else math.sin(theta) * total
 
 
 def headline(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (finished runs with an accuracy): n, mean accuracy and its 95 % CI, the
     other metrics' means, deltas against full fine-tuning, and whether it is on the Pareto frontier."""
-    done = runs[(runs["status"] == "FINISHED") & runs["accuracy"].notna()]
+    done = runs[(runs["status"] == "FINISHED") & runs["accuracy"].notna() & ~runs["superseded"]]
     grouped = done.groupby("group", sort=False)
-    table = grouped[list(KEYS)].first()
+    table = grouped[[*KEYS, "line_config"]].first()
     table["n"] = grouped["accuracy"].count()
     table["accuracy_mean"] = grouped["accuracy"].mean()
     table["accuracy_std"] = grouped["accuracy"].std(ddof=1)
@@ -99,25 +157,30 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     others = [m for m in METRICS if m != "accuracy"]
     table[others] = grouped[others].mean()
     table = table.reset_index()
-    table["label"] = _labels(table, several_models=runs["model"].nunique() > 1,
-                             several_datasets=runs["dataset"].nunique() > 1)
+    several = {"several_models": runs["model"].nunique() > 1, "several_datasets": runs["dataset"].nunique() > 1}
+    table["label"] = _labels(table, **several)
+    table["line"] = _labels(table, **several, drop=("r",), config="line_config")  # a rank-sweep line
+    table["series"] = _labels(table, **several, drop=("r", "target_modules"))  # a target-comparison series
     table = _with_deltas(table)
-    table["pareto"] = pareto_mask(table["peak_bytes"], table["accuracy_mean"])
+    table["pareto"] = False  # accuracies on different data sets do not compete
+    for _, rows in table.groupby("dataset"):
+        table.loc[rows.index, "pareto"] = pareto_mask(rows["peak_bytes"], rows["accuracy_mean"])
     order = table["technique"].map(lambda t: TECHNIQUE_ORDER.get(t, len(TECHNIQUE_ORDER)))
     table = table.assign(_order=order).sort_values(["dataset", "model", "_order", "technique", "target_modules",
                                                     "r", "config"], na_position="first", kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool) -> pd.Series:
+def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool,
+            drop: tuple[str, ...] = (), config: str = "config") -> pd.Series:
     """`lora r=16 qv`, prefixed with the model and data set only when the report spans several."""
     def label(row: pd.Series) -> str:
         parts = [row["dataset"]] if several_datasets else []
         parts += [row["model"]] if several_models else []
         parts.append(row["technique"])
-        parts += [f"r={row['r']:g}"] if pd.notna(row["r"]) else []
-        parts += [row["target_modules"]] if row["target_modules"] else []
-        parts += [row["config"]] if row["config"] else []
+        parts += [f"r={row['r']:g}"] if pd.notna(row["r"]) and "r" not in drop else []
+        parts += [row["target_modules"]] if row["target_modules"] and "target_modules" not in drop else []
+        parts += [row[config]] if row[config] else []
         return " ".join(str(p) for p in parts)
 
     return table.apply(label, axis=1) if len(table) else pd.Series(dtype=object)
@@ -155,10 +218,8 @@ def rank_lines(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(name, rows by rank) per target preset for the rank sweep; empty unless some line has two ranks."""
     adapters = table[table["r"].notna()]
     lines = []
-    for _, rows in adapters.groupby(["dataset", "model", "technique", "target_modules", "config"], sort=False):
-        first = rows.iloc[0]
-        name = first["label"].replace(f"r={first['r']:g}", "").replace("  ", " ").strip()
-        lines.append((name, rows.sort_values("r")))
+    for name, rows in adapters.groupby("line", sort=False):
+        lines.append((str(name), rows.sort_values("r")))
     return lines if any(rows["r"].nunique() > 1 for _, rows in lines) else []
 
 
@@ -178,7 +239,7 @@ def target_slice(table: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
 def pick_runs(runs: pd.DataFrame, table: pd.DataFrame, *, per_group: int, cap: int) -> list[str]:
     """A few finished runs of each headline configuration (lowest seeds first), at most `cap` in all, so
     fetching per-run histories and artifacts stays cheap however many runs the report covers."""
-    done = runs[runs["status"] == "FINISHED"].sort_values(["seed", "run_id"])
+    done = runs[(runs["status"] == "FINISHED") & ~runs["superseded"]].sort_values(["seed", "run_id"])
     by_group = {group: list(rows["run_id"]) for group, rows in done.groupby("group", sort=False)}
     chosen: list[str] = []
     for round_ in range(per_group):  # round-robin, so a cap cuts seeds before it cuts configurations
@@ -222,9 +283,11 @@ def results_table(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame) ->
                    "delta_accuracy", "memory_ratio", "speed_ratio", "size_ratio"]]
     stats = stats.rename(columns={"label": "configuration", "n": "group_n"}).rename(
         columns=lambda c: f"group_{c}" if c.startswith("accuracy") else c)
-    identity = runs[["run_id", "run_name", "status", "experiment_id", "dataset", "model", "technique", "r",
-                     "target_modules", "config", "seed", "group", "failure", "error", "sweep_id", "git_sha",
-                     "start_time", "end_time"]]
-    merged = identity.merge(stats, on="group", how="left")
-    logged = raw[[c for c in raw.columns if c.startswith(("metrics.", "params."))]].reset_index(drop=True)
+    identity = runs[["run_id", "run_name", "status", "superseded", "note", "experiment_name", "dataset", "model",
+                     "technique", "r", "target_modules", "config", "seed", "group", "failure", "error", "sweep_id",
+                     "git_sha", "start_time", "end_time"]]
+    merged = identity.merge(stats, on="group", how="left").astype({"group_n": "Int64"})
+    logged = raw.set_index("run_id").loc[runs["run_id"]]  # the sweep parents left out, as in `runs`
+    logged = logged[[c for c in logged.columns if c.startswith(("metrics.", "params."))]].dropna(axis=1, how="all")
+    logged = logged.reset_index(drop=True)  # columns only the parents had are gone too
     return pd.concat([merged.reset_index(drop=True), logged], axis=1)

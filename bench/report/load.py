@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 DEFAULT_EXPERIMENT = "bench"  # conf/tracker/mlflow.yaml's `experiment`
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 TIMELINE_WORD = "timeline"  # the monitor's artifact: any CSV whose name contains this word
 
 
@@ -45,40 +48,62 @@ def _client(uri: str) -> Any:
 
 
 def load_runs(uri: str, *, experiment: str | None, sweep_id: str | None) -> pd.DataFrame:
-    """Every run of the experiment (or of the sweep, across experiments) as `mlflow.search_runs` returns it."""
-    import mlflow
-
+    """Every run of the experiment (or of the sweep, across experiments) as `mlflow.search_runs` returns it,
+    plus `experiment_name`."""
     client = _client(uri)
     if experiment is None and sweep_id is None:
         experiment = DEFAULT_EXPERIMENT
-    if experiment is not None:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            names = sorted(e.name for e in client.search_experiments())
-            raise StoreError(f"no experiment {experiment!r} at {display_uri(uri)}; experiments: {', '.join(names)}")
-        experiment_ids = [found.experiment_id]
-    else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if sweep_id is not None and "'" in sweep_id:
-        raise StoreError(f"sweep id {sweep_id!r} may not contain a quote")
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_ids=experiment_ids, max_results=1_000_000,
-                              filter_string=f"tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    if experiment is not None and experiment not in names.values():
+        raise StoreError(f"no experiment {experiment!r} at {display_uri(uri)}; "
+                         f"experiments: {', '.join(sorted(names.values()))}")
+    experiment_ids = [i for i, name in names.items() if experiment in (None, name)]
+    runs = _sweep_runs(uri, experiment_ids, sweep_id) if sweep_id else _search(uri, experiment_ids, "")
     if runs.empty:
         where = f"sweep {sweep_id!r}" if sweep_id else f"experiment {experiment!r}"
         raise StoreError(f"no runs in {where} at {display_uri(uri)}")
-    return runs
+    return runs.assign(experiment_name=runs["experiment_id"].map(names))
+
+
+def _search(uri: str, experiment_ids: list[str], filter_string: str) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # search_runs has no uri argument
+    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, max_results=1_000_000)
+
+
+def _sweep_runs(uri: str, experiment_ids: list[str], sweep_id: str) -> pd.DataFrame:
+    """The runs tagged with the sweep id (its parent run among them) and every child of its parent runs, since
+    a sweep's cells are linked to the parent by `mlflow.parentRunId` and need not carry the id themselves."""
+    if "'" in sweep_id:
+        raise StoreError(f"sweep id {sweep_id!r} may not contain a quote")
+    tagged = _search(uri, experiment_ids, f"tags.sweep_id = '{sweep_id}'")
+    parents = tagged["run_id"][_tag(tagged, "sweep_role") == "parent"] if not tagged.empty else []
+    children = [_search(uri, experiment_ids, f"tags.mlflow.parentRunId = '{parent}'") for parent in parents]
+    frames = [frame for frame in (tagged, *children) if not frame.empty]
+    if not frames:
+        return tagged
+    return pd.concat(frames, ignore_index=True).drop_duplicates("run_id").reset_index(drop=True)
+
+
+def _tag(runs: pd.DataFrame, name: str) -> pd.Series:
+    column = f"tags.{name}"
+    return runs[column] if column in runs else pd.Series(None, index=runs.index, dtype=object)
 
 
 def metric_histories(uri: str, run_ids: list[str], key: str) -> dict[str, pd.DataFrame]:
     """`key`'s history (step, value) for each run; callers pass only the runs a plot shows, since each costs a query."""
+    from concurrent.futures import ThreadPoolExecutor
+
     client = _client(uri)
-    histories = {}
-    for run_id in run_ids:
-        points = client.get_metric_history(run_id, key)
-        if points:
-            frame = pd.DataFrame({"step": [p.step for p in points], "value": [p.value for p in points]})
-            histories[run_id] = frame.sort_values("step", kind="stable").reset_index(drop=True)
+    # A few requests in flight hide a tracking server's latency; on SQLite they cost nothing extra.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = pool.map(lambda run_id: client.get_metric_history(run_id, key), run_ids)
+        histories = {}
+        for run_id, points in zip(run_ids, answers, strict=True):
+            if points:
+                frame = pd.DataFrame({"step": [p.step for p in points], "value": [p.value for p in points]})
+                histories[run_id] = frame.sort_values("step", kind="stable").reset_index(drop=True)
     return histories
 
 
@@ -86,7 +111,7 @@ def timelines(uri: str, run_ids: list[str]) -> dict[str, pd.DataFrame]:
     """The monitor's timeline CSV of each run that has one, numeric columns only; runs without one are left out."""
     client = _client(uri)
     found = {}
-    with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch, _no_progress_bars():
         for run_id in run_ids:
             path = _find_timeline(client, run_id)
             if path is None:
@@ -96,6 +121,20 @@ def timelines(uri: str, run_ids: list[str]) -> dict[str, pd.DataFrame]:
             if frame is not None:
                 found[run_id] = frame
     return found
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a progress bar per download: noise for a few small CSVs."""
+    before = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = before
 
 
 def _find_timeline(client: Any, run_id: str, folder: str | None = None, depth: int = 2) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from conftest import REQUIRED_METRICS, TINY, finished_runs, run_cli
+from support import REQUIRED_METRICS, TINY, finished_runs, run_cli
 
 
 @pytest.mark.parametrize("technique", ["full", "lora", "qlora"])

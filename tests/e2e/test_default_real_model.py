@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import finished_runs, run_cli
+from support import finished_runs, run_cli
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import TINY, finished_runs, run_cli
+from support import TINY, finished_runs, run_cli
 
 
 def test_four_parallel_cells_all_recorded_once(store: str, tmp_path) -> None:

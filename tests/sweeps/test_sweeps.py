@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY, finished_runs, run_cli
+from support import TINY, finished_runs, run_cli
 
 SMALL = [*TINY, "tracker.log_model=false"]
 

@@ -1,0 +1,156 @@
+"""One report: load runs from MLflow, analyse them, draw the plots, and write index.html, results.csv and
+summary.md into one folder."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report import analyse, load, plots, render
+from bench.report import report_hint as hint
+from bench.report.render import Section, empty, esc
+
+LOSS_RUNS_PER_CONFIG, LOSS_RUNS_MAX = 2, 40  # each curve costs a history query, so a big sweep is sampled
+TIMELINE_RUNS_MAX = 12  # artifact listings are queries too: one run per configuration, this many at most
+
+
+@dataclass(frozen=True)
+class Built:
+    """What was written, and how much went into it."""
+
+    folder: Path
+    runs: int
+    finished: int
+    configurations: int
+    seconds: float
+
+
+def default_folder(experiment: str | None, sweep_id: str | None) -> Path:
+    """`reports/<sweep or experiment>/`, with characters a folder name should not have replaced."""
+    name = sweep_id or experiment or load.DEFAULT_EXPERIMENT
+    return Path("reports") / (re.sub(r"[^\w.-]+", "_", name).strip("._") or "report")
+
+
+def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out: Path) -> Built:
+    """Write the report of an experiment or a sweep into `out` and say what went into it."""
+    started = time.perf_counter()
+    raw = load.load_runs(uri, experiment=experiment, sweep_id=sweep_id)
+    runs = analyse.tidy(raw)
+    if runs.empty:
+        raise load.StoreError("only a sweep's parent run so far: no cell of the sweep has started")
+    table = analyse.headline(runs)
+    loss_ids = analyse.pick_runs(runs, table, per_group=LOSS_RUNS_PER_CONFIG, cap=LOSS_RUNS_MAX)
+    histories = load.metric_histories(uri, loss_ids, "train/loss")
+    timelines = load.timelines(uri, analyse.pick_runs(runs, table, per_group=1, cap=TIMELINE_RUNS_MAX))
+    title = f"bench report: {sweep_id or experiment or load.DEFAULT_EXPERIMENT}"
+    facts = _facts(raw, runs, uri=uri, experiment=experiment, sweep_id=sweep_id)
+    sections = _sections(raw, runs, table, histories=histories, timelines=timelines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.html").write_text(render.page(title=title, facts=facts, sections=sections,
+                                                plotly_js=plots.plotly_js()), encoding="utf-8")
+    analyse.results_table(raw, runs, table).to_csv(out / "results.csv", index=False)
+    (out / "summary.md").write_text(_summary(title, facts, runs, table), encoding="utf-8")
+    finished = int((runs["status"] == "FINISHED").sum())
+    return Built(out, len(runs), finished, len(table), time.perf_counter() - started)
+
+
+def _facts(raw: pd.DataFrame, runs: pd.DataFrame, *, uri: str, experiment: str | None,
+           sweep_id: str | None) -> list[tuple[str, str]]:
+    """The header line: what the report covers and where it came from."""
+    statuses = runs["status"].value_counts()
+    facts = [("experiment", experiment or ", ".join(sorted(set(raw["experiment_name"].dropna())))),
+             ("sweep", sweep_id or ""), ("runs", ", ".join(f"{n} {s.lower()}" for s, n in statuses.items())),
+             ("time range", _span(runs)), ("tracking", load.display_uri(uri)), ("command", hint(experiment, sweep_id)),
+             ("generated", pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"))]
+    return [(k, v) for k, v in facts if v]
+
+
+def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, *,
+              histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame]) -> list[Section]:
+    several = runs["dataset"].nunique() > 1
+    return [
+        Section("headline", "Headline",
+                "One row per configuration (runs that differ only by seed). Accuracy: mean over seeds with a "
+                "two-sided 95 % Student-t interval; a single run has no interval. Other figures are means. Δ and "
+                "ratios compare with full fine-tuning of the same model (its most accurate configuration if there "
+                "are several) and are blank where the model has none. A green edge marks the Pareto frontier.",
+                render.table_html(table, render.headline_columns(several_datasets=several), "headline-table",
+                                  row_classes=["frontier" if on else "" for on in table["pareto"]])
+                if len(table) else empty("No run finished with an eval/accuracy yet.")),
+        _plot_section("pareto", "Accuracy vs memory", "Mean accuracy (95 % CI bars) against mean peak memory; "
+                      "stars and the dashed line mark configurations no other beats on both.",
+                      plots.pareto(table), "No configuration has both an accuracy and a peak memory."),
+        _plot_section("rank", "Rank sweep", "Accuracy and peak memory against LoRA rank r, one line per "
+                      "technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
+                      "Needs finished adapter runs at two ranks or more."),
+        _target_section(table),
+        _plot_section("loss", "Loss curves", f"train/loss per optimizer step, coloured by technique; up to "
+                      f"{LOSS_RUNS_PER_CONFIG} seeds per configuration and {LOSS_RUNS_MAX} runs in all.",
+                      plots.loss_curves(histories, runs), "No finished run logged train/loss."),
+        Section("memory", "Memory timelines", "The resource monitor's timeline of one run per configuration "
+                "(bytes in MiB on the left axis, other measurements on the right).",
+                _timelines(runs, table, timelines)),
+        Section("failures", "Failures", "Runs that did not finish: the failure kind (oom, nan, config, error) "
+                "and the error message.", _failures(runs)),
+        Section("runs", "All runs", "Every run in the report; click a header to sort, type to filter.",
+                render.table_html(runs, render.run_columns(several_datasets=several), "runs-table")),
+        Section("provenance", "Provenance", "Package versions, hardware, code version and sweep settings of "
+                "the runs (with run counts where they differ), and when they ran.", _provenance(raw, runs)),
+    ]
+
+
+def _plot_section(anchor: str, heading: str, intro: str, figure: plots.Figure | None, missing: str) -> Section:
+    return Section(anchor, heading, intro, plots.figure_html(f"plot-{anchor}", figure) if figure else empty(missing))
+
+
+def _target_section(table: pd.DataFrame) -> Section:
+    picked = analyse.target_slice(table)
+    figure = plots.target_comparison(*picked) if picked else None
+    return _plot_section("targets", "Target modules", "Accuracy (95 % CI bars) and trainable parameters per "
+                         "target-module preset, at the rank where most presets were run.", figure,
+                         "Needs finished adapter runs with two target-module presets at the same rank.")
+
+
+def _timelines(runs: pd.DataFrame, table: pd.DataFrame, timelines: dict[str, pd.DataFrame]) -> str:
+    if not timelines:
+        return empty("No run has a monitor timeline artifact (a CSV whose name contains 'timeline').")
+    labels = table.set_index("group")["label"]
+    by_id = runs.set_index("run_id")
+    titles = {run_id: f"{labels.get(by_id.at[run_id, 'group'], '')} · run {by_id.at[run_id, 'run_name']}"
+              for run_id in timelines}
+    return "".join(plots.figure_html(f"plot-timeline-{i}", plots.memory_timeline(titles[run_id], frame))
+                   for i, (run_id, frame) in enumerate(timelines.items()))
+
+
+def _failures(runs: pd.DataFrame) -> str:
+    failed = analyse.failures(runs)
+    if failed.empty:
+        return empty("None: every run finished.")
+    return render.table_html(failed, render.FAILURE_COLUMNS, "failures-table")
+
+
+def _span(runs: pd.DataFrame) -> str:
+    start, end = analyse.time_range(runs)
+    return f"{render.when(start)} → {render.when(end)}" if start is not None and end is not None else "unknown"
+
+
+def _provenance(raw: pd.DataFrame, runs: pd.DataFrame) -> str:
+    items = [("time range (first start → last end)", _span(runs)), *analyse.provenance(raw)]
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items)
+    return f'<div class="scroll"><table class="provenance"><tbody>{rows}</tbody></table></div>'
+
+
+def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table: pd.DataFrame) -> str:
+    """summary.md: the headline as a Markdown table, for a pull request or a terminal."""
+    columns = [c for c in render.headline_columns(several_datasets=runs["dataset"].nunique() > 1)
+               if c.field not in ("trainable_pct", "weight_bits_per_param")]
+    about = "\n".join(f"- {k}: {render.markdown_text(v)}" for k, v in facts)
+    failed = analyse.failures(runs)
+    tail = f"\n\n{len(failed)} run(s) did not finish; see index.html." if len(failed) else ""
+    return (f"# {render.markdown_text(title)}\n\n{about}\n\nAccuracy in %: mean over seeds ± the 95 % Student-t "
+            f"half-width [low, high]. Δ and ratios against full fine-tuning of the same model.\n\n"
+            f"{render.markdown_table(table, columns)}{tail}\n")

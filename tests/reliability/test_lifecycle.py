@@ -1,0 +1,149 @@
+"""Faults injected into real `bench run` processes: each leaves an accurate record, none stays RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+from support import TINY, finished_runs
+
+LONG = [*TINY, "trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
+
+# Patches applied inside the child process before the CLI starts: the fault happens for real, in the
+# real training loop, on the 3rd forward pass.
+_FORWARD_FAULT = """
+import bench.methods as methods
+build = methods.build_model
+def faulty_build(**kwargs):
+    built = build(**kwargs)
+    forward, calls = built.model.forward, [0]
+    def faulty_forward(*args, **kw):
+        output = forward(*args, **kw)
+        calls[0] += 1
+        if calls[0] >= 3 and built.model.training:
+            {fault}
+        return output
+    built.model.forward = faulty_forward
+    return built
+methods.build_model = faulty_build
+"""
+FAULTS = {
+    "exception": "raise RuntimeError('injected failure in the training step')",
+    "nan": "output.loss = output.loss * float('nan')",
+    "oom": "import torch; raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')",
+}
+
+
+def _start(*overrides: str, cwd, fault: str | None = None) -> subprocess.Popen:
+    prelude = _FORWARD_FAULT.format(fault=FAULTS[fault]) if fault else ""
+    code = prelude + "\nimport sys\nfrom bench.cli import main\nsys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, "run", *overrides], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_until_training(store: str, process: subprocess.Popen, timeout: float = 180) -> str:
+    """The run id, once the run has logged a training loss (so the signal lands mid-training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        try:
+            runs = finished_runs(store)
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            runs = None
+        if runs is not None and "metrics.train/loss" in runs and runs["metrics.train/loss"].notna().any():
+            return runs.iloc[0]["run_id"]
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError("the run never started training")
+
+
+@pytest.mark.parametrize(("fault", "failure"), [("exception", "error"), ("nan", "nan"), ("oom", "oom")])
+def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, store, tmp_path, ledger) -> None:
+    process = _start(*TINY, "trainer.max_steps=6", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
+                     cwd=tmp_path, fault=fault)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0
+    runs = finished_runs(store)
+    ledger(f"{fault} in training", 1, len(runs))
+    run = runs.iloc[0]
+    assert run["status"] == "FAILED" and run["tags.failure"] == failure, stderr[-2000:]
+    assert run["tags.error"]
+    assert run["metrics.params/trainable"] > 0  # what was logged before the fault is kept
+    history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
+    if fault == "nan":
+        assert len(history) >= 3  # the losses up to and including the first NaN are on record
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_the_run_killed(signum, store, tmp_path, ledger) -> None:
+    process = _start(*LONG, "method=lora", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    run_id = _wait_until_training(store, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    run = mlflow.MlflowClient(store).get_run(run_id)
+    ledger(f"{signal.Signals(signum).name} mid-training", 1, len(finished_runs(store)))
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure"] == "killed"
+    assert (tmp_path / "o" / "adapter" / "adapter_config.json").is_file()  # the adapter so far is saved
+    assert "train/loss" in run.data.metrics
+
+
+def test_sigkill_leaves_no_run_running(store, tmp_path, ledger) -> None:
+    """SIGKILL cannot be caught: the next run on this host closes the orphan as KILLED."""
+    process = _start(*LONG, f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    run_id = _wait_until_training(store, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert mlflow.MlflowClient(store).get_run(run_id).info.status == "RUNNING"
+    after = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, f"tracker.uri={store}",
+                            f"hydra.run.dir={tmp_path / 'o2'}"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert after.returncode == 0, after.stderr[-2000:]
+    runs = finished_runs(store)
+    ledger("SIGKILL mid-training", 2, len(runs))
+    assert "RUNNING" not in set(runs["status"])
+    killed = mlflow.MlflowClient(store).get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["failure"] == "killed"
+
+
+def test_four_writers_on_one_new_sqlite_store(store, tmp_path, ledger) -> None:
+    """Four processes create and write one fresh SQLite store at once; every run is recorded."""
+    processes = [_start(*TINY, f"seed={seed}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / str(seed)}",
+                        cwd=tmp_path) for seed in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]
+    runs = finished_runs(store)
+    ledger("4 concurrent writers, new SQLite store", 4, len(runs))
+    assert sorted(runs["params.seed"]) == ["0", "1", "2", "3"]
+    assert set(runs["status"]) == {"FINISHED"}
+
+
+def test_four_writers_on_a_server_store(mlflow_server, tmp_path, ledger) -> None:
+    processes = [_start(*TINY, f"seed={seed}", f"tracker.uri={mlflow_server}",
+                        f"hydra.run.dir={tmp_path / str(seed)}", cwd=tmp_path) for seed in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]
+    runs = finished_runs(mlflow_server)
+    ledger("4 concurrent writers, server store", 4, len(runs))
+    assert sorted(runs["params.seed"]) == ["0", "1", "2", "3"] and set(runs["status"]) == {"FINISHED"}
+
+
+def test_secrets_never_reach_the_store(store, tmp_path, ledger) -> None:
+    """A hub token in the config and in the environment: neither appears in params, tags or run names."""
+    secret = "hf_SeCrEtVaLuE1234567"
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, f"tracker.uri={store}",
+                             f"model.token={secret}", f"tracker.run_name=run-{secret}",
+                             f"hydra.run.dir={tmp_path / 'o'}"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "HF_TOKEN": secret})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = finished_runs(store)
+    ledger("secret in config and environment", 1, len(runs))
+    assert secret not in runs.astype(str).to_csv()
+    assert runs.iloc[0]["params.model.token"] == "***"

@@ -1,0 +1,68 @@
+"""Validation before any heavy work: each bad input is one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from support import TINY, finished_runs, run_cli
+
+
+def _assert_one_line(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+
+
+CASES = {
+    "unknown model": (["model=bert-huge"], ("bert-huge", "minilm")),
+    "unknown method": (["method=prefix"], ("prefix", "qlora")),
+    "unknown data": (["data=reddit"], ("reddit", "tweets")),
+    "unknown sweep": (["sweep=everything"], ("everything", "paper")),
+    "unknown experiment": (["experiment=nope"], ("nope", "quick")),
+    "rank zero": (["method.r=0"], ("method.r=0",)),
+    "negative alpha": (["method.alpha=-2"], ("method.alpha=-2",)),
+    "zero learning rate": (["trainer.lr=0"], ("trainer.lr=0",)),
+    "dropout one": (["method.dropout=1"], ("method.dropout=1", "[0, 1)")),
+    "negative dropout": (["method.dropout=-0.1"], ("method.dropout=-0.1",)),
+    "batch size zero": (["trainer.batch_size=0"], ("trainer.batch_size=0",)),
+    "bad bias": (["method.bias=some"], ("some", "lora_only")),
+    "bad quant type": (["method=qlora", "method.quant_type=int3"], ("int3", "nf4")),
+    "bad dtype": (["method.dtype=fp8"], ("fp8", "bf16")),
+    "max_length over limit": (["data.max_length=100000"], ("100000", "limit")),
+    "unknown target preset": (["method.target_modules=everything"], ("everything", "all-linear")),
+    "targets that match nothing": (["method.target_modules=[wq,wv]"], ("wq", "query")),
+    "missing text column": (["data.text_column=body"], ("body", "sentiment")),
+    "labels outside the label set": (["data.labels=[negative,positive]"], ("neutral", "data.labels")),
+    "eval fraction out of range": (["data.eval_fraction=1.5"], ("data.eval_fraction=1.5",)),
+    "missing model.path": (["model=local"], ("model.path",)),
+    "model.path not a folder": (["model.path=/no/such/model"], ("/no/such/model",)),
+    "model.path without config.json": (["model.path=/tmp"], ("config.json",)),
+    "local data without a path": (["data=local"], ("data.path",)),
+    "cuda without a GPU": (["trainer.device=cuda"], ("trainer.device='cuda'", "cpu")),
+    "unknown top-level key": (["+epochs=3"], ("epochs", "valid keys")),
+    "output dir escaping with ..": (["output_dir=../../escape"], ("..", "output_dir")),
+    "output dir not writable": (["output_dir=/proc/bench-out"], ("/proc/bench-out",)),
+    "unreachable tracking server": (["tracker.uri=http://127.0.0.1:9"], ("127.0.0.1:9", "cannot be reached")),
+    "tracking folder missing": (["tracker.uri=sqlite:////no/such/dir/mlflow.db"], ("/no/such/dir",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_and_exit_2(case: str, store: str, tmp_path) -> None:
+    overrides, needles = CASES[case]
+    has_tracker = any(o.startswith("tracker.uri=") for o in overrides)
+    extra = [] if has_tracker else [f"tracker.uri={store}"]
+    result = run_cli(*TINY, *overrides, *extra, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    _assert_one_line(result, *needles)
+
+
+def test_fast_failures_leave_no_run_behind(store: str, tmp_path) -> None:
+    """Errors found before the run starts record nothing; nothing is left RUNNING either way."""
+    run_cli(*TINY, "method.r=0", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    run_cli(*TINY, "data.text_column=body", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o2'}",
+            cwd=tmp_path)
+    runs = finished_runs(store)
+    assert list(runs["status"]) == ["FAILED"]  # only the data error, found after the run started
+    assert runs.iloc[0]["tags.failure"] == "config"

@@ -1,0 +1,181 @@
+"""A synthetic MLflow store for the report tests, written with mlflow directly (no training), and helpers to
+read the report back. The figures here are the ground truth the tests recompute by hand."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+EXPERIMENT, SWEEP = "cmp", "sw1"
+EVIL_NAME = "<script>document.title='PWNED'</script>"
+EVIL_TARGET = "<img src=x onerror=\"document.title='PWNED'\">"
+BASE_MS = 1_750_000_000_000  # 2025-06-15 15:06:40 UTC
+ERROR = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+@dataclass
+class Run:
+    """One synthetic run: what it is, how it ended and what it logged."""
+
+    model: str
+    technique: str
+    r: int | None
+    targets: str | None
+    seed: int
+    accuracy: float | None = None
+    peak: float | None = None
+    tokens_per_s: float | None = None
+    adapter: float | None = None
+    status: str = "FINISHED"
+    name: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return self.model, self.technique, self.r, self.targets
+
+
+def _gpu(reserved: float, allocated: float, energy: float) -> dict[str, float]:
+    return {"mem/peak_reserved_bytes": reserved, "mem/peak_allocated_bytes": allocated, "gpu/energy_j": energy}
+
+
+RUNS = [
+    # A FINISHED run that was rerun later with the same config: superseded, it must not count.
+    Run("minilm", "lora", 8, "qv", 1, 0.50, 9.9e9, 1.0, 1.0, name="lora-rerun-old"),
+    Run("minilm", "full", None, None, 1, 0.80, 4.0e9, 1000.0, 90e6, tags={"timeline": "yes"}),
+    Run("minilm", "full", None, None, 2, 0.82, 4.2e9, 1100.0, 90e6),
+    Run("minilm", "full", None, None, 3, 0.85, 4.1e9, 1050.0, 90e6),
+    Run("minilm", "lora", 8, "qv", 1, 0.78, 1.5e9, 1500.0, 300e3),
+    Run("minilm", "lora", 8, "qv", 2, 0.80, 1.6e9, 1600.0, 300e3),
+    Run("minilm", "lora", 8, "qv", 3, 0.79, 1.55e9, 1550.0, 300e3),
+    Run("minilm", "lora", 16, "qv", 1, 0.81, 1.62e9, 1480.0, 600e3),
+    Run("minilm", "lora", 16, "qv", 2, 0.83, 1.64e9, 1470.0, 600e3),
+    Run("minilm", "lora", 8, "attention", 1, 0.805, 1.58e9, 1450.0, 450e3),
+    Run("minilm", "qlora", 8, "qv", 1, 0.77, 0.90e9, 900.0, 300e3, extra=_gpu(0.95e9, 0.8e9, 5000.0)),
+    Run("minilm", "qlora", 8, "qv", 2, 0.775, 0.92e9, 910.0, 300e3, extra=_gpu(0.97e9, 0.81e9, 5100.0)),
+    Run("minilm", "qlora", 8, "qv", 3, 0.78, 0.91e9, 920.0, 300e3, extra=_gpu(0.96e9, 0.82e9, 5200.0)),
+    Run("minilm", "qlora", 8, "qv", 4, 0.79, 0.93e9, 930.0, 300e3, extra=_gpu(0.98e9, 0.83e9, 5300.0)),
+    Run("minilm", "lora", 8, EVIL_TARGET, 1, 0.70, 1.5e9, 1500.0, 300e3, name=EVIL_NAME),
+    Run("minilm", "qlora", 64, "qv", 1, status="FAILED", tags={"failure": "oom", "error": ERROR}),
+    Run("minilm", "lora", 8, "qv", 4, status="KILLED"),
+    Run("tinybert", "lora", 8, "qv", 1, 0.60, 0.2e9, 5000.0, 100e3),
+    Run("tinybert", "lora", 8, "qv", 2, 0.62, 0.21e9, 5100.0, 100e3),
+]
+TIMELINE_CSV = ("time_s,step,rss_bytes,cuda_allocated_bytes,gpu_util_pct,phase\n"
+                "0.0,0,1048576000,0,0,setup\n0.5,1,1073741824,524288000,55.5,train\n"
+                "1.0,2,1100000000,530000000,60.0,train\n1.5,3,1090000000,520000000,58.0,eval\n")
+
+
+def finished_groups() -> dict[tuple, list[Run]]:
+    """The runs each headline row averages: FINISHED, latest per config (the rerun replaces the old one)."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in RUNS:
+        if run.status == "FINISHED" and run.name != "lora-rerun-old":
+            groups.setdefault(run.key, []).append(run)
+    return groups
+
+
+def _params(run: Run) -> dict[str, str]:
+    params = {"method.name": run.technique, "method.alpha": "16", "model.name": run.model, "data.name": "tweets",
+              "seed": str(run.seed), "trainer.lr": "5e-05" if run.technique == "full" else "0.002",
+              "output_dir": f"outputs/{run.technique}-{run.seed}-{id(run)}", "tracker.experiment": EXPERIMENT}
+    if run.technique != "full":  # as `bench run` logs them: full fine-tuning has no LoRA knobs
+        params.update({"method.r": str(run.r), "method.target_modules": str(run.targets)})
+    return params
+
+
+def _tags(run: Run, parent: str) -> dict[str, str]:
+    config_hash = hashlib.sha256(repr((run.key, run.seed)).encode()).hexdigest()[:12]
+    tags = {"technique": run.technique, "model": run.model, "dataset": "tweets", "config_hash": config_hash,
+            "git_sha": "abc1234", "version/torch": "2.13.0", "version/peft": "0.17.1", "hw/cpu": "Test CPU 9000",
+            "hw/gpu": "Test GPU 80GB"}
+    if run.model == "minilm":  # the sweep's cells: children of its parent run, without the sweep id
+        tags["mlflow.parentRunId"] = parent
+    return {**tags, **{k: v for k, v in run.tags.items() if k != "timeline"}}
+
+
+def _metrics(run: Run, start: int) -> list:
+    from mlflow.entities import Metric
+
+    loss = [Metric("train/loss", 1.0 / (step + 1) + 0.01 * run.seed, start + step, step) for step in range(1, 9)]
+    if run.accuracy is None:
+        return loss
+    final = {"eval/accuracy": run.accuracy, "mem/peak_bytes": run.peak, "train/tokens_per_s": run.tokens_per_s,
+             "artifact/adapter_bytes": run.adapter, "train/time_s": 100.0 + run.seed, "eval/f1": run.accuracy - 0.05,
+             "params/trainable": run.adapter / 4, "params/trainable_pct": 1.5,
+             "mem/weight_bits_per_param": 4.13 if run.technique == "qlora" else 16.0, **run.extra}
+    first_epoch = [Metric("eval/accuracy", run.accuracy - 0.1, start + 1, 4)]  # the last value must win
+    return loss + first_epoch + [Metric(k, float(v), start + 9, 8) for k, v in final.items()]
+
+
+def build_store(folder: Path) -> str:
+    """The store: one experiment, a sweep parent, the runs above (statuses, times, tags) and a timeline."""
+    import mlflow
+    from mlflow.entities import Param, RunTag
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
+    client.create_experiment("other", artifact_location=(folder / "other").as_uri())
+    parent = client.create_run(experiment_id, start_time=BASE_MS, run_name=f"sweep-{SWEEP}", tags={
+        "sweep_id": SWEEP, "sweep_role": "parent", "sweep_overrides": "method=full,lora,qlora seed=1,2,3"}).info.run_id
+    for index, run in enumerate(RUNS, start=1):
+        start = BASE_MS + index * 60_000
+        run_id = client.create_run(experiment_id, start_time=start, run_name=run.name or None).info.run_id
+        client.log_batch(run_id, metrics=_metrics(run, start), params=[Param(k, v) for k, v in _params(run).items()],
+                         tags=[RunTag(k, v) for k, v in _tags(run, parent).items()])
+        if "timeline" in run.tags:
+            csv = folder / "timeline.csv"
+            csv.write_text(TIMELINE_CSV)
+            client.log_artifact(run_id, str(csv), "monitor")
+        client.set_terminated(run_id, run.status, end_time=start + 30_000)
+    client.log_metric(parent, "sweep/cells", 16)
+    client.set_terminated(parent, "FINISHED", end_time=BASE_MS + (len(RUNS) + 1) * 60_000)
+    return uri
+
+
+class _Tables(HTMLParser):
+    """Cells of every <table id=...>: (attributes, text) per cell, header titles per table."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: dict[str, dict] = {}
+        self._table: dict | None = None
+        self._cell: list | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag == "table" and attributes.get("id"):
+            self._table = self.tables.setdefault(attributes["id"], {"headers": [], "rows": []})
+        elif self._table is not None and tag == "tr":
+            self._table["rows"].append([])
+        elif self._table is not None and tag in ("td", "th"):
+            self._cell = [attributes, "", tag]
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell[1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None and self._table is not None:
+            attributes, text, kind = self._cell
+            if kind == "th" and len(self._table["rows"]) == 1:
+                self._table["headers"].append(text)
+            else:
+                self._table["rows"][-1].append((attributes, text))
+            self._cell = None
+
+
+def tables(html: str) -> dict[str, list[dict[str, tuple[dict, str]]]]:
+    """{table id: rows as {header: (attributes, text)}}."""
+    parser = _Tables()
+    parser.feed(html)
+    return {table_id: [dict(zip(t["headers"], row, strict=True)) for row in t["rows"] if row]
+            for table_id, t in parser.tables.items()}
