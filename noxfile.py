@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -33,11 +34,32 @@ def slow(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", *session.posargs)
 
 
+@nox.session(default=False)
+def browser(session: nox.Session) -> None:
+    """The HTML report in headless Chromium; installs Debian's chromium first when it is missing."""
+    if not shutil.which("chromium"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", external=True)
+        session.run(*sudo, "apt-get", "install", "-y", "chromium", external=True)
+    _install(session, ".[test]")
+    session.run("pytest", "-m", "browser", "tests/report", *session.posargs)
+
+
+@nox.session(default=False)
+def perf(session: nox.Session) -> None:
+    """Benchmarks, not tests: `bench report` over 1,000 runs (5 s budget), the monitor's overhead against
+    monitor-off, a hand-written loop and the HF Trainer, and the sweep overheads."""
+    _install(session, ".")
+    session.run("python", "benchmarks/report_perf.py")
+    session.run("python", "benchmarks/monitor_perf.py", *session.posargs)
+    session.run("python", "benchmarks/sweep_timing.py")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and this file."""
+    """ruff over the package, tests, benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "bench", "tests", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "bench", "tests", "benchmarks", "noxfile.py", *session.posargs)
 
 
 @nox.session(default=False)

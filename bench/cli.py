@@ -24,7 +24,7 @@ commands:
 Results go to MLflow (default: ./mlflow.db). Browse them with:
   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
 """
-GROUPS = ("model", "method", "data", "trainer", "tracker", "sweep", "experiment")
+GROUPS = ("model", "method", "data", "trainer", "tracker", "monitor", "sweep", "experiment")
 
 
 def conf_dir() -> Path:

@@ -182,6 +182,7 @@ class TrainerConfig:
     device: str = "auto"  # auto = cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None = torch's default
     log_every: int = 10  # steps between flushes of buffered step metrics to the tracker
+    allow_nan: bool = False  # keep training through a NaN/inf loss instead of stopping the run (failure=nan)
 
     def __post_init__(self) -> None:
         _check_positive("trainer.lr", self.lr)

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import MethodConfig, ModelConfig, RunConfig
+from bench.config import ConfigError, MethodConfig, ModelConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ def model_config(spec: ModelConfig, location: str, labels: list[str]) -> Any:
         sizes = {k: v for k, v in spec.architecture.items() if k != "model_type"}
         return AutoConfig.for_model(spec.architecture["model_type"], vocab_size=len(tokenizer),
                                     num_labels=len(labels), **sizes)
-    return AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
-                                      num_labels=len(labels))
+    from bench.models import _hub_options
+
+    return AutoConfig.from_pretrained(location, num_labels=len(labels), **_hub_options(spec))
 
 
 def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Census:
@@ -207,6 +208,9 @@ def render(estimate: Estimate, cfg: RunConfig, device: Any, *, labels_note: str)
 
 def dry_run(cfg: RunConfig, *, location: str, device: Any) -> dict[str, float]:
     """`dry_run=true`: print the prediction, train and record nothing."""
+    if cfg.task != "classification":
+        raise ConfigError(f"dry_run=true predicts classification runs only; task={cfg.task} has no estimate yet "
+                          "(its logits over the vocabulary are not modelled)")
     labels = cfg.data.labels or ["0", "1"]  # the head's size hardly matters; reading the data would
     note = f"{len(labels)} labels" + ("" if cfg.data.labels else " assumed, data.labels unset")
     estimate = predict(cfg, location=location, labels=[str(x) for x in labels], device=device)

@@ -60,7 +60,7 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     from bench.estimate import predict
     from bench.models import load_tokenizer, materialize_tiny, model_limits
     from bench.monitor import Monitor
-    from bench.monitor.results import run_metrics
+    from bench.monitor.results import run_metrics, upload_timeline
     from bench.provenance import git_sha, hardware, package_versions
     from bench.train import train
 
@@ -91,20 +91,28 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
                                              eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
     if cfg.method.uses_adapter:
         import peft  # noqa: F401
-    with Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor") as monitor:
-        built, static = _build(cfg, tracker=tracker, location=location, model_type=model_type,
-                               labels=splits.labels, device=device)
-        tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # for the gap between sweep cells
-        monitor.mark_training()
-        result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader, trainer=cfg.trainer,
-                       device=device, autocast_dtype=built.compute_dtype, log=tracker.log,
-                       desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
-                       warmup_steps=cfg.monitor.warmup_steps)
+    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor")
+    try:
+        with monitor:
+            built, static = _build(cfg, tracker=tracker, location=location, model_type=model_type,
+                                   labels=splits.labels, device=device)
+            tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # gap between sweep cells
+            monitor.mark_training()
+            try:
+                result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader,
+                               trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
+                               log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
+                               warmup_steps=cfg.monitor.warmup_steps)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
+                if cfg.method.uses_adapter:
+                    _ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
+                          upload=cfg.tracker.log_model)
+                raise
+    finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
+        upload_timeline(monitor, tracker)
     measured, tags = run_metrics(result=result, monitor=monitor, static=static, predicted=estimate.peak_bytes,
                                  device=device)
     tracker.set_tags(tags)
-    if monitor.timeline is not None:
-        tracker.log_artifacts(monitor.timeline.parent, "monitor")
     shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
     final = {**static, **measured, **result.final_eval, "artifact/adapter_bytes": shipped,

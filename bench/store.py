@@ -1,8 +1,9 @@
 """The MLflow store as a shared, fallible resource: reachability, retries, stale runs, and secrets.
 
 - A tracking URI that cannot be reached is a config error found in a second, not after the model loads.
-- Several processes writing one SQLite file (parallel sweep cells) can meet "database is locked", and
-  several creating a new file at once race on its schema; such calls are retried with backoff.
+- Several processes writing one SQLite file (parallel sweep cells) can meet "database is locked"; such
+  calls are retried with backoff. Several creating a new file at once would each run MLflow's schema
+  migrations and leave it half-migrated, so the first contact with a SQLite store holds a file lock.
 - A process killed with SIGKILL cannot close its run. Every run carries its host and PID, and the next
   run started on that host closes runs whose process is gone as KILLED, so none stays RUNNING.
 - Nothing that looks like a secret reaches params or tags.
@@ -43,6 +44,19 @@ def check_reachable(uri: str) -> None:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"tracker.uri={uri!r}: folder {str(folder)!r} does not exist or is not writable")
+
+
+def open_store(uri: str, experiment: str) -> Any:
+    """Connect to the store and get (or create) the experiment; one process at a time for a SQLite file,
+    so that only one of them creates and migrates its schema."""
+    import mlflow
+    from filelock import FileLock
+
+    mlflow.set_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return retrying(lambda: mlflow.set_experiment(experiment))
+    with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
+        return retrying(lambda: mlflow.set_experiment(experiment))
 
 
 def retrying(call: Callable[[], T], *, attempts: int = 8) -> T:

@@ -113,15 +113,12 @@ def _tracker_spec(config: Any) -> Any:
 
 def _find_or_create_parent(uri: str, experiment: str, sweep_id: str, overrides: list[str]) -> str:
     """The parent run of this sweep: reopened when the same sweep runs again, created otherwise."""
-    import mlflow
 
-    from bench.store import check_reachable, process_tags, redact_text, retrying
+    from bench.store import check_reachable, open_store, process_tags, redact_text
 
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    # Created here, in the launching process, before any cell: parallel cells then never race to create
-    # the SQLite schema or the experiment.
-    experiment_id = retrying(lambda: mlflow.set_experiment(experiment)).experiment_id
+    # Created here, in the launching process, before any cell starts.
+    experiment_id = open_store(uri, experiment).experiment_id
     client = _client(uri)
     found = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
                                max_results=1)

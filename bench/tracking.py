@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, TrackerConfig
-from bench.store import check_reachable, close_stale_runs, process_tags, redact, redact_text, retrying
+from bench.store import check_reachable, close_stale_runs, open_store, process_tags, redact, redact_text, retrying
 
 _BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
 
@@ -47,8 +47,7 @@ class Tracker:
 
         check_reachable(self.uri)
         logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter on a new store
-        mlflow.set_tracking_uri(self.uri)
-        experiment = retrying(lambda: mlflow.set_experiment(self.spec.experiment))
+        experiment = open_store(self.uri, self.spec.experiment)
         self._client = mlflow.MlflowClient(self.uri)
         retrying(lambda: close_stale_runs(self._client, experiment.experiment_id))
         tags = process_tags()

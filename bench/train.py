@@ -123,7 +123,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
             hooks.on_step(result.steps)
             pending.append((result.steps, loss.detach()))
             if result.steps % trainer.log_every == 0 or result.steps == total_steps:
-                _flush(pending, result, log, bar, clock)
+                _flush(pending, result, log, bar, clock, allow_nan=trainer.allow_nan)
                 timer.collect()  # the flush just waited for the GPU: reading step events is free now
                 log(hooks.on_flush(result.steps), result.steps)
             if result.steps >= total_steps:
@@ -159,7 +159,8 @@ def _step(model: Any, batch: dict[str, Any], *, device: Any, autocast: Any, opti
     return loss
 
 
-def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar: Any, clock: _Clock) -> None:
+def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar: Any, clock: _Clock, *,
+           allow_nan: bool) -> None:
     """Read buffered losses in one transfer, log them, stop on NaN/inf, refresh the progress bar."""
     import torch
 
@@ -170,6 +171,6 @@ def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar:
     pending.clear()
     result.last_loss = values[-1]
     bad = [v for v in values if not math.isfinite(v)]
-    if bad:
+    if bad and not allow_nan:
         raise NonFiniteLoss(f"training loss became {bad[0]} at or before step {result.steps}")
     bar.set_postfix(loss=f"{result.last_loss:.4f}", tok_s=f"{result.tokens / max(clock.seconds(), 1e-9):.0f}")

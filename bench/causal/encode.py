@@ -10,6 +10,7 @@ template the answer gets the tokenizer's end token (EOS, or SEP for a BERT vocab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bench.causal.sft import Pair, Prompt
@@ -84,8 +85,8 @@ def collate(rows: list[Row], *, pad_id: int, left: bool = False) -> dict[str, An
     fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE}
     batch = {}
     for key, value in fill.items():
-        padded = [[value] * (width - len(row[key])) + row[key] if left else row[key] + [value] * (width - len(row[key]))
-                  for row in rows]
+        pads = [[value] * (width - len(row[key])) for row in rows]
+        padded = [pad + row[key] if left else row[key] + pad for pad, row in zip(pads, rows, strict=True)]
         batch[key] = torch.tensor(padded, dtype=torch.long)
     if left:
         batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
@@ -101,7 +102,7 @@ def train_loader(pairs: list[Pair], *, tokenizer: Any, fmt: PromptFormat, max_le
     rows = [encode_pair(tokenizer, fmt, p.prompt, p.response, max_length=max_length) for p in pairs]
     shuffle = torch.Generator().manual_seed(seed)
     return DataLoader(rows, batch_size=batch_size, shuffle=True, generator=shuffle,
-                      collate_fn=lambda batch: collate(batch, pad_id=tokenizer.pad_token_id))
+                      collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
 
 
 @dataclass

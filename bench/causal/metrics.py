@@ -74,8 +74,15 @@ def _score_batch(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     if width < 2 or not len(scored):  # nothing to score: a row needs a token before the first scored one
         return torch.zeros(len(labels)), torch.zeros(len(labels), dtype=torch.long)
     keep = min(width, width - int(scored[0]) + 1)  # left padding: the answers all end at the last position
-    logits = model(**batch, logits_to_keep=keep, use_cache=False).logits[:, -keep:]
-    targets, mask = batch["input_ids"][:, 1 - keep:], labels[:, 1 - keep:] != IGNORE
+    # The last `keep` positions as an index tensor, not an int: an int makes the LM head read a strided slice
+    # of the hidden states, and torch (2.13, CPU) multiplies a strided 3-D input by a frozen bf16 weight by
+    # first copying the weight once per row (+1.7 GiB at batch 32 for SmolLM2); indexing gives a packed copy.
+    positions = torch.arange(width - keep, width, device=labels.device)
+    logits = model(**batch, logits_to_keep=positions, use_cache=False).logits[:, -keep:]
+    targets = batch["input_ids"][:, 1 - keep:]
+    # A token counts when it is labelled and the position predicting it is real: a left-padded row's first
+    # token follows padding, not text, and cannot be predicted (as in an unpadded row).
+    mask = (labels[:, 1 - keep:] != IGNORE) & batch["attention_mask"][:, -keep:-1].bool()
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, logp, 0.0).sum(-1), mask.sum(-1)
 

@@ -120,7 +120,8 @@ def _present(value: Any) -> bool:
 
 def _split_chat(turns: Any) -> tuple[list[dict[str, str]] | None, str]:
     """(turns before the last assistant turn, its content); (None, '') when there is no assistant turn."""
-    turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in list(turns or [])]
+    turns = [] if turns is None else list(turns)  # a hub data set's column arrives as a numpy array of dicts
+    turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
     last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
     if not last:  # None, or an assistant turn with nothing before it
         return None, ""

@@ -171,7 +171,7 @@ class Monitor:
     def tags(self) -> dict[str, str]:
         """`monitor/backend`, `monitor/reason` and anything that did not work, for the run's tags."""
         tags = {"monitor/backend": self.backend.name, "monitor/reason": self.reason,
-                "mem/peak_source": self.peak_source, "monitor/interval_s": str(self.spec.interval_s)}
+                "mem/peak_source": self.peak_source}
         if self.sampler is not None and self.sampler.error:
             tags["monitor/error"] = self.sampler.error
         problems = self.backend.problems()

@@ -3,6 +3,7 @@ how far the prediction made before training was off."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -35,3 +36,14 @@ def run_metrics(*, result: Any, monitor: Any, static: dict[str, float], predicte
                                                                          {**static, **measured})
     error, target = prediction_error(predicted, measured, device)
     return {**measured, **error}, {**monitor.tags(), "mem/prediction_compared_with": target}
+
+
+def upload_timeline(monitor: Any, tracker: Any) -> None:
+    """`monitor/timeline.csv` into the run's artifacts, if the monitor wrote one. Called on failure too, so
+    a store error here is reported, never raised over the run's own error."""
+    if monitor.timeline is None or not monitor.timeline.exists():
+        return
+    try:
+        tracker.log_artifacts(monitor.timeline.parent, "monitor")
+    except Exception as error:  # noqa: BLE001
+        print(f"warning: the monitor timeline was not uploaded: {type(error).__name__}: {error}", file=sys.stderr)

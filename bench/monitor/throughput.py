@@ -75,7 +75,6 @@ class StepTimer:
     def summary(self) -> dict[str, float]:
         """`train/step_time_p50_s`, `_p90_s`, `train/tokens_per_s`, `train/samples_per_s` after warm-up."""
         self.collect()
-        print("DURS", [round(d * 1000, 1) for d in self.durations])
         skip = self.warmup_steps if len(self.durations) > self.warmup_steps else 0  # too short: time every step
         timed, work = self.durations[skip:], self._work[skip:]
         seconds = sum(timed)

@@ -1,1 +1,1 @@
-"""Monitor tests. A package, so its conftest.py does not take the name `conftest` from tests/conftest.py."""
+"""Monitor tests: a package, so that its conftest.py gets a module name of its own (monitor.conftest)."""

