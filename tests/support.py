@@ -33,3 +33,13 @@ def finished_runs(uri: str, experiment: str = "bench"):
 
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment])
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Bad input: exit code 2, no traceback, exactly one `error:` line, naming every needle."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])

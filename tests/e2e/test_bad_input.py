@@ -5,16 +5,7 @@ The full catalogue of bad values is in tests/reliability/test_validation.py."""
 from __future__ import annotations
 
 import pytest
-from support import TINY, finished_runs, run_cli
-
-
-def _assert_one_clear_line(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in error_lines[0], (needle, error_lines[0])
+from support import TINY, assert_one_error_line, finished_runs, run_cli
 
 
 @pytest.mark.parametrize(("override", "needles"), [
@@ -24,14 +15,14 @@ def _assert_one_clear_line(result, *needles: str) -> None:
     ("method=full,lora,nope", ("nope", "qlora")),
 ])
 def test_unknown_group_choice(override: str, needles: tuple[str, ...], tmp_path) -> None:
-    _assert_one_clear_line(run_cli(override, cwd=tmp_path), *needles)
+    assert_one_error_line(run_cli(override, cwd=tmp_path), *needles)
 
 
 def test_error_inside_a_run_is_recorded_as_a_failed_run(store: str, tmp_path) -> None:
     """A config error found after the run started (here: target modules) ends that run FAILED."""
     result = run_cli(*TINY, "method.target_modules=[nonexistent_proj]", f"tracker.uri={store}",
                      f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
-    _assert_one_clear_line(result, "nonexistent_proj", "query", "value")  # and it lists the real names
+    assert_one_error_line(result, "nonexistent_proj", "query", "value")  # and it lists the real names
     run = finished_runs(store).iloc[0]
     assert run["status"] == "FAILED"
     assert run["tags.failure"] == "config"
@@ -45,7 +36,7 @@ def test_qlora_without_bitsandbytes(tmp_path) -> None:
     code = ("import sys; sys.modules['bitsandbytes'] = None; from bench.cli import main; "
             "sys.exit(main(['run', 'method=qlora', 'model=tiny-bert']))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    _assert_one_clear_line(result, "method=qlora", "bitsandbytes", "method=lora")
+    assert_one_error_line(result, "method=qlora", "bitsandbytes", "method=lora")
 
 
 def test_unknown_command(tmp_path) -> None:
@@ -54,4 +45,4 @@ def test_unknown_command(tmp_path) -> None:
 
     result = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(['trian']))"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    _assert_one_clear_line(result, "trian", "run", "report")
+    assert_one_error_line(result, "trian", "run", "report")

@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import TINY, finished_runs, run_cli
-
-
-def _assert_one_line(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-
+from support import TINY, assert_one_error_line, finished_runs, run_cli
 
 CASES = {
     "unknown model": (["model=bert-huge"], ("bert-huge", "minilm")),
@@ -55,7 +45,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, store: str, tmp_path) -> No
     has_tracker = any(o.startswith("tracker.uri=") for o in overrides)
     extra = [] if has_tracker else [f"tracker.uri={store}"]
     result = run_cli(*TINY, *overrides, *extra, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
-    _assert_one_line(result, *needles)
+    assert_one_error_line(result, *needles)
 
 
 def test_fast_failures_leave_no_run_behind(store: str, tmp_path) -> None:
