@@ -104,7 +104,9 @@ def ui_command(args: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind; only this machine by default")
     parser.add_argument("--port", type=int, default=5000)
     options = parser.parse_args(args)
-    uri = options.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from bench.store import resolve_uri
+
+    uri = resolve_uri(options.uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", options.host,
                "--port", str(options.port)]
     print(f"MLflow UI on http://{options.host}:{options.port} for {uri}", flush=True)

@@ -30,6 +30,11 @@ _SECRET_KEY = re.compile(r"token|key|secret|password|passwd|credential", re.IGNO
 REDACTED = "***"
 
 
+def resolve_uri(explicit: str | None) -> str:
+    """The one fallback every command uses: the given URI, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def check_reachable(uri: str) -> None:
     """Fail fast, with the URI in the message, when the store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):

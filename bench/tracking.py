@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, TrackerConfig
-from bench.store import check_reachable, close_stale_runs, open_store, process_tags, redact, redact_text, retrying
+from bench.store import (
+    check_reachable,
+    close_stale_runs,
+    open_store,
+    process_tags,
+    redact,
+    redact_text,
+    resolve_uri,
+    retrying,
+)
 
 _BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
 
 
 def tracking_uri(spec: TrackerConfig) -> str:
     """`tracker.uri`, else $MLFLOW_TRACKING_URI, else the embedded SQLite file in the working directory."""
-    return spec.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return resolve_uri(spec.uri)
 
 
 def failure_kind(error: BaseException) -> str:

@@ -25,7 +25,9 @@ class StoreError(Exception):
 
 def resolve_uri(explicit: str | None) -> str:
     """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db, the same fallback as `bench run`."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from bench.store import resolve_uri as store_uri
+
+    return store_uri(explicit)
 
 
 def display_uri(uri: str) -> str:
