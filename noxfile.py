@@ -16,6 +16,8 @@ TORCH = os.environ.get("BENCH_TORCH", "torch==2.13.0")
 
 
 def _install(session: nox.Session, target: str) -> None:
+    # hqq ships as an sdist whose build also tries to compile CUDA kernels; bench uses its PyTorch backend
+    session.env.setdefault("DISABLE_CUDA", "1")
     session.install(TORCH)
     session.install(target, TORCH)
 
@@ -57,11 +59,12 @@ def browser(session: nox.Session) -> None:
 @nox.session(default=False)
 def perf(session: nox.Session) -> None:
     """Benchmarks, not tests: `bench report` over 1,000 runs (5 s budget), the monitor's overhead against
-    monitor-off, a hand-written loop and the HF Trainer, and the sweep overheads."""
+    monitor-off, a hand-written loop and the HF Trainer, the sweep overheads, and LongLoRA's S²-Attn tokens/s."""
     _install(session, ".")
     session.run("python", "benchmarks/report_perf.py")
     session.run("python", "benchmarks/monitor_perf.py", *session.posargs)
     session.run("python", "benchmarks/sweep_timing.py")
+    session.run("python", "benchmarks/longlora_tokens.py")
 
 
 @nox.session

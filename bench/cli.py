@@ -17,6 +17,7 @@ commands:
   run [overrides...]   fine-tune and record one run in MLflow (Hydra app; `bench run --help` lists the config)
                        e.g. bench run method=qlora method.r=16 trainer.max_steps=50
                             bench run -m method=full,lora,qlora seed=1,2,3
+                       methods: full, lora, qlora, dora, rslora, pissa, olora, loftq, qalora, longlora
   report [--experiment NAME] [--sweep ID] [--out DIR]
                        write a self-contained HTML comparison report (plus results.csv, summary.md)
   ui [--port N]        the MLflow UI on the store, bound to 127.0.0.1
@@ -84,10 +85,11 @@ def run_command(overrides: list[str]) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sys.argv = ["bench", *overrides]
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_run_task)()
     from bench.sweep import LAST_SUMMARY
 
+    LAST_SUMMARY.clear()  # an earlier sweep in this process (a notebook) must not decide this call's exit code
+    sys.argv = ["bench", *overrides]
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_run_task)()
     if LAST_SUMMARY and LAST_SUMMARY["failed"] == LAST_SUMMARY["cells"]:
         print(f"error: all {LAST_SUMMARY['cells']} cells of the sweep failed", file=sys.stderr)
         return 1

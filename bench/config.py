@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
-Technique = Literal["full", "lora", "qlora"]
+Technique = Literal["full", "lora", "qlora", "dora", "rslora", "pissa", "olora", "loftq", "qalora", "longlora"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 ModelSource = Literal["package", "gguf", "hub", "local", "tiny"]
 Task = Literal["classification", "causal_lm"]
@@ -25,6 +25,14 @@ QuantType = Literal["nf4", "fp4"]
 
 _LORA_FIELDS = {"r", "alpha", "dropout", "target_modules", "bias"}
 _QUANT_FIELDS = {"quant_type", "double_quant", "compute_dtype"}
+_VARIANT_FIELDS = {"svd_iters", "loftq_iter", "group_size", "attn_group_ratio", "embed_norm_lr"}
+# The knobs that change each technique's result; the rest are inherited from conf/method/_base.yaml unused.
+_USED_FIELDS = {
+    "full": set(), "lora": _LORA_FIELDS, "dora": _LORA_FIELDS, "rslora": _LORA_FIELDS, "olora": _LORA_FIELDS,
+    "pissa": _LORA_FIELDS | {"svd_iters"}, "qlora": _LORA_FIELDS | _QUANT_FIELDS,
+    "loftq": _LORA_FIELDS | _QUANT_FIELDS | {"loftq_iter"}, "qalora": _LORA_FIELDS | {"group_size", "compute_dtype"},
+    "longlora": _LORA_FIELDS | {"attn_group_ratio", "embed_norm_lr"},
+}
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
                        "prompt_format", "general_eval_chunks"}  # data fields a classification run never reads
 
@@ -75,7 +83,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The fine-tuning technique: full fine-tuning, LoRA or QLoRA, and their knobs."""
+    """The fine-tuning technique (full fine-tuning, LoRA, QLoRA or a LoRA variant) and its knobs."""
 
     name: Technique
     lr: float = 2e-3  # the technique's usual learning rate; `trainer.lr` defaults to it
@@ -87,7 +95,12 @@ class MethodConfig:
     dtype: Precision = "auto"  # dtype the (unquantized) weights are held in; auto = bf16 where supported
     quant_type: QuantType = "nf4"  # qlora: bitsandbytes 4-bit data type
     double_quant: bool = True  # qlora: quantize the quantization constants too (QLoRA's DQ)
-    compute_dtype: Precision = "auto"  # qlora: dtype the 4-bit matmuls compute in
+    compute_dtype: Precision = "auto"  # qlora, loftq, qalora: dtype the 4-bit matmuls compute in
+    svd_iters: int = 0  # pissa: 0 = exact SVD; n = fast randomized SVD with n subspace iterations
+    loftq_iter: int = 1  # loftq: alternating quantize / low-rank steps (LoftQ's T)
+    group_size: int = 64  # qalora: input features per quantization group, which is also the adapter's pooling
+    attn_group_ratio: float = 0.25  # longlora: S²-Attn group size as a share of the sequence length
+    embed_norm_lr: float = 2e-5  # longlora: learning rate of the trained embeddings and norms (LoRA: trainer.lr)
 
     def __post_init__(self) -> None:
         _check_choice("method", self.name, Technique)
@@ -102,6 +115,15 @@ class MethodConfig:
         _check_choice("method.compute_dtype", self.compute_dtype, Precision)
         if not self.target_modules:
             raise ConfigError("method.target_modules is empty; give a preset (qv, attention, mlp, all-linear) or names")
+        if self.svd_iters < 0:
+            raise ConfigError(f"method.svd_iters={self.svd_iters!r} is not valid; 0 (exact SVD) or a positive count")
+        _check_positive("method.loftq_iter", self.loftq_iter)
+        _check_positive("method.embed_norm_lr", self.embed_norm_lr)
+        if self.group_size < 2:
+            raise ConfigError(f"method.group_size={self.group_size!r} is not valid; it must be >= 2 (e.g. 32, 64, 128)")
+        if not 0 < self.attn_group_ratio <= 1:
+            raise ConfigError(f"method.attn_group_ratio={self.attn_group_ratio!r} is not valid; it must be in (0, 1], "
+                              "e.g. 0.25 (LongLoRA's group of a quarter of the sequence)")
 
     @property
     def uses_adapter(self) -> bool:
@@ -111,7 +133,7 @@ class MethodConfig:
         """The fields that change this technique's result: full fine-tuning ignores every LoRA knob and
         LoRA every quantization knob, so a rank sweep never reruns (or mislabels) the same full fine-tune."""
         values = dataclasses.asdict(self)
-        unused = {"full": _LORA_FIELDS | _QUANT_FIELDS, "lora": _QUANT_FIELDS, "qlora": set()}[self.name]
+        unused = (_LORA_FIELDS | _QUANT_FIELDS | _VARIANT_FIELDS) - _USED_FIELDS[self.name]
         return {key: value for key, value in values.items() if key not in unused}
 
 

@@ -4,8 +4,10 @@ after training, how far off it was as `mem/prediction_error_pct`.
 
 The model's parameters are counted on the meta device (no memory), then priced by how the technique holds
 them:
-- weights: the dtype the run picks (16-bit where native, else fp32); QLoRA's base linears in 4 bits
-  plus their block constants; LoRA adapters and the trained copy of the head in fp32;
+- weights: the dtype the run picks (16-bit where native, else fp32); QLoRA's and LoftQ's base linears in
+  4 bits plus their block constants, QA-LoRA's in 4 bits plus a scale and a zero point per group; LoRA
+  adapters (DoRA: and a magnitude per output; QA-LoRA: A over d_in/g pooled inputs) and the trained copy of
+  the head in fp32;
 - gradients: one per trainable weight, in its dtype;
 - optimizer state: torch-optimi AdamW keeps two moments per trainable weight in its dtype, and a Kahan
   compensation buffer too when that dtype is 16-bit;
@@ -13,7 +15,8 @@ them:
   generalised to element size e, MLP width i and the attention kernel in use (`_activations`); checked
   tensor by tensor against autograd's saved tensors on MiniLM (exact for full fine-tuning on CPU). The
   sequence is the full `data.max_length`, the worst case of dynamic padding. Frozen layers save a little
-  less (7 % on MiniLM), so for LoRA and QLoRA the term is an upper bound.
+  less (7 % on MiniLM), so for LoRA and QLoRA the term is an upper bound. DoRA and HQQ (QA-LoRA) save
+  more (`_variant_activations`).
 The peak is their sum, which assumes gradients and activations coexist; a tensor count, so compare it
 with torch's peak allocated bytes on CUDA and the RSS increase over the baseline on CPU.
 """
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig, RunConfig
+
+QUANTIZED = ("qlora", "loftq", "qalora")  # the base's linears are 4-bit; the rest is held in the compute dtype
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,10 @@ class _Census:
     total: int  # every parameter of the base model
     head: int  # the classification head (trained in full; a fp32 copy under LoRA/QLoRA)
     body_linear_weights: list[int]  # numel of each body nn.Linear weight (4-bit under QLoRA)
-    lora: int  # adapter parameters: r * (in + out) per targeted linear
+    lora: int  # adapter parameters: r * (in + out) per targeted linear (and the variants' extras)
     bias: int  # biases that `method.bias` makes trainable
+    targeted_weights: int = 0  # numel of the targeted linears' weights (DoRA materialises B·A for each)
+    targeted_outputs: int = 0  # sum of the targeted linears' output widths
 
 
 def planned_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
@@ -65,7 +72,7 @@ def planned_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
     from bench.precision import pick_dtype
 
     weights = pick_dtype(method.dtype, device)
-    if method.name == "qlora":
+    if method.name in QUANTIZED:
         compute = pick_dtype(method.compute_dtype, device)
         return compute, compute
     return weights, weights
@@ -107,8 +114,18 @@ def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Cens
     return _Census(total=sum(p.numel() for p in skeleton.parameters()),
                    head=sum(p.numel() for n, p in skeleton.named_parameters() if n.split(".")[0] in heads),
                    body_linear_weights=[m.weight.numel() for m in linears.values()],
-                   lora=sum(method.r * (linears[n].in_features + linears[n].out_features) for n in targets),
-                   bias=sum(b.numel() for b in biases if b is not None))
+                   lora=sum(_adapter_params(method, linears[n]) for n in targets),
+                   bias=sum(b.numel() for b in biases if b is not None),
+                   targeted_weights=sum(linears[n].weight.numel() for n in targets),
+                   targeted_outputs=sum(linears[n].out_features for n in targets))
+
+
+def _adapter_params(method: MethodConfig, linear: Any) -> int:
+    """What a variant trains on one linear: QA-LoRA's A sees d_in/g pooled inputs; DoRA adds a magnitude per output."""
+    d_in, d_out = linear.in_features, linear.out_features
+    if method.name == "qalora":
+        return method.r * (d_in // method.group_size + d_out)
+    return method.r * (d_in + d_out) + (d_out if method.name == "dora" else 0)
 
 
 def _targeted(names: list[str], targets: str | list[str]) -> list[str]:
@@ -126,6 +143,11 @@ def _nf4_bytes(numel: int, double_quant: bool) -> int:
     blocks = math.ceil(numel / 64)
     constants = blocks + 4 * math.ceil(blocks / 256) + 4 if double_quant else 4 * blocks
     return math.ceil(numel / 2) + constants
+
+
+def _int4_affine_bytes(numel: int, group_size: int, meta_size: int) -> int:
+    """A 4-bit HQQ weight: two per byte, plus a scale and a zero point per group in the compute dtype."""
+    return math.ceil(numel / 2) + 2 * meta_size * math.ceil(numel / group_size)
 
 
 def _attention_kind(config: Any, device: Any) -> str:
@@ -166,14 +188,34 @@ def estimate_peak(*, config: Any, method: MethodConfig, device: Any, batch_size:
     else:
         trainable = 4 * (census.lora + census.head + census.bias)  # adapters, head copy, biases: fp32
         weights = census.total * size + trainable - census.bias * size  # trained biases are upcast in place
-        if method.name == "qlora":
-            linear = sum(census.body_linear_weights)
-            weights += sum(_nf4_bytes(n, method.double_quant) for n in census.body_linear_weights) - linear * size
+        if method.name in QUANTIZED:
+            weights += _quantized_bytes(method, census.body_linear_weights, size)
     kahan = method.name == "full" and size < 4  # optimi adds a compensation buffer on 16-bit weights
     optimizer = trainable * (3 if kahan else 2)
     activations = _activations(config, batch=batch_size, seq=seq_len, element=element, device=device)
+    activations += _variant_activations(method, census, tokens=batch_size * seq_len, element=element)
     return Estimate(weights_bytes=weights, trainable_bytes=trainable, grads_bytes=trainable, optimizer_bytes=optimizer,
                     activations_bytes=activations)
+
+
+def _variant_activations(method: MethodConfig, census: _Census, *, tokens: int, element: int) -> int:
+    """What the variants save beyond LoRA (counted from autograd's saved tensors on a tiny BERT): DoRA keeps the
+    dense B·A of each adapted layer and two output-wide tensors per token (base and adapter results); HQQ
+    dequantizes every 4-bit weight in the forward pass, and autograd keeps it for the input gradient."""
+    if method.name == "dora":
+        return element * (census.targeted_weights + 2 * tokens * census.targeted_outputs)
+    if method.name == "qalora":
+        return element * sum(census.body_linear_weights)
+    return 0
+
+
+def _quantized_bytes(method: MethodConfig, linear_weights: list[int], size: int) -> int:
+    """What quantizing the body's linears changes: their 4-bit storage minus the 16-bit storage they replace."""
+    if method.name == "qalora":
+        packed = sum(_int4_affine_bytes(n, method.group_size, size) for n in linear_weights)
+    else:
+        packed = sum(_nf4_bytes(n, method.double_quant) for n in linear_weights)
+    return packed - sum(linear_weights) * size
 
 
 def predict(cfg: RunConfig, *, location: str, labels: list[str], device: Any) -> Estimate:

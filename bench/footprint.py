@@ -3,17 +3,25 @@ of what training adds, read from the real tensors: gradients and the optimizer's
 
 4-bit weights are counted as they are stored: `Params4bit` holds two weights per uint8, and each layer
 carries a quantization state (absmax per block, and with double quantization a second-level absmax and
-offset). Code tables shared by all layers are counted once.
+offset). Code tables shared by all layers are counted once. An hqq `HQQLinear` (QA-LoRA's base) registers only
+its packed `W_q`; its per-group scales and zero points live in a `meta` dict and its bias is a plain attribute,
+so they are found on the module and counted beside it.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 
-def logical_numel(parameter: Any) -> int:
-    """Number of weights a parameter stands for (a packed 4-bit tensor stores half as many bytes)."""
+def logical_numel(parameter: Any, packed_numels: dict[int, int] | None = None) -> int:
+    """Number of weights a parameter stands for (a packed 4-bit tensor stores half as many bytes).
+
+    `packed_numels` maps `id(W_q)` of hqq layers to their weight count (`hqq_packed_numels`): an hqq tensor
+    does not know its own shape, its layer does."""
+    if packed_numels and id(parameter) in packed_numels:
+        return packed_numels[id(parameter)]
     state = getattr(parameter, "quant_state", None)
     if state is not None and getattr(state, "shape", None) is not None:
         count = 1
@@ -23,10 +31,48 @@ def logical_numel(parameter: Any) -> int:
     return parameter.numel()
 
 
+def _hqq_layers(model: Any) -> list[Any]:
+    """hqq `HQQLinear` modules, recognised by shape rather than class so this module never imports hqq."""
+    return [m for m in model.modules() if getattr(m, "W_q", None) is not None
+            and isinstance(getattr(m, "meta", None), dict) and "shape" in m.meta]
+
+
+def _weight_count(layer: Any) -> int:
+    return math.prod(int(size) for size in layer.meta["shape"])
+
+
+def hqq_packed_numels(model: Any) -> dict[int, int]:
+    """`id(W_q)` -> d_out * d_in for every hqq layer of the model."""
+    return {id(layer.W_q): _weight_count(layer) for layer in _hqq_layers(model)}
+
+
+def _meta_tensors(meta: dict[str, Any]) -> list[Any]:
+    """Every tensor in an hqq meta dict (scale, zero; nested dicts if the meta-data were quantized)."""
+    import torch
+
+    found = []
+    for value in meta.values():
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, dict):
+            found.extend(_meta_tensors(value))
+    return found
+
+
+def _hqq_bias(layer: Any) -> list[Any]:
+    """The bias of an hqq layer when it is a plain attribute (a registered one is among the parameters)."""
+    import torch
+
+    bias = getattr(layer, "bias", None)
+    return [bias] if isinstance(bias, torch.Tensor) and "bias" not in layer._parameters else []
+
+
 def parameter_counts(model: Any) -> dict[str, float]:
     """`params/trainable`, `params/total` and `params/trainable_pct`, in logical (unpacked) weights."""
-    total = sum(logical_numel(p) for p in model.parameters())
-    trainable = sum(logical_numel(p) for p in model.parameters() if p.requires_grad)
+    packed = hqq_packed_numels(model)
+    hqq_biases = sum(b.numel() for layer in _hqq_layers(model) for b in _hqq_bias(layer))  # frozen
+    total = sum(logical_numel(p, packed) for p in model.parameters()) + hqq_biases
+    trainable = sum(logical_numel(p, packed) for p in model.parameters() if p.requires_grad)
     return {"params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total}
 
 
@@ -50,6 +96,9 @@ def weights_bytes(model: Any) -> int:
         seen[_storage_key(tensor)] = tensor.untyped_storage().nbytes()
         state = getattr(tensor, "quant_state", None)
         for extra in _quant_state_tensors(state) if state is not None else []:
+            seen[_storage_key(extra)] = extra.untyped_storage().nbytes()
+    for layer in _hqq_layers(model):
+        for extra in [*_meta_tensors(layer.meta), *_hqq_bias(layer)]:
             seen[_storage_key(extra)] = extra.untyped_storage().nbytes()
     return sum(seen.values())
 
@@ -86,14 +135,15 @@ def _flat_values(tree: Any) -> list[Any]:
 
 
 def base_weight_bits_per_param(model: Any) -> float:
-    """Bits per weight of the frozen base linear layers (16 for bf16, ~4.13 for NF4 with double quant).
+    """Bits per weight of the frozen base linear layers (16 for bf16, ~4.13 for NF4 with double quant,
+    4 + 2 * 32 / group_size for hqq INT4 with fp32 scales and zero points).
 
     Adapters and the head are excluded: this is the storage cost of the pretrained matrices. Code tables
     that all layers share are counted once, over all layers together.
     """
     import torch
 
-    bits, weights = 0, 0
+    bits, weights = _hqq_weight_bits(model)  # hqq layers are not nn.Linear: counted apart
     shared: dict[tuple[int, int], int] = {}
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or "lora_" in name or "modules_to_save" in name:
@@ -110,6 +160,17 @@ def base_weight_bits_per_param(model: Any) -> float:
             else:
                 bits += 8 * extra.numel() * extra.element_size()
     return (bits + sum(shared.values())) / weights if weights else 0.0
+
+
+def _hqq_weight_bits(model: Any) -> tuple[int, int]:
+    """Bits held by the hqq layers' packed weights and per-group meta-data, and how many weights they hold
+    (the bias is left out, as it is for float layers)."""
+    bits, weights = 0, 0
+    for layer in _hqq_layers(model):
+        for tensor in [layer.W_q, *_meta_tensors(layer.meta)]:
+            bits += 8 * tensor.numel() * tensor.element_size()
+        weights += _weight_count(layer)
+    return bits, weights
 
 
 def _is_code_table(tensor: Any, state: Any) -> bool:

@@ -1,12 +1,15 @@
-"""Turn a base model into the model to train: full fine-tuning, LoRA or QLoRA.
+"""Turn a base model into the model to train: full fine-tuning, LoRA, QLoRA or a LoRA variant.
 
-Techniques differ only here, in how the model is built; the training loop is the same for all.
+Techniques differ only here, in how the model is built; the training loop is the same for all. Each adapter
+technique is LoRA on one of three bases (16-bit, bitsandbytes NF4, HQQ affine INT4) plus peft options or an
+initialisation; the variants that need more than a peft option live in `bench.variants`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -14,6 +17,13 @@ from bench.config import ConfigError, MethodConfig, ModelConfig
 from bench.models import head_module_names, load_causal_lm, load_classifier
 from bench.precision import pick_dtype
 from bench.targets import check_targets_match, resolve_targets
+
+# How each adapter technique holds the pretrained weights it adapts.
+BASES = {"lora": "16-bit", "dora": "16-bit", "rslora": "16-bit", "pissa": "16-bit", "olora": "16-bit",
+         "longlora": "16-bit", "qlora": "nf4", "loftq": "nf4", "qalora": "int4-affine"}
+# PiSSA and OLoRA move part of the weight into the adapter: the adapter only works on the changed base
+# unless it is converted back to a plain LoRA delta when saved.
+CONVERTED_ON_SAVE = ("pissa", "olora")
 
 
 @dataclass
@@ -25,19 +35,68 @@ class BuiltModel:
     compute_dtype: Any  # dtype matmuls run in (autocast)
     head_modules: list[str]  # modules outside the pretrained body, trained in full
     target_modules: str | list[str] | None  # what LoRA was applied to (None for full fine-tuning)
+    also_trained: list[str] = field(default_factory=list)  # body modules trained in full (LongLoRA's LoRA+)
+    init_metrics: dict[str, float] = field(default_factory=dict)  # what an initialisation measured (LoftQ)
+    lr_by_module: dict[str, float] = field(default_factory=dict)  # modules that train at their own rate
 
 
-def check_method_supported(method: MethodConfig, device: Any) -> None:
-    """Cheap checks before any weights load: QLoRA needs bitsandbytes and a device it supports."""
-    if method.name != "qlora":
+def check_method_supported(method: MethodConfig, device: Any, task: str = "classification") -> None:
+    """Cheap checks before any data or weights load: the library each base needs, and the task it serves."""
+    if method.name == "longlora" and task != "causal_lm":
+        raise ConfigError(f"method=longlora needs a causal LM (task=causal_lm, e.g. model=smollm2-135m); "
+                          f"task={task} models attend without a causal mask, which S²-Attn shifts")
+    library = {"nf4": ("bitsandbytes", "bitsandbytes"), "int4-affine": ("hqq", "hqq")}.get(BASES.get(method.name, ""))
+    if library is None:
         return
+    module, package = library
     try:
-        import bitsandbytes  # noqa: F401
+        __import__(module)
     except ImportError:
-        raise ConfigError("method=qlora needs bitsandbytes; install it with `pip install bitsandbytes` "
+        raise ConfigError(f"method={method.name} needs {package}; install it with `pip install {package}` "
                           "or choose method=lora or method=full") from None
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"method=qlora is not supported on device {device.type!r}; bitsandbytes runs on cpu or cuda")
+        raise ConfigError(f"method={method.name} is not supported on device {device.type!r}; {package} runs on cpu "
+                          "or cuda")
+
+
+# Below this many tokens per S²-Attn group, most groups miss the sequence's first tokens, which pretrained
+# attention leans on: SmolLM2's loss on 96 tokens of English is 3.0 with full attention and 6.4 with groups
+# of 24, against 2.5 and 3.2 on 2,048 tokens (groups of 512). The paper trains groups of 2,048.
+SHORT_GROUP_TOKENS = 256
+
+
+def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: str, task: str,
+                      max_length: int) -> None:
+    """Checks that need the architecture but no weights or data, on a skeleton built on the meta device:
+    LongLoRA needs a Llama-style decoder; QA-LoRA's groups must tile every quantized layer's inputs."""
+    if method.name == "longlora" and max_length * method.attn_group_ratio < SHORT_GROUP_TOKENS:
+        print(f"warning: method=longlora with data.max_length={max_length} and method.attn_group_ratio="
+              f"{method.attn_group_ratio:g} trains with groups of at most {max_length * method.attn_group_ratio:.0f} "
+              f"tokens; S²-Attn is meant for long sequences (the paper: groups of 2,048 tokens), and groups under "
+              f"{SHORT_GROUP_TOKENS} start from a much higher loss than full attention", file=sys.stderr)
+    if method.name not in ("longlora", "qalora"):
+        return
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from bench.estimate import model_config
+
+    config = model_config(spec, location, ["0", "1"])
+    if method.name == "longlora":
+        from bench.variants.longlora import check_longlora_supported
+
+        check_longlora_supported(config.model_type, task)
+        return
+    from bench.variants.qalora import adapted_linear_names, check_group_size
+
+    causal = task == "causal_lm"
+    with init_empty_weights():
+        skeleton = (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_config(config)
+    skip = ["lm_head"] if causal else [name for name, _ in skeleton.named_children()
+                                       if name != skeleton.base_model_prefix]
+    targets = adapted_linear_names(skeleton, targets=resolve_targets(method.target_modules, config.model_type),
+                                   skip=skip)
+    check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
 
 
 def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model_type: str,
@@ -53,18 +112,57 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model
         model = load(dtype=weights_dtype)
         model.requires_grad_(True)
         return BuiltModel(model, weights_dtype, weights_dtype, heads, None)
+    if method.name == "longlora":
+        from bench.variants.longlora import check_longlora_supported
+
+        check_longlora_supported(model_type, task)
     targets = resolve_targets(method.target_modules, model_type)
-    if method.name == "lora":
-        base = load(dtype=weights_dtype)
-        compute_dtype = weights_dtype
+    skip = ["lm_head"] if causal else heads
+    base_kind = BASES[method.name]
+    compute_dtype = weights_dtype if base_kind == "16-bit" else pick_dtype(method.compute_dtype, device)
+    float_weights = _float_weights(load) if method.name == "loftq" else None
+    if base_kind == "nf4":
+        base = _load_4bit(method=method, load=load, compute_dtype=compute_dtype, skip=skip)
     else:
-        compute_dtype = pick_dtype(method.compute_dtype, device)
-        base = _load_4bit(method=method, load=load, compute_dtype=compute_dtype,
-                          skip=["lm_head"] if causal else heads)
-        weights_dtype = compute_dtype
+        base = load(dtype=compute_dtype)
     check_targets_match(base, targets)
-    model = _add_lora(base, method=method, targets=targets, heads=heads, causal=causal)
-    return BuiltModel(model, weights_dtype, compute_dtype, heads, targets)
+    if base_kind == "int4-affine":
+        from bench.variants.qalora import adapted_linear_names, check_group_size, quantize_linears_hqq
+
+        # named before quantizing: peft's `all-linear` would not recognise the HQQ layers afterwards
+        targets = adapted_linear_names(base, targets=targets, skip=skip)
+        check_group_size(base, targets=targets, group_size=method.group_size, skip=skip)
+        quantize_linears_hqq(base, group_size=method.group_size, skip=skip, compute_dtype=compute_dtype)
+    built = BuiltModel(None, compute_dtype, compute_dtype, heads, targets)
+    tying = {}
+    if method.name == "longlora":
+        from bench.variants.longlora import embeddings_tied, enable_s2_attention, longlora_trainable_modules
+
+        enable_s2_attention(base, group_ratio=method.attn_group_ratio)
+        built.also_trained = longlora_trainable_modules(base)
+        # the paper trains them at its LoRA rate (2e-5); LoRA's usual 2e-3 would wreck a pretrained embedding
+        built.lr_by_module = dict.fromkeys(built.also_trained, method.embed_norm_lr)
+        # a tied head (SmolLM2's) shares the trained embedding copy instead of silently untying from it
+        tying = {"ensure_weight_tying": embeddings_tied(base)}
+    built.model = _add_lora(base, method=method, targets=targets, full_modules=heads + built.also_trained,
+                            causal=causal, **tying)
+    if float_weights is not None:
+        from bench.variants.loftq import loftq_initialise
+
+        built.init_metrics = loftq_initialise(built.model, float_weights, iterations=method.loftq_iter)
+    return built
+
+
+def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
+    """The 32-bit weight of every linear layer, for LoftQ to fit its adapters against; the 32-bit model is
+    released before the 4-bit one loads, so the two never share the peak."""
+    import torch
+
+    model = load(dtype=torch.float32)
+    weights = {name: module.weight.detach() for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear)}
+    del model
+    return weights
 
 
 def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: Any, skip: list[str]) -> Any:
@@ -86,18 +184,30 @@ def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype:
     return model
 
 
-def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], heads: list[str], causal: bool) -> Any:
+def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], full_modules: list[str],
+              causal: bool, **options: Any) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
     config = LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                        target_modules=targets, bias=method.bias,
-                        modules_to_save=list(heads))  # peft extends the list it is given
+                        target_modules=targets, bias=method.bias, **peft_options(method), **options,
+                        modules_to_save=list(full_modules))  # peft extends the list it is given
+    if method.name == "qalora":
+        from bench.variants.qalora import register_qalora
+
+        register_qalora(config, group_size=method.group_size)
     model = get_peft_model(base, config)
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != _fp32():
             parameter.data = parameter.data.float()  # the head copy was loaded in 16-bit; train it in fp32
     return model
+
+
+def peft_options(method: MethodConfig) -> dict[str, Any]:
+    """The LoraConfig options that make a variant out of plain LoRA."""
+    pissa = "pissa" if method.svd_iters == 0 else f"pissa_niter_{method.svd_iters}"
+    return {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}, "pissa": {"init_lora_weights": pissa},
+            "olora": {"init_lora_weights": "olora"}}.get(method.name, {})
 
 
 def _fp32() -> Any:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, RunConfig
+
+INITIAL_ADAPTER = "initial_adapter"  # PiSSA/OLoRA's adapter as initialised, for the conversion when shipped
 
 
 def _check_output_dir(output_dir: str) -> Path:
@@ -29,15 +32,16 @@ def _check_max_length(max_length: int, model_limit: int | None, tokenizer: Any, 
 
 def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[str, float]:
     """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything."""
-    from bench.methods import check_method_supported
+    from bench.methods import check_method_fits, check_method_supported
     from bench.models import resolve_location
     from bench.precision import pick_device
     from bench.tracking import Tracker
 
     # Everything that can be checked without loading weights or data is checked here, in a second.
     device = pick_device(cfg.trainer.device)
-    check_method_supported(cfg.method, device)
+    check_method_supported(cfg.method, device, cfg.task)
     location = resolve_location(cfg.model)
+    check_method_fits(cfg.method, spec=cfg.model, location=location, task=cfg.task, max_length=cfg.data.max_length)
     if cfg.dry_run:
         from bench.estimate import dry_run
 
@@ -102,7 +106,7 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
                 result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader,
                                trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
                                log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
-                               warmup_steps=cfg.monitor.warmup_steps)
+                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
                 if cfg.method.uses_adapter:
                     _ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
@@ -113,6 +117,11 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     measured, tags = run_metrics(result=result, monitor=monitor, static=static, predicted=estimate.peak_bytes,
                                  device=device)
     tracker.set_tags(tags)
+    if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
+        from bench.variants.qalora import merge_error
+
+        measured.update(merge_error(built.model, next(iter(eval_loader)), device=device,
+                                    autocast_dtype=built.compute_dtype))
     shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
     final = {**static, **measured, **result.final_eval, "artifact/adapter_bytes": shipped,
@@ -125,19 +134,32 @@ def _build(cfg: RunConfig, *, tracker: Any, location: str, model_type: str, labe
            device: Any) -> tuple[Any, dict[str, float]]:
     """Load the model the technique needs; log its precision tags and static sizes."""
     from bench.footprint import base_weight_bits_per_param, parameter_counts, trainable_bytes, weights_bytes
-    from bench.methods import build_model
+    from bench.methods import BASES, CONVERTED_ON_SAVE, build_model
     from bench.precision import dtype_name
 
     built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
                         labels=labels, device=device, task=cfg.task)
     tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
                       "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
-                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules})
+                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules,
+                      "base": BASES.get(cfg.method.name, "16-bit"), "also_trained": built.also_trained})
     static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
               "mem/trainable_bytes": trainable_bytes(built.model),
-              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model)}
+              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model), **built.init_metrics}
     tracker.log(static)
+    if cfg.method.name in CONVERTED_ON_SAVE:
+        _save_initial_adapter(built.model, Path(cfg.output_dir))
     return built, static
+
+
+def _save_initial_adapter(model: Any, output_dir: Path) -> None:
+    """PiSSA and OLoRA change the base weights; keeping the adapter as initialised lets `_ship` convert the
+    trained one into a plain LoRA delta that works on the original, unchanged base (peft's conversion)."""
+    config = model.peft_config["default"]
+    init = config.init_lora_weights
+    config.init_lora_weights = True  # saved as an ordinary adapter: loading it must not run the SVD again
+    model.save_pretrained(output_dir / INITIAL_ADAPTER)
+    config.init_lora_weights = init
 
 
 def _ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upload: bool) -> int:
@@ -145,7 +167,13 @@ def _ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upl
     from bench.footprint import directory_bytes
 
     folder = output_dir / ("adapter" if uses_adapter else "model")
-    model.save_pretrained(folder)
+    initial = output_dir / INITIAL_ADAPTER
+    with warnings.catch_warnings():
+        # PiSSA/OLoRA: saved as a plain LoRA delta of rank 2r against the original weights. peft loads the initial
+        # adapter beside the trained one for that and then warns that the two should be converted: they are.
+        warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights")
+        model.save_pretrained(folder, **({"path_initial_model_for_weight_conversion": str(initial)}
+                                         if initial.is_dir() else {}))
     if upload:
         tracker.log_artifacts(folder, folder.name)
     return directory_bytes(folder)

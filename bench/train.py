@@ -85,25 +85,32 @@ class _Clock:
         return self.elapsed + (time.perf_counter() - self._started if self._started is not None else 0.0)
 
 
-def build_optimizer(model: Any, trainer: TrainerConfig) -> Any:
+def build_optimizer(model: Any, trainer: TrainerConfig, lr_by_module: dict[str, float] | None = None) -> Any:
     """AdamW from torch-optimi: identical to torch's AdamW on fp32 weights, and with Kahan summation on
-    16-bit weights, where plain AdamW would round most small updates away (pure bf16 full fine-tuning)."""
+    16-bit weights, where plain AdamW would round most small updates away (pure bf16 full fine-tuning).
+    `lr_by_module`: modules (dotted names in the base model) that train at their own rate."""
     import optimi
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return optimi.AdamW(trainable, lr=trainer.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=trainer.weight_decay)
+    groups: dict[float, list[Any]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            owner = next((m for m in (lr_by_module or {}) if f".{m}." in f".{name}"), None)
+            groups.setdefault(lr_by_module[owner] if owner else trainer.lr, []).append(parameter)
+    return optimi.AdamW([{"params": params, "lr": lr} for lr, params in groups.items()], lr=trainer.lr,
+                        betas=(0.9, 0.999), eps=1e-8, weight_decay=trainer.weight_decay)
 
 
 def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: Any,
           autocast_dtype: Any, log: LogFn, desc: str, hooks: StepHooks | None = None,
-          warmup_steps: int = 0, evaluate: EvalFn = evaluate_classifier) -> TrainResult:
+          warmup_steps: int = 0, evaluate: EvalFn = evaluate_classifier,
+          lr_by_module: dict[str, float] | None = None) -> TrainResult:
     """Train for `trainer.epochs` (or `trainer.max_steps`), evaluating after each epoch and at the end."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     total_steps = min(trainer.epochs * len(train_loader), trainer.max_steps or math.inf)
-    optimizer = build_optimizer(model, trainer)
+    optimizer = build_optimizer(model, trainer, lr_by_module)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
     result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
     hooks = hooks or _NoHooks()

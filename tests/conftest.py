@@ -12,13 +12,28 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import REQUIRED_METRICS, TINY, finished_runs, run_cli  # noqa: F401 - re-exported for test modules
+from support import REQUIRED_METRICS, TINY, finished_runs, reset_mlflow_globals, run_cli  # noqa: F401 - re-exported
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a hub in tests
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_globals_reset():
+    """`mlflow.set_tracking_uri` (as `finished_runs` calls it) also sets $MLFLOW_TRACKING_URI, which every later
+    test and its subprocesses would inherit: each test starts from the environment the session started with."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    reset_mlflow_globals()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

@@ -1,10 +1,18 @@
-"""Helpers shared by every test folder: the shrunk config, the real CLI in a subprocess, store queries."""
+"""Helpers shared by every test folder: the shrunk config, the real CLI (in a subprocess or in this process),
+store queries."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 # Tests compose the real config, then shrink it: a 2-layer random model, a few rows, a couple of steps.
@@ -25,6 +33,121 @@ def run_cli(*overrides: str, cwd: Path, env: dict[str, str] | None = None) -> su
     command = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "run", *overrides]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
+
+
+def run_cli_here(*overrides: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bench run <overrides>` in this process: `run_cli` without a fresh interpreter's imports (seconds a case).
+
+    The entry point is the same `bench.cli.main`, and the result reads the same way: the exit status the
+    `bench` script would exit with, everything written to stdout and stderr, and, for an exception that
+    escapes `main`, its traceback on stderr and status 1, as the interpreter would print it. The process-wide
+    state a run changes (cwd, environment, argv, logging, SIGTERM handler, torch threads, Hydra's and MLflow's
+    globals) is put back afterwards."""
+    return call_main(["run", *overrides], cwd=cwd, env=env)
+
+
+def call_main(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bench <argv>` through `bench.cli.main` in this process; see `run_cli_here`."""
+    from bench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _process_state_restored(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.chdir(cwd)
+        os.environ.update(env or {})
+        try:
+            status = _exit_status(main(list(argv)))  # what `sys.exit(main())` in the console script exits with
+        except SystemExit as exit_:
+            status = _exit_status(exit_.code)
+        except Exception:  # noqa: BLE001 - an uncaught exception: the interpreter prints it and exits 1
+            traceback.print_exc()
+            status = 1
+    return subprocess.CompletedProcess(["bench", *argv], status, out.getvalue(), err.getvalue())
+
+
+def _exit_status(code: object) -> int:
+    """The process exit status for `sys.exit(code)`: None is 0, an int is itself, anything else is printed, 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _process_state_restored() -> Iterator[None]:
+    cwd, environ, argv = os.getcwd(), dict(os.environ), list(sys.argv)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    threads = _torch_threads()
+    loggers = {name: _logger_state(logger) for name, logger in _loggers()}
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        reset_mlflow_globals()  # an exiting process ends its active run (mlflow's atexit hook), and its URI goes
+        _reset_hydra_and_sweep_state()
+        for name, logger in _loggers():
+            level, handlers, propagate, disabled = loggers.get(name, (logger.level, [], logger.propagate, False))
+            for handler in logger.handlers:
+                if handler not in handlers:  # what Hydra's job logging added (stdout and the run's bench.log)
+                    handler.close()
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate, logger.disabled = propagate, disabled
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        signal.signal(signal.SIGTERM, sigterm)
+        sys.argv[:] = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+
+
+def _loggers() -> list[tuple[str, logging.Logger]]:
+    known = [(name, logger) for name, logger in logging.Logger.manager.loggerDict.items()
+             if isinstance(logger, logging.Logger)]
+    return [("", logging.getLogger()), *known]
+
+
+def _logger_state(logger: logging.Logger) -> tuple[int, list[logging.Handler], bool, bool]:
+    return logger.level, list(logger.handlers), logger.propagate, logger.disabled
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _reset_hydra_and_sweep_state() -> None:
+    """Hydra clears GlobalHydra itself; its HydraConfig and bench.sweep's module state outlive a call."""
+    if "hydra.core.hydra_config" in sys.modules:
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
+    if "bench.sweep" in sys.modules:
+        sys.modules["bench.sweep"].LAST_SUMMARY.clear()
+        sys.modules["bench.sweep"].ACTIVE.clear()
+
+
+def reset_mlflow_globals() -> None:
+    """End any active fluent run and forget the tracking URI and active experiment set in this process."""
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking import fluent
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)  # also unsets $MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri had set
+    fluent._active_experiment_id = None  # and the $MLFLOW_EXPERIMENT_ID that mlflow.set_experiment sets
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def finished_runs(uri: str, experiment: str = "bench"):

@@ -82,7 +82,7 @@ def _train_and_measure(cfg: RunConfig, inputs: dict[str, Any], *, tracker: Any, 
         result = train(model=built.model, train_loader=inputs["train"], eval_loader=inputs["eval"],
                        trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype, log=tracker.log,
                        desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
-                       warmup_steps=cfg.monitor.warmup_steps,
+                       warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
                        evaluate=partial(evaluate_sft, batch_size=cfg.trainer.eval_batch_size))
     after = general(built.model)
     forgetting = {"eval/general_loss_after": after, "eval/forgetting": after - before}

@@ -24,7 +24,8 @@ METRICS = {
 }
 KEYS = ("dataset", "model", "technique", "r", "target_modules", "config")  # one headline row per combination
 ADAPTER_PARAMS = ("method.r", "method.alpha", "method.dropout", "method.target_modules", "method.bias")
-TECHNIQUE_ORDER = {"full": 0, "lora": 1, "qlora": 2}
+TECHNIQUE_ORDER = {name: i for i, name in enumerate(
+    ("full", "lora", "dora", "rslora", "pissa", "olora", "longlora", "qlora", "loftq", "qalora"))}
 REFERENCE = "full"  # deltas compare each technique with full fine-tuning of the same model
 
 

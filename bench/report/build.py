@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import analyse, load, plots, render
+from bench.report import analyse, load, plots, render, variants
 from bench.report import report_hint as hint
 from bench.report.render import Section, empty, esc
 
@@ -81,6 +81,7 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, *,
                 render.table_html(table, render.headline_columns(several_datasets=several), "headline-table",
                                   row_classes=["frontier" if on else "" for on in table["pareto"]])
                 if len(table) else empty("No run finished with an eval/accuracy yet.")),
+        _variant_section(table, several=several),
         _plot_section("pareto", "Accuracy vs memory", "Mean accuracy (95 % CI bars) against mean peak memory; "
                       "stars and the dashed line mark configurations no other beats on both.",
                       plots.pareto(table), "No configuration has both an accuracy and a peak memory."),
@@ -105,6 +106,17 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, *,
 
 def _plot_section(anchor: str, heading: str, intro: str, figure: plots.Figure | None, missing: str) -> Section:
     return Section(anchor, heading, intro, plots.figure_html(f"plot-{anchor}", figure) if figure else empty(missing))
+
+
+def _variant_section(table: pd.DataFrame, *, several: bool) -> Section:
+    rows = variants.variant_comparison(table)
+    body = (render.table_html(rows, render.variant_columns(several_datasets=several), "variants-table") if len(rows)
+            else empty("Needs a finished variant (dora, rslora, pissa, olora, longlora, loftq, qalora) and its "
+                       "parent (lora or qlora) at the same rank and targets."))
+    return Section("variants", "Variants against their parent", "Each variant beside the technique it modifies "
+                   "(DoRA, rsLoRA, PiSSA, OLoRA and LongLoRA against LoRA; LoftQ and QA-LoRA against QLoRA) on the "
+                   "same model, rank and targets. Δ is variant minus parent; the interval says whether seeds "
+                   "support the difference.", body)
 
 
 def _target_section(table: pd.DataFrame) -> Section:
@@ -151,6 +163,10 @@ def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table
     about = "\n".join(f"- {k}: {render.markdown_text(v)}" for k, v in facts)
     failed = analyse.failures(runs)
     tail = f"\n\n{len(failed)} run(s) did not finish; see index.html." if len(failed) else ""
+    rows = variants.variant_comparison(table)
+    several = runs["dataset"].nunique() > 1
+    against = (f"\n\n## Variants against their parent\n\n"
+               f"{render.markdown_table(rows, render.variant_columns(several_datasets=several))}" if len(rows) else "")
     return (f"# {render.markdown_text(title)}\n\n{about}\n\nAccuracy in %: mean over seeds ± the 95 % Student-t "
             f"half-width [low, high]. Δ and ratios against full fine-tuning of the same model.\n\n"
-            f"{render.markdown_table(table, columns)}{tail}\n")
+            f"{render.markdown_table(table, columns)}{against}{tail}\n")

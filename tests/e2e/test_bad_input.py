@@ -1,11 +1,15 @@
 """Bad input gets one line naming the bad value and the valid choices, a non-zero exit, no traceback.
 
-The full catalogue of bad values is in tests/reliability/test_validation.py."""
+The full catalogue of bad values is in tests/reliability/test_validation.py. The unknown-choice and
+unknown-command cases run as real processes; the rest go through `bench.cli.main` in this process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from support import TINY, assert_one_error_line, finished_runs, run_cli
+from support import TINY, assert_one_error_line, finished_runs, run_cli, run_cli_here
 
 
 @pytest.mark.parametrize(("override", "needles"), [
@@ -20,8 +24,8 @@ def test_unknown_group_choice(override: str, needles: tuple[str, ...], tmp_path)
 
 def test_error_inside_a_run_is_recorded_as_a_failed_run(store: str, tmp_path) -> None:
     """A config error found after the run started (here: target modules) ends that run FAILED."""
-    result = run_cli(*TINY, "method.target_modules=[nonexistent_proj]", f"tracker.uri={store}",
-                     f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    result = run_cli_here(*TINY, "method.target_modules=[nonexistent_proj]", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert_one_error_line(result, "nonexistent_proj", "query", "value")  # and it lists the real names
     run = finished_runs(store).iloc[0]
     assert run["status"] == "FAILED"
@@ -29,20 +33,13 @@ def test_error_inside_a_run_is_recorded_as_a_failed_run(store: str, tmp_path) ->
     assert "nonexistent_proj" in run["tags.error"]
 
 
-def test_qlora_without_bitsandbytes(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['bitsandbytes'] = None; from bench.cli import main; "
-            "sys.exit(main(['run', 'method=qlora', 'model=tiny-bert']))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert_one_error_line(result, "method=qlora", "bitsandbytes", "method=lora")
+def test_qlora_without_bitsandbytes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` raises ImportError
+    assert_one_error_line(run_cli_here("method=qlora", "model=tiny-bert", cwd=tmp_path),
+                          "method=qlora", "bitsandbytes", "method=lora")
 
 
 def test_unknown_command(tmp_path) -> None:
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(['trian']))"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert_one_error_line(result, "trian", "run", "report")

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 import pytest
 from support import REQUIRED_METRICS, TINY, finished_runs, run_cli
 
 
+@pytest.fixture(scope="module")
+def technique_run(tmp_path_factory: pytest.TempPathFactory):
+    """`technique_run(technique)`: (the CLI's result, its store) for one default TINY run of the technique, each
+    run once for the module, in a store of its own; the tests below only read what it recorded."""
+    done = {}
+
+    def run(technique: str):
+        if technique not in done:
+            folder = tmp_path_factory.mktemp(f"run-{technique}")
+            store = f"sqlite:///{folder / 'mlflow.db'}"
+            done[technique] = run_cli(*TINY, f"method={technique}", f"tracker.uri={store}",
+                                      f"hydra.run.dir={folder / 'out'}", cwd=folder), store
+        return done[technique]
+
+    return run
+
+
 @pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
-def test_each_technique_records_every_metric(technique: str, store: str, tmp_path) -> None:
-    result = run_cli(*TINY, f"method={technique}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'out'}",
-                     cwd=tmp_path)
+def test_each_technique_records_every_metric(technique: str, technique_run) -> None:
+    result, store = technique_run(technique)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = finished_runs(store)
     assert len(runs) == 1
@@ -31,12 +48,13 @@ def test_each_technique_records_every_metric(technique: str, store: str, tmp_pat
     assert 0 <= run["metrics.eval/majority_baseline"] <= 1
 
 
-def test_full_trains_every_parameter_and_lora_a_sliver(store: str, tmp_path) -> None:
+def test_full_trains_every_parameter_and_lora_a_sliver(technique_run) -> None:
+    stores = []
     for technique in ("full", "lora"):
-        result = run_cli(*TINY, f"method={technique}", f"tracker.uri={store}", "tracker.log_model=false",
-                         f"hydra.run.dir={tmp_path / technique}", cwd=tmp_path)
+        result, store = technique_run(technique)
         assert result.returncode == 0, result.stderr[-3000:]
-    runs = finished_runs(store).set_index("tags.technique")
+        stores.append(store)
+    runs = pd.concat([finished_runs(store) for store in stores]).set_index("tags.technique")
     assert runs.loc["full", "metrics.params/trainable_pct"] == 100.0
     assert runs.loc["full", "metrics.params/trainable"] == runs.loc["full", "metrics.params/total"]
     assert runs.loc["lora", "metrics.params/trainable_pct"] < 5.0

@@ -48,7 +48,7 @@ def _saved_activation_bytes(model: torch.nn.Module, compute_dtype: torch.dtype) 
     return sum(saved.values())
 
 
-@pytest.mark.parametrize("technique", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("technique", ["full", "lora", "qlora", "dora", "rslora", "pissa", "loftq", "qalora"])
 def test_prediction_matches_the_built_model_part_by_part(technique: str, tiny_location: str) -> None:
     method = MethodConfig(name=technique)
     estimate = estimate_peak(config=model_config(TINY, tiny_location, LABELS), method=method, device=CPU,

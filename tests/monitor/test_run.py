@@ -8,7 +8,7 @@ import csv
 import mlflow
 import pandas as pd
 import pytest
-from support import TINY, finished_runs, run_cli
+from support import TINY, finished_runs, run_cli, run_cli_here
 
 # Every metric issue 3 asks for on a CPU run (the CUDA-only ones are checked in the gpu test below).
 CPU_METRICS = (
@@ -55,8 +55,8 @@ def test_cpu_run_records_every_monitor_metric_and_the_timeline(store: str, tmp_p
 
 
 def test_dry_run_prints_the_prediction_and_records_nothing(store: str, tmp_path) -> None:
-    result = run_cli(*TINY, "method=full", "dry_run=true", f"tracker.uri={store}",
-                     f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    result = run_cli_here(*TINY, "method=full", "dry_run=true", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "predicted peak memory: method=full model=tiny-bert" in result.stdout
     assert "optimizer state" in result.stdout and "nothing was loaded, trained or recorded" in result.stdout

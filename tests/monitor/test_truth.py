@@ -3,7 +3,6 @@ an optimizer whose state size is known in advance."""
 
 from __future__ import annotations
 
-import gc
 import time
 from types import SimpleNamespace
 
@@ -47,51 +46,56 @@ def test_known_allocation_is_seen_by_sampling_alone(monkeypatch: pytest.MonkeyPa
     assert summary["mem/peak_rss_net_bytes"] == pytest.approx(256 * MB, rel=0.10)
 
 
-class _Metronome:
-    """Steps of known length: each ends on a fixed beat (spinning until it), so neither the loop's own work
-    nor the shared CPU's scheduling can stretch one; a late step only shortens the next."""
+class _FakeClock:
+    """`time.perf_counter` for the loop and the timer, advanced only by the fake model: steps take exactly
+    their stated time, so neither the loop's own work nor a busy CPU can move the figures."""
 
     def __init__(self) -> None:
-        self.beat: float | None = None
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
 
     def wait(self, seconds: float) -> None:
-        self.beat = (self.beat or time.perf_counter()) + seconds
-        while time.perf_counter() < self.beat:
-            pass
+        self.now += seconds
 
 
-def test_fake_step_of_known_duration_gives_its_throughput() -> None:
-    timer, metronome = StepTimer(CPU, warmup_steps=2), _Metronome()
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _FakeClock:
+    fake = _FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake.perf_counter)
+    return fake
+
+
+def test_fake_step_of_known_duration_gives_its_throughput(clock: _FakeClock) -> None:
+    timer = StepTimer(CPU, warmup_steps=2)
     timer.start()
     for step in range(10):
-        metronome.wait(0.15 if step < 2 else 0.05)  # slow warm-up steps must not count
+        clock.wait(0.15 if step < 2 else 0.05)  # slow warm-up steps must not count
         timer.step(samples=8, tokens=200)
     summary = timer.summary()
     assert summary["train/warmup_steps_excluded"] == 2 and summary["train/timed_steps"] == 8
-    assert summary["train/step_time_p50_s"] == pytest.approx(0.05, rel=0.05)
-    assert summary["train/tokens_per_s"] == pytest.approx(200 / 0.05, rel=0.05)
-    assert summary["train/samples_per_s"] == pytest.approx(8 / 0.05, rel=0.05)
+    assert summary["train/step_time_p50_s"] == pytest.approx(0.05)
+    assert summary["train/tokens_per_s"] == pytest.approx(200 / 0.05)
+    assert summary["train/samples_per_s"] == pytest.approx(8 / 0.05)
 
 
 class _SlowClassifier(torch.nn.Module):
-    """A classifier whose training forward takes a known time; evaluation is instant."""
+    """A classifier whose training forward takes `step_s` and whose evaluation forward `eval_s` on `clock`."""
 
-    def __init__(self, step_s: float, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, step_s: float, dtype: torch.dtype = torch.float32, *, clock: _FakeClock | None = None,
+                 eval_s: float = 0.0) -> None:
         super().__init__()
-        self.step_s, self.metronome = step_s, _Metronome()
+        self.step_s, self.eval_s, self.clock = step_s, eval_s, clock
         self.body = torch.nn.Linear(16, 32, dtype=dtype)
         self.head = torch.nn.Linear(32, 3, dtype=dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
-        if self.training:
-            self.metronome.wait(self.step_s)
+        if self.clock is not None:
+            self.clock.wait(self.step_s if self.training else self.eval_s)
         features = torch.nn.functional.one_hot(input_ids % 16, 16).to(self.body.weight.dtype).mean(1)
         logits = self.head(torch.relu(self.body(features))).float()
         return SimpleNamespace(loss=torch.nn.functional.cross_entropy(logits, labels), logits=logits)
-
-    def train(self, mode: bool = True) -> _SlowClassifier:
-        self.metronome = _Metronome()  # after an evaluation the beat starts again
-        return super().train(mode)
 
 
 def _batches(count: int, *, rows: int = 4, length: int = 10, real: int = 7) -> list[dict[str, torch.Tensor]]:
@@ -107,20 +111,19 @@ def _train(model: torch.nn.Module, *, batches: int, epochs: int = 1, warmup_step
                  autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth", warmup_steps=warmup_steps)
 
 
-def test_training_loop_throughput_excludes_warmup_and_evaluation() -> None:
-    """Two epochs with a slow evaluation between them, through the real loop: 4 x 7 real tokens per 100 ms
-    step. The step after the evaluation has no beat to catch up with, so it carries the loop's own work."""
+def test_training_loop_throughput_excludes_warmup_and_evaluation(clock: _FakeClock) -> None:
+    """Two epochs through the real loop: 4 x 7 real tokens per 100 ms step, and an evaluation of 40 x 50 ms
+    after each epoch that must not count as training time."""
     trainer = TrainerConfig(lr=1e-3, epochs=2, log_every=3, threads=1)
-    gc.collect()  # a full collection of the test process's garbage is not the loop's cost
-    result = train(model=_SlowClassifier(0.1), train_loader=_batches(6), eval_loader=_batches(40), trainer=trainer,
-                   device=CPU, autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth",
-                   warmup_steps=2)
+    result = train(model=_SlowClassifier(0.1, clock=clock, eval_s=0.05), train_loader=_batches(6),
+                   eval_loader=_batches(40), trainer=trainer, device=CPU, autocast_dtype=torch.float32,
+                   log=lambda metrics, step: None, desc="truth", warmup_steps=2)
     timing = result.timing
     assert result.steps == 12 and timing["train/timed_steps"] == 10, timing
-    assert timing["train/step_time_p50_s"] == pytest.approx(0.1, rel=0.05), timing
-    assert timing["train/tokens_per_s"] == pytest.approx(4 * 7 / 0.1, rel=0.05), timing
-    assert timing["train/samples_per_s"] == pytest.approx(4 / 0.1, rel=0.05), timing
-    assert timing["train/step_time_p50_s"] <= timing["train/step_time_p90_s"] < 0.15, timing  # no evaluation inside
+    assert timing["train/step_time_p50_s"] == pytest.approx(0.1), timing
+    assert timing["train/step_time_p90_s"] == pytest.approx(0.1), timing  # no evaluation inside a step
+    assert timing["train/tokens_per_s"] == pytest.approx(4 * 7 / 0.1), timing
+    assert timing["train/samples_per_s"] == pytest.approx(4 / 0.1), timing
 
 
 def test_adamw_state_is_two_fp32_copies_of_the_trainable_weights() -> None:

@@ -1,4 +1,5 @@
-"""Faults injected into real `bench run` processes: each leaves an accurate record, none stays RUNNING."""
+"""Faults injected into real `bench run`s (processes, where a signal or a second process is the fault): each
+leaves an accurate record, none stays RUNNING."""
 
 from __future__ import annotations
 
@@ -10,40 +11,76 @@ import time
 
 import mlflow
 import pytest
-from support import TINY, finished_runs
+import torch
+from support import TINY, finished_runs, run_cli_here
 
 LONG = [*TINY, "trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
 
-# Patches applied inside the child process before the CLI starts: the fault happens for real, in the
-# real training loop, on the 3rd forward pass.
-_FORWARD_FAULT = """
-import bench.methods as methods
-build = methods.build_model
-def faulty_build(**kwargs):
-    built = build(**kwargs)
-    forward, calls = built.model.forward, [0]
-    def faulty_forward(*args, **kw):
-        output = forward(*args, **kw)
-        calls[0] += 1
-        if calls[0] >= 3 and built.model.training:
-            {fault}
-        return output
-    built.model.forward = faulty_forward
-    return built
-methods.build_model = faulty_build
-"""
+# Faults happen for real, in the real training loop, on the 3rd forward pass; runs that need no signal or
+# second process go through `bench.cli.main` in this process (`run_cli_here`), with the fault patched in.
 FAULTS = {
-    "exception": "raise RuntimeError('injected failure in the training step')",
-    "nan": "output.loss = output.loss * float('nan')",
-    "oom": "import torch; raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')",
+    "exception": lambda output: _raise(RuntimeError("injected failure in the training step")),
+    "nan": lambda output: setattr(output, "loss", output.loss * float("nan")),
+    "oom": lambda output: _raise(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")),
 }
 
 
-def _start(*overrides: str, cwd, fault: str | None = None) -> subprocess.Popen:
-    prelude = _FORWARD_FAULT.format(fault=FAULTS[fault]) if fault else ""
-    code = prelude + "\nimport sys\nfrom bench.cli import main\nsys.exit(main())"
-    return subprocess.Popen([sys.executable, "-c", code, "run", *overrides], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+def _inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """Every model `bench.methods.build_model` builds fails with `fault` from its 3rd training forward on."""
+    import bench.methods as methods
+
+    build = methods.build_model
+
+    def faulty_build(**kwargs):
+        built = build(**kwargs)
+        forward, calls = built.model.forward, [0]
+
+        def faulty_forward(*args, **kw):
+            output = forward(*args, **kw)
+            calls[0] += 1
+            if calls[0] >= 3 and built.model.training:
+                FAULTS[fault](output)
+            return output
+
+        built.model.forward = faulty_forward
+        return built
+
+    monkeypatch.setattr(methods, "build_model", faulty_build)
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left():
+    """A test that fails mid-way kills the `bench run`s it started, rather than leaving them training on, blocked
+    on a pipe nobody reads."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _start(*overrides: str, cwd) -> subprocess.Popen:
+    code = "import sys\nfrom bench.cli import main\nsys.exit(main())"
+    process = subprocess.Popen([sys.executable, "-c", code, "run", *overrides], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=_sigint_as_in_a_terminal)
+    _STARTED.append(process)
+    return process
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """A pytest started in the background (`cmd &`, nohup) ignores SIGINT and its children inherit that, so Ctrl-C
+    never reaches them; the run gets SIGINT's default disposition, as in a terminal, where Python turns it into
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_until_training(store: str, process: subprocess.Popen, timeout: float = 180) -> str:
@@ -63,11 +100,13 @@ def _wait_until_training(store: str, process: subprocess.Popen, timeout: float =
 
 
 @pytest.mark.parametrize(("fault", "failure"), [("exception", "error"), ("nan", "nan"), ("oom", "oom")])
-def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, store, tmp_path, ledger) -> None:
-    process = _start(*TINY, "trainer.max_steps=6", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
-                     cwd=tmp_path, fault=fault)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode != 0
+def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, store, tmp_path, ledger,
+                                                           monkeypatch) -> None:
+    _inject(monkeypatch, fault)
+    result = run_cli_here(*TINY, "trainer.max_steps=6", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
+                          cwd=tmp_path)
+    stderr = result.stderr
+    assert result.returncode != 0
     runs = finished_runs(store)
     ledger(f"{fault} in training", 1, len(runs))
     run = runs.iloc[0]
@@ -102,9 +141,7 @@ def test_sigkill_leaves_no_run_running(store, tmp_path, ledger) -> None:
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     assert mlflow.MlflowClient(store).get_run(run_id).info.status == "RUNNING"
-    after = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, f"tracker.uri={store}",
-                            f"hydra.run.dir={tmp_path / 'o2'}"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+    after = run_cli_here(*TINY, f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o2'}", cwd=tmp_path)
     assert after.returncode == 0, after.stderr[-2000:]
     runs = finished_runs(store)
     ledger("SIGKILL mid-training", 2, len(runs))
@@ -138,10 +175,8 @@ def test_four_writers_on_a_server_store(mlflow_server, tmp_path, ledger) -> None
 def test_secrets_never_reach_the_store(store, tmp_path, ledger) -> None:
     """A hub token in the config and in the environment: neither appears in params, tags or run names."""
     secret = "hf_SeCrEtVaLuE1234567"
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, f"tracker.uri={store}",
-                             f"model.token={secret}", f"tracker.run_name=run-{secret}",
-                             f"hydra.run.dir={tmp_path / 'o'}"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "HF_TOKEN": secret})
+    result = run_cli_here(*TINY, f"tracker.uri={store}", f"model.token={secret}", f"tracker.run_name=run-{secret}",
+                          f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path, env={"HF_TOKEN": secret})
     assert result.returncode == 0, result.stderr[-2000:]
     runs = finished_runs(store)
     ledger("secret in config and environment", 1, len(runs))
@@ -149,11 +184,11 @@ def test_secrets_never_reach_the_store(store, tmp_path, ledger) -> None:
     assert runs.iloc[0]["params.model.token"] == "***"
 
 
-def test_allow_nan_trains_on(store, tmp_path, ledger) -> None:
-    process = _start(*TINY, "trainer.max_steps=6", "trainer.allow_nan=true", f"tracker.uri={store}",
-                     f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path, fault="nan")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-2000:]
+def test_allow_nan_trains_on(store, tmp_path, ledger, monkeypatch) -> None:
+    _inject(monkeypatch, "nan")
+    result = run_cli_here(*TINY, "trainer.max_steps=6", "trainer.allow_nan=true", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
     runs = finished_runs(store)
     ledger("nan in training, allow_nan=true", 1, len(runs))
     run = runs.iloc[0]

@@ -1,9 +1,15 @@
-"""Validation before any heavy work: each bad input is one line, exit code 2, no traceback."""
+"""Validation before any heavy work: each bad input is one line, exit code 2, no traceback.
+
+The catalogue goes through `bench.cli.main` in this process (`run_cli_here`: the same exit status, stdout and
+stderr, without a fresh interpreter's imports per case); one case also runs as a real process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from support import TINY, assert_one_error_line, finished_runs, run_cli
+from support import TINY, assert_one_error_line, finished_runs, run_cli_here
 
 CASES = {
     "unknown model": (["model=bert-huge"], ("bert-huge", "minilm")),
@@ -44,15 +50,24 @@ def test_bad_input_is_one_line_and_exit_2(case: str, store: str, tmp_path) -> No
     overrides, needles = CASES[case]
     has_tracker = any(o.startswith("tracker.uri=") for o in overrides)
     extra = [] if has_tracker else [f"tracker.uri={store}"]
-    result = run_cli(*TINY, *overrides, *extra, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    result = run_cli_here(*TINY, *overrides, *extra, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert_one_error_line(result, *needles)
+
+
+def test_bad_value_in_a_real_process_is_one_line_and_exit_2(store: str, tmp_path) -> None:
+    """One case of the catalogue as its own process, through `python -m bench.cli`: the check happens inside the
+    Hydra app, whose `sys.exit(2)` must become the process's exit status with nothing but the one line."""
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, "method.r=0", f"tracker.uri={store}",
+                             f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert_one_error_line(result, "method.r=0")
 
 
 def test_fast_failures_leave_no_run_behind(store: str, tmp_path) -> None:
     """Errors found before the run starts record nothing; nothing is left RUNNING either way."""
-    run_cli(*TINY, "method.r=0", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
-    run_cli(*TINY, "data.text_column=body", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o2'}",
-            cwd=tmp_path)
+    run_cli_here(*TINY, "method.r=0", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    run_cli_here(*TINY, "data.text_column=body", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o2'}",
+                 cwd=tmp_path)
     runs = finished_runs(store)
     assert list(runs["status"]) == ["FAILED"]  # only the data error, found after the run started
     assert runs.iloc[0]["tags.failure"] == "config"

@@ -1,16 +1,20 @@
-"""Sweeps: one parent per sweep, resumable cells, failures recorded as data, full FT never run twice."""
+"""Sweeps: one parent per sweep, resumable cells, failures recorded as data, full FT never run twice.
+
+Hydra's default launcher runs the cells one after another in the process that launched them, so these
+sweeps go through `bench.cli.main` in the test process (`run_cli_here`), saving a fresh interpreter's
+imports per sweep; tests/sweeps/test_launchers.py runs cells in worker processes."""
 
 from __future__ import annotations
 
 import pytest
-from support import TINY, finished_runs, run_cli
+from support import TINY, finished_runs, run_cli_here
 
 SMALL = [*TINY, "tracker.log_model=false"]
 
 
 def _sweep(*overrides: str, store: str, tmp_path, env=None):
-    return run_cli("-m", *SMALL, *overrides, f"tracker.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   cwd=tmp_path, env=env)
+    return run_cli_here("-m", *SMALL, *overrides, f"tracker.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                        cwd=tmp_path, env=env)
 
 
 def _children(store: str):

@@ -12,7 +12,8 @@ def test_conf_ships_with_the_package() -> None:
     assert (conf_dir() / "config.yaml").is_file()
     for group in GROUPS:
         assert group_choices(group), group
-    assert group_choices("method") == ["full", "lora", "qlora"]  # `_base` is a fragment, not a choice
+    assert group_choices("method") == ["dora", "full", "loftq", "longlora", "lora", "olora", "pissa", "qalora", "qlora",
+                                       "rslora"]  # `_base` is a fragment, not a choice
     assert {"minilm", "distilbert-base-uncased", "roberta-base", "local", "tiny-bert"} <= set(group_choices("model"))
     assert {"tweets", "sst2", "imdb", "rotten_tomatoes", "local"} <= set(group_choices("data"))
 
