@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig, RunConfig
+from bench.methods import BASES
 
-QUANTIZED = ("qlora", "loftq", "qalora")  # the base's linears are 4-bit; the rest is held in the compute dtype
+# The techniques whose base linears are 4-bit (the rest of the model is held in the compute dtype).
+QUANTIZED = tuple(name for name, base in BASES.items() if base != "16-bit")
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,12 @@ def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Cens
     from accelerate import init_empty_weights
     from transformers import AutoModelForSequenceClassification
 
+    from bench.models import skeleton_heads
     from bench.targets import resolve_targets
 
     with init_empty_weights():
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
-    body = skeleton.base_model_prefix
-    heads = {name for name, child in skeleton.named_children() if name != body}
+    heads = set(skeleton_heads(skeleton))
     linears = {name: m for name, m in skeleton.named_modules()
                if isinstance(m, torch.nn.Linear) and name.split(".")[0] not in heads}
     targets = [] if method.name == "full" else _targeted(list(linears), resolve_targets(method.target_modules,

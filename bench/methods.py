@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig
-from bench.models import head_module_names, load_causal_lm, load_classifier
+from bench.models import head_module_names, load_causal_lm, load_classifier, skeleton_heads
 from bench.precision import pick_dtype
 from bench.targets import check_targets_match, resolve_targets
 
@@ -42,15 +42,15 @@ class BuiltModel:
 
 def check_method_supported(method: MethodConfig, device: Any, task: str = "classification") -> None:
     """Cheap checks before any data or weights load: the library each base needs, and the task it serves."""
-    if method.name == "longlora" and task != "causal_lm":
-        raise ConfigError(f"method=longlora needs a causal LM (task=causal_lm, e.g. model=smollm2-135m); "
-                          f"task={task} models attend without a causal mask, which S²-Attn shifts")
-    library = {"nf4": ("bitsandbytes", "bitsandbytes"), "int4-affine": ("hqq", "hqq")}.get(BASES.get(method.name, ""))
-    if library is None:
+    if method.name == "longlora":
+        from bench.variants.longlora import check_longlora_task
+
+        check_longlora_task(task)
+    package = {"nf4": "bitsandbytes", "int4-affine": "hqq"}.get(BASES.get(method.name, ""))
+    if package is None:
         return
-    module, package = library
     try:
-        __import__(module)
+        __import__(package)
     except ImportError:
         raise ConfigError(f"method={method.name} needs {package}; install it with `pip install {package}` "
                           "or choose method=lora or method=full") from None
@@ -92,8 +92,7 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: str,
     causal = task == "causal_lm"
     with init_empty_weights():
         skeleton = (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_config(config)
-    skip = ["lm_head"] if causal else [name for name, _ in skeleton.named_children()
-                                       if name != skeleton.base_model_prefix]
+    skip = ["lm_head"] if causal else skeleton_heads(skeleton)
     targets = adapted_linear_names(skeleton, targets=resolve_targets(method.target_modules, config.model_type),
                                    skip=skip)
     check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
@@ -154,8 +153,8 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model
 
 
 def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
-    """The 32-bit weight of every linear layer, for LoftQ to fit its adapters against; the 32-bit model is
-    released before the 4-bit one loads, so the two never share the peak."""
+    """The 32-bit weight of every linear layer, for LoftQ to fit its adapters against. Only these stay
+    while the 4-bit model loads (the rest of the 32-bit model, embeddings included, is released first)."""
     import torch
 
     model = load(dtype=torch.float32)

@@ -97,9 +97,13 @@ def head_module_names(location: str, spec: ModelConfig, labels: list[str]) -> li
                                         **_label_maps(labels))
     with init_empty_weights():
         skeleton = AutoModelForSequenceClassification.from_config(config)
-    body = skeleton.base_model_prefix
-    return [name for name, child in skeleton.named_children()
-            if name != body and any(True for _ in child.parameters())]
+    return skeleton_heads(skeleton)
+
+
+def skeleton_heads(model: Any) -> list[str]:
+    """Top-level modules of a (skeleton) model outside its pretrained body that hold parameters: the head."""
+    body = model.base_model_prefix
+    return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
 
 
 def load_classifier(*, location: str, spec: ModelConfig, labels: list[str], dtype: Any, device: Any,

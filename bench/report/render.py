@@ -186,17 +186,13 @@ def variant_columns(*, several_datasets: bool) -> list[Column]:
         Column("accuracy %", "accuracy_mean", percent, True, "variant's mean eval/accuracy", keep=True),
         Column("parent accuracy %", "parent_accuracy_mean", percent, True, "parent's mean eval/accuracy", keep=True),
         Column("Δ accuracy", "delta_parent", points, True, "variant − parent", keep=True),
-        Column("Δ 95 % CI", "delta_low", _interval_placeholder, True,
-               "Welch interval of the difference over seeds; blank with fewer than two runs a side", keep=True),
+        Column("Δ 95 % CI", "delta_low", numeric=True, keep=True,  # written with delta_high by `_delta_cell`
+               hint="Welch interval of the difference over seeds; blank with fewer than two runs a side"),
         Column("memory ×", "parent_memory_ratio", ratio, True, "peak memory / parent's"),
         Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's"),
         Column("size ×", "parent_size_ratio", ratio, True, "adapter size / parent's"),
         Column("bits/param", "weight_bits_per_param", decimal, True, "the variant's base weights"),
         Column("parent bits/param", "parent_weight_bits_per_param", decimal, True, "the parent's base weights")]
-
-
-def _interval_placeholder(v: float) -> str:  # the cell is written by `_delta_cell`, which needs both ends
-    return plain(v)
 
 
 def run_columns(*, several_datasets: bool) -> list[Column]:

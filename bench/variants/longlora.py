@@ -40,11 +40,16 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")  # tested with tiny config
 MIN_GROUP_SIZE = 2  # a group of one would make the half-group shift zero
 
 
+def check_longlora_task(task: str) -> None:
+    """The part of the check that needs no model: LongLoRA trains causal LMs only."""
+    if task != "causal_lm":
+        raise ConfigError(f"method=longlora needs a causal LM (task=causal_lm, e.g. model=smollm2-135m); "
+                          f"task={task!r} models attend without a causal mask, which S²-Attn shifts")
+
+
 def check_longlora_supported(model_type: str, task: str) -> None:
     """Raise a one-line ConfigError unless LongLoRA applies: a causal LM of a verified Llama-style type."""
-    if task != "causal_lm":
-        raise ConfigError(f"method=longlora needs a causal LM (task=causal_lm); task={task!r} is not valid; "
-                          "choose one of: causal_lm")
+    check_longlora_task(task)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"method=longlora does not support model type {model_type!r}; choose a Llama-style "
                           f"decoder, one of: {', '.join(SUPPORTED_MODEL_TYPES)}")
