@@ -53,7 +53,16 @@ def browser(session: nox.Session) -> None:
         session.run(*sudo, "apt-get", "update", external=True)
         session.run(*sudo, "apt-get", "install", "-y", "chromium", external=True)
     _install(session, ".[test]")
-    session.run("pytest", "-m", "browser", "tests/report", *session.posargs)
+    session.run("pytest", "-m", "browser", "tests/report", *session.posargs,
+                env={"BENCH_SCREENSHOTS": "reports/screenshots"})
+
+
+@nox.session(default=False)
+def reliability(session: nox.Session) -> None:
+    """The fault suite (signals, crashes, NaN, OOM, concurrent writers); its ledger goes to reports/reliability/."""
+    _install(session, ".[test]")
+    session.run("pytest", "tests/reliability", *session.posargs,
+                env={"BENCH_FAULT_LEDGER": "reports/reliability/fault_suite.json"})
 
 
 @nox.session(default=False)

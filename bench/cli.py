@@ -17,7 +17,7 @@ commands:
   run [overrides...]   fine-tune and record one run in MLflow (Hydra app; `bench run --help` lists the config)
                        e.g. bench run method=qlora method.r=16 trainer.max_steps=50
                             bench run -m method=full,lora,qlora seed=1,2,3
-                       methods: full, lora, qlora, dora, rslora, pissa, olora, loftq, qalora, longlora
+                       methods: {methods}
   report [--experiment NAME] [--sweep ID] [--out DIR]
                        write a self-contained HTML comparison report (plus results.csv, summary.md)
   ui [--port N]        the MLflow UI on the store, bound to 127.0.0.1
@@ -37,6 +37,28 @@ def conf_dir() -> Path:
 def group_choices(group: str) -> list[str]:
     """The selectable configs of a group (files starting with `_` are shared fragments, not choices)."""
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def register_config_defaults() -> None:
+    """Put the typed configs' defaults into Hydra's config store as `method/_base` and `model/_base`, which the
+    YAML files of those groups extend: the dataclasses in `bench.config` stay the one source of defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    from bench.config import MethodConfig, ModelConfig, field_defaults
+
+    store = ConfigStore.instance()
+    store.store(group="method", name="_base", node=field_defaults(MethodConfig))
+    store.store(group="model", name="_base", node=field_defaults(ModelConfig))
+
+
+def compose(overrides: list[str], *, return_hydra_config: bool = False) -> object:
+    """The composed config for `overrides`, as `bench run` would see it (for tests and tools, not for runs)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_config_defaults()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def check_group_overrides(overrides: list[str]) -> None:
@@ -88,6 +110,7 @@ def run_command(overrides: list[str]) -> int:
     from bench.sweep import LAST_SUMMARY
 
     LAST_SUMMARY.clear()  # an earlier sweep in this process (a notebook) must not decide this call's exit code
+    register_config_defaults()
     sys.argv = ["bench", *overrides]
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_run_task)()
     if LAST_SUMMARY and LAST_SUMMARY["failed"] == LAST_SUMMARY["cells"]:
@@ -123,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     """`bench <command>`."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        from bench.techniques import NAMES
+
+        print(USAGE.format(methods=", ".join(NAMES)))
         return 0
     command, rest = args[0], args[1:]
     commands = {"run": run_command, "report": _report, "ui": ui_command}

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
-Technique = Literal["full", "lora", "qlora", "dora", "rslora", "pissa", "olora", "loftq", "qalora", "longlora"]
+from bench.techniques import ALL_KNOBS, NAMES, Technique, technique
+
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 ModelSource = Literal["package", "gguf", "hub", "local", "tiny"]
 Task = Literal["classification", "causal_lm"]
@@ -23,16 +24,6 @@ Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
 
 
-_LORA_FIELDS = {"r", "alpha", "dropout", "target_modules", "bias"}
-_QUANT_FIELDS = {"quant_type", "double_quant", "compute_dtype"}
-_VARIANT_FIELDS = {"svd_iters", "loftq_iter", "group_size", "attn_group_ratio", "embed_norm_lr"}
-# The knobs that change each technique's result; the rest are inherited from conf/method/_base.yaml unused.
-_USED_FIELDS = {
-    "full": set(), "lora": _LORA_FIELDS, "dora": _LORA_FIELDS, "rslora": _LORA_FIELDS, "olora": _LORA_FIELDS,
-    "pissa": _LORA_FIELDS | {"svd_iters"}, "qlora": _LORA_FIELDS | _QUANT_FIELDS,
-    "loftq": _LORA_FIELDS | _QUANT_FIELDS | {"loftq_iter"}, "qalora": _LORA_FIELDS | {"group_size", "compute_dtype"},
-    "longlora": _LORA_FIELDS | {"attn_group_ratio", "embed_norm_lr"},
-}
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
                        "prompt_format", "general_eval_chunks"}  # data fields a classification run never reads
 
@@ -41,8 +32,9 @@ class ConfigError(ValueError):
     """A bad configuration value; the CLI prints it as one line and exits with code 2."""
 
 
-def _check_choice(key: str, value: Any, literal: Any) -> None:
-    choices = get_args(literal)
+def _check_choice(key: str, value: Any, choices: Any) -> None:
+    """`choices`: a Literal type or a tuple of the valid values."""
+    choices = choices if isinstance(choices, tuple) else get_args(choices)
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
 
@@ -85,10 +77,10 @@ class ModelConfig:
 class MethodConfig:
     """The fine-tuning technique (full fine-tuning, LoRA, QLoRA or a LoRA variant) and its knobs."""
 
-    name: Technique
+    name: str  # a technique of `bench.techniques.TECHNIQUES`
     lr: float = 2e-3  # the technique's usual learning rate; `trainer.lr` defaults to it
     r: int = 8  # LoRA rank
-    alpha: float = 16.0  # LoRA scaling numerator (scale = alpha / r)
+    alpha: float = 16  # LoRA scaling numerator (scale = alpha / r)
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: str | list[str] = "qv"  # a preset (qv, attention, mlp, all-linear) or module names
     bias: Bias = "none"  # which biases train alongside LoRA
@@ -103,7 +95,7 @@ class MethodConfig:
     embed_norm_lr: float = 2e-5  # longlora: learning rate of the trained embeddings and norms (LoRA: trainer.lr)
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.name, Technique)
+        _check_choice("method", self.name, NAMES)
         _check_positive("method.lr", self.lr)
         _check_positive("method.r", self.r)
         _check_positive("method.alpha", self.alpha)
@@ -126,14 +118,19 @@ class MethodConfig:
                               "e.g. 0.25 (LongLoRA's group of a quarter of the sequence)")
 
     @property
+    def technique(self) -> Technique:
+        """This technique's row of the table (its base, parent and knobs)."""
+        return technique(self.name)
+
+    @property
     def uses_adapter(self) -> bool:
-        return self.name != "full"
+        return self.technique.uses_adapter
 
     def effective(self) -> dict[str, Any]:
         """The fields that change this technique's result: full fine-tuning ignores every LoRA knob and
         LoRA every quantization knob, so a rank sweep never reruns (or mislabels) the same full fine-tune."""
         values = dataclasses.asdict(self)
-        unused = (_LORA_FIELDS | _QUANT_FIELDS | _VARIANT_FIELDS) - _USED_FIELDS[self.name]
+        unused = ALL_KNOBS - self.technique.knobs
         return {key: value for key, value in values.items() if key not in unused}
 
 
@@ -298,6 +295,19 @@ class RunConfig:
     def hash(self) -> str:
         """A stable hash of everything that changes the result (not where it is recorded)."""
         return config_hash(self.effective())
+
+
+def field_defaults(kind: type) -> dict[str, Any]:
+    """Every field of a config dataclass that has a default, with that default: the one source of the
+    `method/_base` and `model/_base` nodes that every `conf/method/*.yaml` and `conf/model/*.yaml` extends (so
+    a sweep over `method=` can still override `method.r`, and any model can take `model.path`)."""
+    defaults = {}
+    for item in dataclasses.fields(kind):
+        if item.default is not dataclasses.MISSING:
+            defaults[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            defaults[item.name] = item.default_factory()
+    return defaults
 
 
 def config_hash(values: dict[str, Any]) -> str:

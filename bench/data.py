@@ -29,16 +29,16 @@ class Splits:
 
 def load_splits(spec: DataConfig) -> Splits:
     """Read, clean, label-check, split and cap the data set."""
-    frame = _clean(_read(spec), spec)
+    frame = _clean(read_frame(spec), spec)
     labels = _label_set(frame, spec)
     frame["label_id"] = frame["label"].map({label: i for i, label in enumerate(labels)})
-    train, evaluation = _split(frame, spec)
+    train, evaluation = split_frame(frame, spec)
     majority = train["label"].value_counts().idxmax()
     baseline = float((evaluation["label"] == majority).mean())
     return Splits(train[["text", "label_id"]], evaluation[["text", "label_id"]], labels, str(majority), baseline)
 
 
-def _read(spec: DataConfig) -> Any:
+def read_frame(spec: DataConfig) -> Any:
     import pandas as pd
 
     if spec.source == "hub":
@@ -95,7 +95,7 @@ def _label_set(frame: Any, spec: DataConfig) -> list[str]:
     return labels
 
 
-def _split(frame: Any, spec: DataConfig) -> tuple[Any, Any]:
+def split_frame(frame: Any, spec: DataConfig) -> tuple[Any, Any]:
     """Stratified and seeded by `data.split_seed`, so every run of a comparison sees the same rows."""
     from sklearn.model_selection import train_test_split
 

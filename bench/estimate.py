@@ -24,15 +24,11 @@ with torch's peak allocated bytes on CUDA and the RSS increase over the baseline
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import ConfigError, MethodConfig, ModelConfig, RunConfig
-from bench.methods import BASES
-
-# The techniques whose base linears are 4-bit (the rest of the model is held in the compute dtype).
-QUANTIZED = tuple(name for name, base in BASES.items() if base != "16-bit")
+from bench.config import ConfigError, MethodConfig, RunConfig
+from bench.models import ModelLocation, model_config
 
 
 @dataclass(frozen=True)
@@ -74,26 +70,10 @@ def planned_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
     from bench.precision import pick_dtype
 
     weights = pick_dtype(method.dtype, device)
-    if method.name in QUANTIZED:
+    if method.technique.quantized:
         compute = pick_dtype(method.compute_dtype, device)
         return compute, compute
     return weights, weights
-
-
-def model_config(spec: ModelConfig, location: str, labels: list[str]) -> Any:
-    """The transformers config alone (no weights): from the folder or hub id, or built for a tiny model."""
-    from transformers import AutoConfig
-
-    if location.startswith("tiny:"):
-        from bench.models import load_tokenizer
-
-        tokenizer = load_tokenizer(spec, location)
-        sizes = {k: v for k, v in spec.architecture.items() if k != "model_type"}
-        return AutoConfig.for_model(spec.architecture["model_type"], vocab_size=len(tokenizer),
-                                    num_labels=len(labels), **sizes)
-    from bench.models import _hub_options
-
-    return AutoConfig.from_pretrained(location, num_labels=len(labels), **_hub_options(spec))
 
 
 def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Census:
@@ -102,15 +82,15 @@ def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Cens
     from transformers import AutoModelForSequenceClassification
 
     from bench.models import skeleton_heads
-    from bench.targets import resolve_targets
+    from bench.targets import resolve_targets, select_modules
 
     with init_empty_weights():
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
     heads = set(skeleton_heads(skeleton))
     linears = {name: m for name, m in skeleton.named_modules()
                if isinstance(m, torch.nn.Linear) and name.split(".")[0] not in heads}
-    targets = [] if method.name == "full" else _targeted(list(linears), resolve_targets(method.target_modules,
-                                                                                         config.model_type))
+    targets = [] if not method.uses_adapter else select_modules(
+        list(linears), resolve_targets(method.target_modules, config.model_type))
     biases = {"all": [m.bias for m in linears.values()], "lora_only": [linears[n].bias for n in targets],
               "none": []}[method.bias if method.name != "full" else "none"]
     return _Census(total=sum(p.numel() for p in skeleton.parameters()),
@@ -128,15 +108,6 @@ def _adapter_params(method: MethodConfig, linear: Any) -> int:
     if method.name == "qalora":
         return method.r * (d_in // method.group_size + d_out)
     return method.r * (d_in + d_out) + (d_out if method.name == "dora" else 0)
-
-
-def _targeted(names: list[str], targets: str | list[str]) -> list[str]:
-    """peft's matching: all-linear, a full-match regex, or names matched as suffixes."""
-    if targets == "all-linear":
-        return names
-    if isinstance(targets, str):
-        return [n for n in names if re.fullmatch(targets, n)]
-    return [n for n in names if any(n == t or n.endswith(f".{t}") for t in targets)]
 
 
 def _nf4_bytes(numel: int, double_quant: bool) -> int:
@@ -190,7 +161,7 @@ def estimate_peak(*, config: Any, method: MethodConfig, device: Any, batch_size:
     else:
         trainable = 4 * (census.lora + census.head + census.bias)  # adapters, head copy, biases: fp32
         weights = census.total * size + trainable - census.bias * size  # trained biases are upcast in place
-        if method.name in QUANTIZED:
+        if method.technique.quantized:
             weights += _quantized_bytes(method, census.body_linear_weights, size)
     kahan = method.name == "full" and size < 4  # optimi adds a compensation buffer on 16-bit weights
     optimizer = trainable * (3 if kahan else 2)
@@ -220,7 +191,7 @@ def _quantized_bytes(method: MethodConfig, linear_weights: list[int], size: int)
     return packed - sum(linear_weights) * size
 
 
-def predict(cfg: RunConfig, *, location: str, labels: list[str], device: Any) -> Estimate:
+def predict(cfg: RunConfig, *, location: ModelLocation, labels: list[str], device: Any) -> Estimate:
     """The estimate for a run's config."""
     return estimate_peak(config=model_config(cfg.model, location, labels), method=cfg.method, device=device,
                          batch_size=cfg.trainer.batch_size, seq_len=cfg.data.max_length,
@@ -250,7 +221,7 @@ def render(estimate: Estimate, cfg: RunConfig, device: Any, *, labels_note: str)
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig, *, location: str, device: Any) -> dict[str, float]:
+def dry_run(cfg: RunConfig, *, location: ModelLocation, device: Any) -> dict[str, float]:
     """`dry_run=true`: print the prediction, train and record nothing."""
     if cfg.task != "classification":
         raise ConfigError(f"dry_run=true predicts classification runs only; task={cfg.task} has no estimate yet "

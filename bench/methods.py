@@ -14,16 +14,19 @@ from functools import partial
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig
-from bench.models import head_module_names, load_causal_lm, load_classifier, skeleton_heads
+from bench.models import (
+    ModelLocation,
+    head_module_names,
+    load_causal_lm,
+    load_classifier,
+    model_config,
+    skeleton_heads,
+)
 from bench.precision import pick_dtype
 from bench.targets import check_targets_match, resolve_targets
 
-# How each adapter technique holds the pretrained weights it adapts.
-BASES = {"lora": "16-bit", "dora": "16-bit", "rslora": "16-bit", "pissa": "16-bit", "olora": "16-bit",
-         "longlora": "16-bit", "qlora": "nf4", "loftq": "nf4", "qalora": "int4-affine"}
-# PiSSA and OLoRA move part of the weight into the adapter: the adapter only works on the changed base
-# unless it is converted back to a plain LoRA delta when saved.
-CONVERTED_ON_SAVE = ("pissa", "olora")
+# The library each quantized base needs.
+BASE_PACKAGES = {"nf4": "bitsandbytes", "int4-affine": "hqq"}
 
 
 @dataclass
@@ -42,11 +45,11 @@ class BuiltModel:
 
 def check_method_supported(method: MethodConfig, device: Any, task: str = "classification") -> None:
     """Cheap checks before any data or weights load: the library each base needs, and the task it serves."""
-    if method.name == "longlora":
+    if method.technique.causal_lm_only:
         from bench.variants.longlora import check_longlora_task
 
         check_longlora_task(task)
-    package = {"nf4": "bitsandbytes", "int4-affine": "hqq"}.get(BASES.get(method.name, ""))
+    package = BASE_PACKAGES.get(method.technique.base)
     if package is None:
         return
     try:
@@ -65,7 +68,7 @@ def check_method_supported(method: MethodConfig, device: Any, task: str = "class
 SHORT_GROUP_TOKENS = 256
 
 
-def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: str, task: str,
+def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: ModelLocation, task: str,
                       max_length: int) -> None:
     """Checks that need the architecture but no weights or data, on a skeleton built on the meta device:
     LongLoRA needs a Llama-style decoder; QA-LoRA's groups must tile every quantized layer's inputs."""
@@ -79,9 +82,7 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: str,
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from bench.estimate import model_config
-
-    config = model_config(spec, location, ["0", "1"])
+    config = model_config(spec, location, None if task == "causal_lm" else ["0", "1"])
     if method.name == "longlora":
         from bench.variants.longlora import check_longlora_supported
 
@@ -98,7 +99,7 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: str,
     check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
 
 
-def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model_type: str,
+def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocation, model_type: str,
                 labels: list[str], device: Any, task: str = "classification") -> BuiltModel:
     """Load the base model the way `method` needs it and make the right parameters trainable."""
     weights_dtype = pick_dtype(method.dtype, device)
@@ -117,7 +118,7 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: str, model
         check_longlora_supported(model_type, task)
     targets = resolve_targets(method.target_modules, model_type)
     skip = ["lm_head"] if causal else heads
-    base_kind = BASES[method.name]
+    base_kind = method.technique.base
     compute_dtype = weights_dtype if base_kind == "16-bit" else pick_dtype(method.compute_dtype, device)
     float_weights = _float_weights(load) if method.name == "loftq" else None
     if base_kind == "nf4":

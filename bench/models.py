@@ -1,35 +1,60 @@
-"""Load the tokenizer and base model: a packaged model, a hub id, a local folder or a tiny random one."""
+"""Where a model comes from and how it loads: its location (a folder, a hub id, a tiny random model), its
+config, tokenizer and context limit, and the weights as a classifier or a causal LM."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.config import ConfigError, ModelConfig
-from bench.paths import package_file
+from bench.paths import cache_root, package_file
 
 
-def resolve_location(spec: ModelConfig) -> str:
-    """The folder or hub id `from_pretrained` should read; checks local folders before anything loads."""
+@dataclass(frozen=True)
+class ModelLocation:
+    """What `from_pretrained` reads: a local folder or a hub id. A tiny random model has no weights until
+    `materialize_tiny` saves it into a folder, so its location says so instead of naming one."""
+
+    kind: Literal["folder", "hub", "tiny"]
+    value: str  # the folder, the hub id, or the tiny model's config name
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.kind == "tiny"
+
+    @property
+    def source(self) -> str:
+        """The folder or hub id for `from_pretrained`; a tiny model must be materialized first."""
+        if self.is_tiny:
+            raise ValueError(f"tiny model {self.value!r} has no weights yet: call materialize_tiny first")
+        return self.value
+
+    def __str__(self) -> str:
+        return f"tiny:{self.value}" if self.is_tiny else self.value
+
+
+def resolve_location(spec: ModelConfig) -> ModelLocation:
+    """Where the model is; checks local folders before anything loads."""
     if spec.path:
-        return _checked_folder(spec.path, key="model.path")
+        return ModelLocation("folder", _checked_folder(spec.path, key="model.path"))
     if spec.source == "package":
-        return _checked_folder(str(package_file(spec.package or "", key="model.package")), key="model.package")
+        folder = str(package_file(spec.package or "", key="model.package"))
+        return ModelLocation("folder", _checked_folder(folder, key="model.package"))
     if spec.source == "gguf":  # converted once into a cached folder (~20 s the first time)
         from bench.causal.gguf import converted_folder
 
-        return converted_folder(spec)
+        return ModelLocation("folder", converted_folder(spec))
     if spec.source == "hub":
-        return spec.hub_id or ""
+        return ModelLocation("hub", spec.hub_id or "")
     if spec.source == "tiny":
-        return f"tiny:{spec.name}"
+        return ModelLocation("tiny", spec.name)
     raise ConfigError(f"model={spec.name} needs model.path=<folder with config.json and weights>")
 
 
-def _hub_options(spec: ModelConfig) -> dict[str, Any]:
+def hub_options(spec: ModelConfig) -> dict[str, Any]:
     """What every `from_pretrained` call gets: the pinned revision, the remote-code switch, the token."""
     return {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code, "token": spec.token}
 
@@ -43,60 +68,92 @@ def _checked_folder(path: str, *, key: str) -> str:
     return str(folder)
 
 
-def load_tokenizer(spec: ModelConfig, location: str) -> Any:
+def load_tokenizer(spec: ModelConfig, location: ModelLocation) -> Any:
     """The model's tokenizer; a tiny model borrows the tokenizer named in `model.tokenizer`."""
     from transformers import AutoTokenizer
 
-    if location.startswith("tiny:"):
-        location = str(package_file(spec.tokenizer or "", key="model.tokenizer"))
-    tokenizer = AutoTokenizer.from_pretrained(location, **_hub_options(spec))
+    source = str(package_file(spec.tokenizer or "", key="model.tokenizer")) if location.is_tiny else location.source
+    tokenizer = AutoTokenizer.from_pretrained(source, **hub_options(spec))
     if tokenizer.pad_token is None:  # decoder-only tokenizers often have none; padding needs one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def materialize_tiny(spec: ModelConfig, *, tokenizer: Any, labels: list[str], seed: int) -> str:
-    """Build the random-init model once per (architecture, labels, seed) and save it, so that it loads
-    through the same `from_pretrained` path as a real model (which quantization needs)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def end_token_id(tokenizer: Any) -> int | None:
+    """The token that ends an answer: EOS, or SEP for a BERT vocabulary (which has no EOS)."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
-    recipe = {"architecture": spec.architecture, "labels": labels, "seed": seed, "vocab": len(tokenizer)}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "bench")) / "tiny" / digest
-    if (cache / "config.json").is_file():
-        return str(cache)
+
+def _tiny_config(spec: ModelConfig, *, tokenizer: Any, labels: list[str] | None) -> Any:
+    """The config of a tiny random model: its architecture, the tokenizer's vocabulary, and a classifier's
+    labels (`labels`) or a causal LM's special tokens (`labels=None`)."""
+    from transformers import AutoConfig
+
     sizes = {k: v for k, v in spec.architecture.items() if k != "model_type"}
-    config = AutoConfig.for_model(spec.architecture["model_type"], vocab_size=len(tokenizer),
-                                  pad_token_id=tokenizer.pad_token_id, **_label_maps(labels), **sizes)
-    torch.manual_seed(seed)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(cache)
-    return str(cache)
+    head = (label_maps(labels) if labels is not None else
+            {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": end_token_id(tokenizer)})
+    return AutoConfig.for_model(spec.architecture["model_type"], vocab_size=len(tokenizer),
+                                pad_token_id=tokenizer.pad_token_id, **head, **sizes)
 
 
-def _label_maps(labels: list[str]) -> dict[str, Any]:
+def materialize_tiny(spec: ModelConfig, *, tokenizer: Any, seed: int, labels: list[str] | None) -> ModelLocation:
+    """Build the random-init model once per (architecture, head, vocabulary, seed) and save it, so that it
+    loads through the same `from_pretrained` path as a real model (which quantization needs). `labels`: a
+    classifier's label set; None builds a causal LM."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    recipe = {"architecture": spec.architecture, "labels": labels, "seed": seed, "vocab": len(tokenizer),
+              "pad": tokenizer.pad_token_id, "end": end_token_id(tokenizer)}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_root() / "tiny" / digest
+    if not (folder / "config.json").is_file():
+        config = _tiny_config(spec, tokenizer=tokenizer, labels=labels)
+        torch.manual_seed(seed)
+        auto = AutoModelForCausalLM if labels is None else AutoModelForSequenceClassification
+        auto.from_config(config).save_pretrained(folder)
+    return ModelLocation("folder", str(folder))
+
+
+def label_maps(labels: list[str]) -> dict[str, Any]:
+    """A classifier config's label fields."""
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)}}
 
 
-def model_limits(location: str, spec: ModelConfig) -> tuple[str, int | None]:
-    """The architecture name and its longest supported input, read from config.json alone."""
+def model_config(spec: ModelConfig, location: ModelLocation, labels: list[str] | None = None) -> Any:
+    """The transformers config alone (no weights): from the folder or hub id, or built for a tiny model.
+    `labels` sizes a classifier's head."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(location, **_hub_options(spec))
+    if location.is_tiny:
+        return _tiny_config(spec, tokenizer=load_tokenizer(spec, location), labels=labels)
+    return AutoConfig.from_pretrained(location.source, **hub_options(spec),
+                                      **(label_maps(labels) if labels is not None else {}))
+
+
+def model_limits(location: ModelLocation, spec: ModelConfig) -> tuple[str, int | None]:
+    """The architecture name and its longest supported input, read from config.json alone."""
+    config = model_config(spec, location)
     return config.model_type, getattr(config, "max_position_embeddings", None)
 
 
-def head_module_names(location: str, spec: ModelConfig, labels: list[str]) -> list[str]:
+def check_context(max_length: int, *, model_limit: int | None, tokenizer: Any, model_name: str) -> None:
+    """`data.max_length` must fit the model's context (position embeddings) and its tokenizer's limit."""
+    limits = [n for n in (model_limit, getattr(tokenizer, "model_max_length", None)) if n and n < 1_000_000]
+    if limits and max_length > min(limits):
+        raise ConfigError(f"data.max_length={max_length} exceeds model={model_name}'s context of {min(limits)} "
+                          "tokens, the limit of its position embeddings and tokenizer; lower data.max_length")
+
+
+def head_module_names(location: ModelLocation, spec: ModelConfig, labels: list[str]) -> list[str]:
     """Top-level modules outside the pretrained body (the classification head), found on the meta device
     so nothing is allocated: they must stay unquantized and train in full."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(location, **_hub_options(spec),
-                                        **_label_maps(labels))
     with init_empty_weights():
-        skeleton = AutoModelForSequenceClassification.from_config(config)
+        skeleton = AutoModelForSequenceClassification.from_config(model_config(spec, location, labels))
     return skeleton_heads(skeleton)
 
 
@@ -106,7 +163,7 @@ def skeleton_heads(model: Any) -> list[str]:
     return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
 
 
-def load_classifier(*, location: str, spec: ModelConfig, labels: list[str], dtype: Any, device: Any,
+def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[str], dtype: Any, device: Any,
                     quantization: Any = None) -> Any:
     """`AutoModelForSequenceClassification` with our label set; the head is new if the checkpoint has none."""
     from transformers import AutoModelForSequenceClassification
@@ -116,17 +173,17 @@ def load_classifier(*, location: str, spec: ModelConfig, labels: list[str], dtyp
     hf_logging.set_verbosity_error()  # the "newly initialized head" notice is expected: we train the head
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            location, **_hub_options(spec), dtype=dtype,
+            location.source, **hub_options(spec), dtype=dtype,
             device_map={"": str(device)},  # load straight onto the device; 4-bit models cannot be moved later
-            quantization_config=quantization, ignore_mismatched_sizes=True,
-            **_label_maps(labels))
+            quantization_config=quantization, ignore_mismatched_sizes=True, **label_maps(labels))
     finally:
         hf_logging.set_verbosity(verbosity)
 
 
-def load_causal_lm(*, location: str, spec: ModelConfig, dtype: Any, device: Any, quantization: Any = None) -> Any:
+def load_causal_lm(*, location: ModelLocation, spec: ModelConfig, dtype: Any, device: Any,
+                   quantization: Any = None) -> Any:
     """`AutoModelForCausalLM` with the checkpoint's own LM head (nothing is newly initialised)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(location, **_hub_options(spec), dtype=dtype,
+    return AutoModelForCausalLM.from_pretrained(location.source, **hub_options(spec), dtype=dtype,
                                                 device_map={"": str(device)}, quantization_config=quantization)

@@ -1,14 +1,27 @@
-"""One benchmark run: set up (cheap checks first), predict memory, train under the monitor, record, ship."""
+"""One benchmark run, the same skeleton for every task and technique:
+
+    checks (in seconds, before anything loads) → data → tokenizer → batches → imports
+    → [monitor: build the technique → train] → measure → check → ship → record
+
+The task (`bench.task`) supplies the data, the metrics and the evaluation; the technique (`bench.methods`)
+supplies the model; everything else happens here once. However training ends, the monitor's timeline is
+uploaded; on Ctrl-C or SIGTERM the adapter trained so far is saved before the run closes KILLED.
+"""
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, RunConfig
+from bench.models import ModelLocation
+from bench.task import Task, TaskData
 
 INITIAL_ADAPTER = "initial_adapter"  # PiSSA/OLoRA's adapter as initialised, for the conversion when shipped
 
@@ -24,10 +37,15 @@ def _check_output_dir(output_dir: str) -> Path:
     return folder
 
 
-def _check_max_length(max_length: int, model_limit: int | None, tokenizer: Any, model_name: str) -> None:
-    limits = [n for n in (model_limit, getattr(tokenizer, "model_max_length", None)) if n and n < 1_000_000]
-    if limits and max_length > min(limits):
-        raise ConfigError(f"data.max_length={max_length} exceeds model={model_name}'s limit of {min(limits)} tokens")
+def task_for(cfg: RunConfig) -> Task:
+    """The task `cfg.task` names, set up with the run's config."""
+    if cfg.task == "causal_lm":
+        from bench.causal.task import CausalTask
+
+        return CausalTask(cfg)
+    from bench.classification import ClassificationTask
+
+    return ClassificationTask(cfg)
 
 
 def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[str, float]:
@@ -47,26 +65,21 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[
 
         return dry_run(cfg, location=location, device=device)
     output_dir = _check_output_dir(cfg.output_dir)
+    task = task_for(cfg)
     run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
     with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id) as tracker:
-        metrics = _run_tracked(cfg, tracker=tracker, device=device, location=location, output_dir=output_dir)
+        metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
-          f"(eval/accuracy {metrics['eval/accuracy']:.4f}, majority baseline {metrics['eval/majority_baseline']:.4f})\n"
-          f"view: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1")
-    return metrics
+          f"({task.result_line(metrics)})\nview: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1")
+    return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
 
 
-def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, output_dir: Path) -> dict[str, float]:
+def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation,
+                 output_dir: Path) -> dict[str, float]:
     import torch
     from transformers import set_seed
 
-    from bench.data import load_splits, make_loaders
-    from bench.estimate import predict
-    from bench.models import load_tokenizer, materialize_tiny, model_limits
-    from bench.monitor import Monitor
-    from bench.monitor.results import run_metrics, upload_timeline
     from bench.provenance import git_sha, hardware, package_versions
-    from bench.train import train
 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
@@ -74,39 +87,67 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
     tracker.set_tags({"technique": cfg.method.name, "model": cfg.model.name, "dataset": cfg.data.name,
                       "config_hash": cfg.hash(), "git_sha": git_sha(), **package_versions(), **hardware(device)})
     set_seed(cfg.seed)
-    if cfg.task == "causal_lm":  # its own data, metrics and forgetting; the same loop, techniques and tracker
-        from bench.causal.run import run_causal
+    prepared = _prepare(cfg, task, tracker=tracker, device=device, location=location)
+    return _train_and_measure(cfg, task, prepared, tracker=tracker, device=device, output_dir=output_dir)
 
-        return run_causal(cfg, tracker=tracker, device=device, location=location, output_dir=output_dir)
-    splits = load_splits(cfg.data)
-    tracker.log({"eval/majority_baseline": splits.majority_baseline,
-                 "data/train_rows": len(splits.train), "data/eval_rows": len(splits.eval)})
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the run knows before the model loads."""
+
+    data: TaskData
+    location: ModelLocation  # a folder or hub id (a tiny model is materialized by now)
+    model_type: str
+    estimate: Any  # bench.estimate.Estimate, or None where the task has no prediction
+
+
+def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation) -> _Prepared:
+    """Everything before the model loads: the data, the tokenizer, the context check, the memory prediction,
+    the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
+    training's alone (peft alone is ~180 MB of RSS)."""
+    from bench.models import check_context, load_tokenizer, materialize_tiny, model_limits
+
+    task.check_model(cfg.model, location)
+    data = task.load_data()
+    tracker.log(data.metrics)
     tokenizer = load_tokenizer(cfg.model, location)
-    if location.startswith("tiny:"):
-        location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=splits.labels, seed=cfg.seed)
+    if location.is_tiny:
+        location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=data.head_labels, seed=cfg.seed)
     model_type, model_limit = model_limits(location, cfg.model)
-    _check_max_length(cfg.data.max_length, model_limit, tokenizer, cfg.model.name)
-    estimate = predict(cfg, location=location, labels=splits.labels, device=device)  # before any weight loads
-    tracker.log(estimate.metrics())
-    # Batches are made and libraries imported before the model loads, so the monitor's baseline holds the
-    # data and the code (peft alone is ~180 MB of RSS) and its net peaks are the model's and the training's.
-    train_loader, eval_loader = make_loaders(splits, tokenizer=tokenizer, max_length=cfg.data.max_length,
-                                             batch_size=cfg.trainer.batch_size,
-                                             eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
-    if cfg.method.uses_adapter:
-        import peft  # noqa: F401
+    check_context(cfg.data.max_length, model_limit=model_limit, tokenizer=tokenizer, model_name=cfg.model.name)
+    estimate = task.predict_memory(data, location=location, device=device)  # before any weight loads
+    if estimate is not None:
+        tracker.log(estimate.metrics())
+    task.make_batches(data, tokenizer)
+    tracker.set_tags(data.tags)
+    for library in (*task.libraries, *(["peft"] if cfg.method.uses_adapter else [])):
+        importlib.import_module(library)
+    return _Prepared(data, location, model_type, estimate)
+
+
+def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Any, device: Any,
+                       output_dir: Path) -> dict[str, float]:
+    from bench.monitor import Monitor
+    from bench.monitor.results import run_metrics, upload_timeline
+    from bench.train import train
+
+    data, estimate = prepared.data, prepared.estimate
     monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor")
     try:
         with monitor:
-            built, static = _build(cfg, tracker=tracker, location=location, model_type=model_type,
-                                   labels=splits.labels, device=device)
+            built, static = _build(cfg, tracker=tracker, location=prepared.location,
+                                   model_type=prepared.model_type, labels=data.head_labels or [], device=device)
+            measure = {"device": device, "autocast_dtype": built.compute_dtype}
+            before = task.after_build(built.model, data, **measure)
+            tracker.log(before)
             tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # gap between sweep cells
             monitor.mark_training()
             try:
-                result = train(model=built.model, train_loader=train_loader, eval_loader=eval_loader,
+                result = train(model=built.model, train_loader=data.train_loader, eval_loader=data.eval_data,
                                trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
                                log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
-                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module)
+                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
+                               evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
                 if cfg.method.uses_adapter:
                     _ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
@@ -114,27 +155,28 @@ def _run_tracked(cfg: RunConfig, *, tracker: Any, device: Any, location: str, ou
                 raise
     finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
         upload_timeline(monitor, tracker)
-    measured, tags = run_metrics(result=result, monitor=monitor, static=static, predicted=estimate.peak_bytes,
-                                 device=device)
+    after = task.after_training(built.model, data, before, **measure)  # outside the training figures
+    tracker.log(after, result.steps)
+    measured, tags = run_metrics(result=result, monitor=monitor, static=static,
+                                 predicted=None if estimate is None else estimate.peak_bytes, device=device)
     tracker.set_tags(tags)
     if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
         from bench.variants.qalora import merge_error
 
-        measured.update(merge_error(built.model, next(iter(eval_loader)), device=device,
-                                    autocast_dtype=built.compute_dtype))
+        measured.update(merge_error(built.model, task.sample_batch(data), **measure))
     shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
-    final = {**static, **measured, **result.final_eval, "artifact/adapter_bytes": shipped,
-             "eval/majority_baseline": splits.majority_baseline}
+    final = {**static, **measured, **result.final_eval, **before, **after, "artifact/adapter_bytes": shipped,
+             **data.metrics}
     tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith("eval/")}, result.steps)
     return final
 
 
-def _build(cfg: RunConfig, *, tracker: Any, location: str, model_type: str, labels: list[str],
+def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type: str, labels: list[str],
            device: Any) -> tuple[Any, dict[str, float]]:
     """Load the model the technique needs; log its precision tags and static sizes."""
     from bench.footprint import base_weight_bits_per_param, parameter_counts, trainable_bytes, weights_bytes
-    from bench.methods import BASES, CONVERTED_ON_SAVE, build_model
+    from bench.methods import build_model
     from bench.precision import dtype_name
 
     built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
@@ -142,12 +184,12 @@ def _build(cfg: RunConfig, *, tracker: Any, location: str, model_type: str, labe
     tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
                       "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
                       "lora/target_modules": built.target_modules, "head_modules": built.head_modules,
-                      "base": BASES.get(cfg.method.name, "16-bit"), "also_trained": built.also_trained})
+                      "base": cfg.method.technique.base, "also_trained": built.also_trained})
     static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
               "mem/trainable_bytes": trainable_bytes(built.model),
               "mem/weight_bits_per_param": base_weight_bits_per_param(built.model), **built.init_metrics}
     tracker.log(static)
-    if cfg.method.name in CONVERTED_ON_SAVE:
+    if cfg.method.technique.converted_on_save:
         _save_initial_adapter(built.model, Path(cfg.output_dir))
     return built, static
 

@@ -60,6 +60,28 @@ def _as_regex(names: str | list[str]) -> str:
     return r"(.*\.)?(" + "|".join(re.escape(name) for name in names) + ")"
 
 
+def matches(name: str, targets: str | list[str]) -> bool:
+    """peft's rule for whether `targets` selects the module `name`: a string is a regex that must match the
+    whole name; a list matches a name that equals an entry or ends with "." + the entry."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == target or name.endswith(f".{target}") for target in targets)
+
+
+def is_skipped(name: str, skip: list[str] | tuple[str, ...]) -> bool:
+    """Whether an entry of `skip` names this module: the whole dotted name, a leading part of it up to a dot
+    ("classifier" covers "classifier.out_proj") or a trailing part after a dot ("pooler.dense" covers
+    "bert.pooler.dense"). Like bitsandbytes' `llm_int8_skip_modules`, but never inside a name component."""
+    return any(name == entry or name.startswith(entry + ".") or name.endswith("." + entry) for entry in skip)
+
+
+def select_modules(names: list[str], targets: str | list[str], *, skip: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The names among `names` that `targets` selects; `all-linear` is every name not in `skip` (the head)."""
+    if targets == "all-linear":
+        return [name for name in names if not is_skipped(name, skip)]
+    return [name for name in names if matches(name, targets)]
+
+
 def linear_module_names(model: Any) -> list[str]:
     """Distinct leaf names of the model's linear layers (what a target list can match)."""
     import torch
@@ -76,11 +98,11 @@ def check_targets_match(model: Any, targets: str | list[str]) -> None:
 
     linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
     if isinstance(targets, str):
-        if not any(re.fullmatch(targets, name) for name in linear):
+        if not select_modules(linear, targets):
             raise ConfigError(f"method.target_modules={targets!r} matches no linear layer of this model; "
                               f"its linear layers are: {', '.join(linear_module_names(model))}")
         return
-    unmatched = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in linear)]
+    unmatched = [t for t in targets if not select_modules(linear, [t])]
     if unmatched:
         raise ConfigError(f"method.target_modules {unmatched} match no linear layer of this model; "
                           f"its linear layers are: {', '.join(linear_module_names(model))}")

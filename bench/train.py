@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from bench.config import TrainerConfig
 from bench.footprint import training_state_bytes
-from bench.metrics import evaluate_classifier
 from bench.monitor.throughput import StepTimer
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -101,9 +100,8 @@ def build_optimizer(model: Any, trainer: TrainerConfig, lr_by_module: dict[str, 
 
 
 def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: Any,
-          autocast_dtype: Any, log: LogFn, desc: str, hooks: StepHooks | None = None,
-          warmup_steps: int = 0, evaluate: EvalFn = evaluate_classifier,
-          lr_by_module: dict[str, float] | None = None) -> TrainResult:
+          autocast_dtype: Any, log: LogFn, desc: str, evaluate: EvalFn, hooks: StepHooks | None = None,
+          warmup_steps: int = 0, lr_by_module: dict[str, float] | None = None) -> TrainResult:
     """Train for `trainer.epochs` (or `trainer.max_steps`), evaluating after each epoch and at the end."""
     import torch
     from tqdm.auto import tqdm

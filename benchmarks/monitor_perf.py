@@ -61,10 +61,9 @@ class Context:
 
 def setup(args: argparse.Namespace, folder: Path) -> Context:
     """Compose the real `bench run` config, load data once and freeze the batches every variant will see."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from bench.cli import conf_dir
+    from bench.cli import compose
     from bench.config import RunConfig
     from bench.data import load_splits, make_loaders
     from bench.models import load_tokenizer, materialize_tiny, model_limits, resolve_location
@@ -73,14 +72,13 @@ def setup(args: argparse.Namespace, folder: Path) -> Context:
     steps = args.warmup + args.steps
     overrides = [f"method={args.method}", f"trainer.max_steps={steps}", "trainer.epochs=1",
                  f"monitor.warmup_steps={args.warmup}", f"output_dir={folder}", *args.overrides]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        raw = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+    raw = OmegaConf.to_container(compose(overrides), resolve=True)
     cfg = RunConfig.from_dict(raw)  # type: ignore[arg-type]
     device = pick_device(cfg.trainer.device)
     splits = load_splits(cfg.data)
     location = resolve_location(cfg.model)
     tokenizer = load_tokenizer(cfg.model, location)
-    if location.startswith("tiny:"):
+    if location.is_tiny:
         location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=splits.labels, seed=cfg.seed)
     train_loader, eval_loader = make_loaders(splits, tokenizer=tokenizer, max_length=cfg.data.max_length,
                                              batch_size=cfg.trainer.batch_size, eval_batch_size=cfg.trainer.batch_size,

@@ -58,6 +58,7 @@ class _Timed:
 def run_bench(ctx: Any, *, monitor_on: bool) -> float:
     """bench's path: tracker, monitor from before the model loads, the one training loop."""
     from bench.config import TrackerConfig
+    from bench.metrics import evaluate_classifier
     from bench.monitor import Monitor
     from bench.tracking import Tracker
     from bench.train import train
@@ -71,7 +72,7 @@ def run_bench(ctx: Any, *, monitor_on: bool) -> float:
         clock = StepClock(ctx.device)
         train(model=built.model, train_loader=ctx.batches, eval_loader=ctx.eval_batches, trainer=ctx.cfg.trainer,
               device=ctx.device, autocast_dtype=built.compute_dtype, log=tracker.log, desc="bench",
-              hooks=_Timed(monitor, clock), warmup_steps=ctx.warmup)
+              hooks=_Timed(monitor, clock), warmup_steps=ctx.warmup, evaluate=evaluate_classifier)
     return clock.median_after(ctx.warmup)
 
 
@@ -131,6 +132,7 @@ def fixed_costs(device: Any, steps: int = 300) -> dict[str, float]:
     import torch
 
     from bench.config import MonitorConfig, TrainerConfig
+    from bench.metrics import evaluate_classifier
     from bench.monitor import Monitor
     from bench.train import train
 
@@ -152,7 +154,7 @@ def fixed_costs(device: Any, steps: int = 300) -> dict[str, float]:
             clock = StepClock(device)
             train(model=Tiny(), train_loader=[batch] * steps, eval_loader=[batch], trainer=trainer, device=device,
                   autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="fixed cost",
-                  hooks=_Timed(monitor, clock))
+                  hooks=_Timed(monitor, clock), evaluate=evaluate_classifier)
         return clock.median_after(10)
 
     def hand() -> float:

@@ -15,6 +15,16 @@ import pytest
 from support import REQUIRED_METRICS, TINY, finished_runs, reset_mlflow_globals, run_cli  # noqa: F401 - re-exported
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `gpu` need CUDA, wherever they live: skipped, with the reason, where torch sees no GPU."""
+    if item.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (marked gpu)")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))

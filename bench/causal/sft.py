@@ -47,13 +47,13 @@ def load_sft_splits(spec: DataConfig) -> SftSplits:
     """Read, clean, split and cap the pairs of any source."""
     if spec.prompt_template:
         return _templated(spec)
-    from bench.data import _read, _split  # one reader and one split for both tasks
+    from bench.data import read_frame, split_frame  # one reader and one split for both tasks
 
-    frame = _pairs_frame(_read(spec), spec)
+    frame = _pairs_frame(read_frame(spec), spec)
     labels = _answer_labels(frame, spec)
     if labels is not None:
         frame["label"] = frame["response"].str.strip()
-    train, evaluation = _split(frame, spec)
+    train, evaluation = split_frame(frame, spec)
     answers = [spec.response_template.format(label=label) for label in labels] if labels else None
     decode = json.loads if spec.messages_column else str  # chat turns were stored as JSON text
 

@@ -25,15 +25,18 @@ def prediction_error(predicted: float, measured: dict[str, float], device: Any) 
     return {"mem/prediction_error_pct": 100.0 * (predicted - actual) / actual}, target
 
 
-def run_metrics(*, result: Any, monitor: Any, static: dict[str, float], predicted: float,
+def run_metrics(*, result: Any, monitor: Any, static: dict[str, float], predicted: float | None,
                 device: Any) -> tuple[dict[str, float], dict[str, str]]:
-    """Final metrics and tags from the training result and the finished monitor."""
+    """Final metrics and tags from the training result and the finished monitor; `predicted`: the peak predicted
+    before training, or None where there is no prediction."""
     measured = {"train/time_s": result.time_s, "train/steps": result.steps, "train/tokens": result.tokens,
                 **result.timing, **monitor.summary(), **result.state_bytes}
     train_phase = monitor.peaks.phases.get("train")
     if device.type == "cuda" and train_phase is not None:
         measured["mem/activations_peak_bytes"] = activations_peak_bytes(train_phase.allocated,
                                                                          {**static, **measured})
+    if predicted is None:
+        return measured, monitor.tags()
     error, target = prediction_error(predicted, measured, device)
     return {**measured, **error}, {**monitor.tags(), "mem/prediction_compared_with": target}
 

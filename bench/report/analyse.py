@@ -7,6 +7,8 @@ import math
 
 import pandas as pd
 
+from bench.techniques import REFERENCE, report_order
+
 # Friendly column → the column `mlflow.search_runs` returns (the last logged value of each metric).
 METRICS = {
     "accuracy": "metrics.eval/accuracy",
@@ -24,9 +26,8 @@ METRICS = {
 }
 KEYS = ("dataset", "model", "technique", "r", "target_modules", "config")  # one headline row per combination
 ADAPTER_PARAMS = ("method.r", "method.alpha", "method.dropout", "method.target_modules", "method.bias")
-TECHNIQUE_ORDER = {name: i for i, name in enumerate(
-    ("full", "lora", "dora", "rslora", "pissa", "olora", "longlora", "qlora", "loftq", "qalora"))}
-REFERENCE = "full"  # deltas compare each technique with full fine-tuning of the same model
+TECHNIQUE_ORDER = {name: i for i, name in enumerate(report_order())}  # full; lora and its variants; qlora and its
+# REFERENCE: deltas compare each technique with full fine-tuning of the same model
 
 
 def _not_config(param: str) -> bool:

@@ -111,12 +111,18 @@ def _plot_section(anchor: str, heading: str, intro: str, figure: plots.Figure | 
 def _variant_section(table: pd.DataFrame, *, several: bool) -> Section:
     rows = variants.variant_comparison(table)
     body = (render.table_html(rows, render.variant_columns(several_datasets=several), "variants-table") if len(rows)
-            else empty("Needs a finished variant (dora, rslora, pissa, olora, longlora, loftq, qalora) and its "
-                       "parent (lora or qlora) at the same rank and targets."))
+            else empty(f"Needs a finished variant ({', '.join(variants.PARENT)}) and its parent "
+                       f"({' or '.join(sorted(set(variants.PARENT.values())))}) at the same rank and targets."))
     return Section("variants", "Variants against their parent", "Each variant beside the technique it modifies "
-                   "(DoRA, rsLoRA, PiSSA, OLoRA and LongLoRA against LoRA; LoftQ and QA-LoRA against QLoRA) on the "
-                   "same model, rank and targets. Δ is variant minus parent; the interval says whether seeds "
-                   "support the difference.", body)
+                   f"({_parent_pairs()}) on the same model, rank and targets. Δ is variant minus parent; the interval "
+                   "says whether seeds support the difference.", body)
+
+
+def _parent_pairs() -> str:
+    """`dora, rslora, ... against lora; loftq, qalora against qlora`, from the table of techniques."""
+    parents = dict.fromkeys(variants.PARENT.values())
+    return "; ".join(f"{', '.join(v for v, p in variants.PARENT.items() if p == parent)} against {parent}"
+                     for parent in parents)
 
 
 def _target_section(table: pd.DataFrame) -> Section:

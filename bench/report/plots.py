@@ -13,10 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench.techniques import NAMES
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-TECHNIQUE_COLORS = {name: PALETTE[i] for i, name in enumerate(
-    ("full", "lora", "qlora", "dora", "rslora", "pissa", "olora", "loftq", "qalora", "longlora"))}
+TECHNIQUE_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(NAMES)}
 CONFIG = {"responsive": True, "displaylogo": False, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 MIB = 2 ** 20
 MAX_POINTS = 1500  # per line: enough to see a curve's shape, small enough to keep the page light

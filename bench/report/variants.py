@@ -1,5 +1,5 @@
-"""Variants against the technique they modify: DoRA, rsLoRA, PiSSA, OLoRA and LongLoRA against LoRA; LoftQ and
-QA-LoRA against QLoRA. Pure pandas over the headline table, like `analyse`."""
+"""Variants against the technique they modify (`bench.techniques`: DoRA, rsLoRA, PiSSA, OLoRA and LongLoRA against
+LoRA; LoftQ and QA-LoRA against QLoRA). Pure pandas over the headline table, like `analyse`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pandas as pd
 
 from bench.report.analyse import t_value
+from bench.techniques import TECHNIQUES
 
 # Each variant compares with the technique it modifies, at the same data set, model, rank and targets.
-PARENT = {"dora": "lora", "rslora": "lora", "pissa": "lora", "olora": "lora", "longlora": "lora",
-          "loftq": "qlora", "qalora": "qlora"}
+PARENT = {name: row.parent for name, row in TECHNIQUES.items() if row.parent}
 
 
 def variant_comparison(table: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,6 @@ HQQ merge dequantizes and re-quantizes, which rewrites W_q and loses what QA-LoR
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -24,15 +23,9 @@ from peft.tuners.lora.variants import QALoraLinearVariant
 from peft.tuners.tuners_utils import check_adapters_to_merge
 
 from bench.config import ConfigError
+from bench.targets import is_skipped, select_modules
 
 HQQ_GROUP_MULTIPLE = 8  # hqq's BaseQuantizeConfig asserts group_size % 8 == 0
-
-
-def is_skipped(name: str, skip: list[str] | tuple[str, ...]) -> bool:
-    """Whether an entry of `skip` names this module: the whole dotted name, a leading part of it up to a dot
-    ("classifier" covers "classifier.out_proj") or a trailing part after a dot ("pooler.dense" covers
-    "bert.pooler.dense"). Like bitsandbytes' `llm_int8_skip_modules`, but never inside a name component."""
-    return any(name == entry or name.startswith(entry + ".") or name.endswith("." + entry) for entry in skip)
 
 
 def _float_linears(model: Any) -> dict[str, torch.nn.Linear]:
@@ -46,12 +39,7 @@ def adapted_linear_names(model: Any, *, targets: str | list[str], skip: list[str
     Call it before quantizing and give the list to LoraConfig: afterwards peft's `all-linear` finds none of
     the quantized layers, since it looks for `nn.Linear` and an `HQQLinear` is not one.
     """
-    names = list(_float_linears(model))
-    if targets == "all-linear":
-        return [name for name in names if not is_skipped(name, skip)]
-    if isinstance(targets, str):
-        return [name for name in names if re.fullmatch(targets, name)]
-    return [name for name in names if any(name == t or name.endswith("." + t) for t in targets)]
+    return select_modules(list(_float_linears(model)), targets, skip=skip)
 
 
 def check_group_size(model: Any, *, targets: str | list[str], group_size: int,

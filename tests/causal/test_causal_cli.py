@@ -10,12 +10,7 @@ import math
 import sys
 
 import pytest
-from support import assert_one_error_line, finished_runs, run_cli_here
-
-# The real config, shrunk: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
-TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12", "data.max_length=48",
-               "data.general_eval_chunks=3", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1",
-               "trainer.threads=1", "trainer.eval_batch_size=16", "tracker.log_model=false"]
+from support import TINY_CAUSAL, assert_one_error_line, finished_runs, run_cli_here
 
 CAUSAL_METRICS = ("eval/loss", "eval/perplexity", "eval/accuracy", "eval/f1", "eval/majority_baseline",
                   "eval/general_loss_before", "eval/general_loss_after", "eval/forgetting",
@@ -63,13 +58,10 @@ def test_prompt_response_jsonl_without_labels(store: str, tmp_path) -> None:
 
 
 def test_model_choice_selects_task_and_data_and_explicit_choices_win() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from bench.cli import conf_dir
+    from bench.cli import compose
 
     def composed(*overrides: str):
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
+        return compose(list(overrides))
 
     smol = composed("model=smollm2-135m", "data.max_train_samples=50")
     assert (smol.task, smol.data.name, smol.data.max_train_samples, smol.model.source) == ("causal_lm", "sft-tweets",

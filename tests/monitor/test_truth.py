@@ -11,6 +11,7 @@ import torch
 
 from bench.config import MonitorConfig, TrainerConfig
 from bench.footprint import trainable_bytes, training_state_bytes
+from bench.metrics import evaluate_classifier
 from bench.monitor import Monitor, StepTimer
 from bench.train import build_optimizer, train
 
@@ -108,7 +109,8 @@ def _batches(count: int, *, rows: int = 4, length: int = 10, real: int = 7) -> l
 def _train(model: torch.nn.Module, *, batches: int, epochs: int = 1, warmup_steps: int = 0) -> object:
     trainer = TrainerConfig(lr=1e-3, epochs=epochs, log_every=3, threads=1)
     return train(model=model, train_loader=_batches(batches), eval_loader=_batches(1), trainer=trainer, device=CPU,
-                 autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth", warmup_steps=warmup_steps)
+                 autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth", warmup_steps=warmup_steps,
+                 evaluate=evaluate_classifier)
 
 
 def test_training_loop_throughput_excludes_warmup_and_evaluation(clock: _FakeClock) -> None:
@@ -117,7 +119,8 @@ def test_training_loop_throughput_excludes_warmup_and_evaluation(clock: _FakeClo
     trainer = TrainerConfig(lr=1e-3, epochs=2, log_every=3, threads=1)
     result = train(model=_SlowClassifier(0.1, clock=clock, eval_s=0.05), train_loader=_batches(6),
                    eval_loader=_batches(40), trainer=trainer, device=CPU, autocast_dtype=torch.float32,
-                   log=lambda metrics, step: None, desc="truth", warmup_steps=2)
+                   log=lambda metrics, step: None, desc="truth", warmup_steps=2,
+                   evaluate=evaluate_classifier)
     timing = result.timing
     assert result.steps == 12 and timing["train/timed_steps"] == 10, timing
     assert timing["train/step_time_p50_s"] == pytest.approx(0.1), timing

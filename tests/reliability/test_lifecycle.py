@@ -12,9 +12,11 @@ import time
 import mlflow
 import pytest
 import torch
-from support import TINY, finished_runs, run_cli_here
+from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here
 
-LONG = [*TINY, "trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
+FOREVER = ["trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
+LONG = [*TINY, *FOREVER]
+SHRUNK = {"classification": TINY, "causal_lm": TINY_CAUSAL}  # both tasks go through the one run skeleton
 
 # Faults happen for real, in the real training loop, on the 3rd forward pass; runs that need no signal or
 # second process go through `bench.cli.main` in this process (`run_cli_here`), with the fault patched in.
@@ -99,35 +101,41 @@ def _wait_until_training(store: str, process: subprocess.Popen, timeout: float =
     raise AssertionError("the run never started training")
 
 
-@pytest.mark.parametrize(("fault", "failure"), [("exception", "error"), ("nan", "nan"), ("oom", "oom")])
-def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, store, tmp_path, ledger,
+@pytest.mark.parametrize(("fault", "failure", "task"), [
+    ("exception", "error", "classification"), ("nan", "nan", "classification"), ("oom", "oom", "classification"),
+    ("exception", "error", "causal_lm")])
+def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, task, store, tmp_path, ledger,
                                                            monkeypatch) -> None:
     _inject(monkeypatch, fault)
-    result = run_cli_here(*TINY, "trainer.max_steps=6", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}",
-                          cwd=tmp_path)
+    result = run_cli_here(*SHRUNK[task], "trainer.max_steps=6", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     stderr = result.stderr
     assert result.returncode != 0
     runs = finished_runs(store)
-    ledger(f"{fault} in training", 1, len(runs))
+    ledger(f"{fault} in training ({task})", 1, len(runs))
     run = runs.iloc[0]
     assert run["status"] == "FAILED" and run["tags.failure"] == failure, stderr[-2000:]
     assert run["tags.error"]
     assert run["metrics.params/trainable"] > 0  # what was logged before the fault is kept
+    timeline = [a.path for a in mlflow.MlflowClient(store).list_artifacts(run["run_id"], "monitor")]
+    assert timeline == ["monitor/timeline.csv"]  # how memory got to the fault
     history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
     if fault == "nan":
         assert len(history) >= 3  # the losses up to and including the first NaN are on record
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_ends_the_run_killed(signum, store, tmp_path, ledger) -> None:
-    process = _start(*LONG, "method=lora", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+@pytest.mark.parametrize(("signum", "task"), [(signal.SIGINT, "classification"), (signal.SIGTERM, "classification"),
+                                            (signal.SIGINT, "causal_lm")])
+def test_signal_ends_the_run_killed(signum, task, store, tmp_path, ledger) -> None:
+    process = _start(*SHRUNK[task], *FOREVER, "method=lora", f"tracker.uri={store}",
+                     f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     run_id = _wait_until_training(store, process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
     run = mlflow.MlflowClient(store).get_run(run_id)
-    ledger(f"{signal.Signals(signum).name} mid-training", 1, len(finished_runs(store)))
+    ledger(f"{signal.Signals(signum).name} mid-training ({task})", 1, len(finished_runs(store)))
     assert run.info.status == "KILLED"
     assert run.data.tags["failure"] == "killed"
     assert (tmp_path / "o" / "adapter" / "adapter_config.json").is_file()  # the adapter so far is saved

@@ -1,10 +1,12 @@
 """The report in a real browser (headless Chromium, offline): plotly draws every plot, the page logs no errors,
-injected markup stays text, and a screenshot lands in reports/screenshots/report.png for a human to look at."""
+injected markup stays text, and a screenshot is taken. `nox -s browser` keeps it in reports/screenshots/report.png
+for a human to look at ($BENCH_SCREENSHOTS names the folder); the plain test suite writes only temporary files."""
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +20,6 @@ from bench.cli import main
 pytestmark = pytest.mark.browser
 CHROMIUM = next((path for path in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if path and Path(path).is_file()), None)
-SCREENSHOT = Path(__file__).resolve().parents[2] / "reports" / "screenshots" / "report.png"
 # Records uncaught errors and console.error/warn, then drives the headline table (sort by accuracy, descending;
 # filter on "qlora"), and writes what it saw into the DOM, so --dump-dom reports it after the scripts ran.
 PROBE = """<script>window.__problems = [];
@@ -84,5 +85,7 @@ def test_screenshot(page: Path, tmp_path: Path) -> None:
     result = _chromium(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,2400",
                        "--hide-scrollbars")
     assert shot.is_file() and shot.stat().st_size > 50_000, result.stderr[-2000:]  # a blank page is a few kB
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, SCREENSHOT)
+    keep = os.environ.get("BENCH_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(keep) / "report.png")

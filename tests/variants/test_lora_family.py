@@ -8,7 +8,7 @@ import torch
 from bench.config import MethodConfig, ModelConfig
 from bench.footprint import parameter_counts
 from bench.methods import build_model
-from bench.models import load_classifier, load_tokenizer, materialize_tiny
+from bench.models import ModelLocation, load_classifier, load_tokenizer, materialize_tiny
 
 LABELS = ["negative", "neutral", "positive"]
 HIDDEN, LAYERS, R = 128, 2, 4
@@ -19,11 +19,12 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def location() -> str:
-    return materialize_tiny(SPEC, tokenizer=load_tokenizer(SPEC, "tiny:x"), labels=LABELS, seed=0)
+def location() -> ModelLocation:
+    tokenizer = load_tokenizer(SPEC, ModelLocation("tiny", SPEC.name))
+    return materialize_tiny(SPEC, tokenizer=tokenizer, labels=LABELS, seed=0)
 
 
-def _build(location: str, name: str, **knobs):
+def _build(location: ModelLocation, name: str, **knobs):
     method = MethodConfig(name=name, r=R, alpha=16, dropout=0.0, target_modules="qv", dtype="fp32",
                           compute_dtype="fp32", **knobs)
     return build_model(method=method, spec=SPEC, location=location, model_type="bert", labels=LABELS, device=CPU)
@@ -43,7 +44,7 @@ def _logits(model, seed: int = 0) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
 
 
-def _original(location: str):
+def _original(location: ModelLocation):
     return load_classifier(location=location, spec=SPEC, labels=LABELS, dtype=torch.float32, device=CPU)
 
 
@@ -51,7 +52,7 @@ def _plain_lora_trainable() -> int:
     return LAYERS * 2 * R * (HIDDEN + HIDDEN) + HIDDEN * len(LABELS) + len(LABELS)
 
 
-def test_dora_adds_one_magnitude_per_output_and_starts_at_the_weight_norm(location: str) -> None:
+def test_dora_adds_one_magnitude_per_output_and_starts_at_the_weight_norm(location: ModelLocation) -> None:
     built = _build(location, "dora")
     layers = _lora_layers(built.model)
     assert len(layers) == LAYERS * 2
@@ -65,7 +66,7 @@ def test_dora_adds_one_magnitude_per_output_and_starts_at_the_weight_norm(locati
     assert torch.allclose(_logits(built.model), _logits(_original(location)), atol=1e-5)
 
 
-def test_rslora_scales_by_alpha_over_root_r(location: str) -> None:
+def test_rslora_scales_by_alpha_over_root_r(location: ModelLocation) -> None:
     rs, plain = _build(location, "rslora"), _build(location, "lora")
     for layer in _lora_layers(rs.model).values():
         assert layer.scaling["default"] == pytest.approx(16 / R ** 0.5)
@@ -75,7 +76,7 @@ def test_rslora_scales_by_alpha_over_root_r(location: str) -> None:
 
 
 @pytest.mark.parametrize("svd_iters", [0, 4])
-def test_pissa_adapter_holds_the_top_singular_directions_and_the_model_is_unchanged(location: str,
+def test_pissa_adapter_holds_the_top_singular_directions_and_the_model_is_unchanged(location: ModelLocation,
                                                                                     svd_iters: int) -> None:
     original = _original(location)
     built = _build(location, "pissa", svd_iters=svd_iters)
@@ -94,7 +95,7 @@ def test_pissa_adapter_holds_the_top_singular_directions_and_the_model_is_unchan
     assert torch.allclose(_logits(built.model), _logits(original), atol=1e-4)
 
 
-def test_olora_adapter_is_an_orthonormal_basis_and_the_model_is_unchanged(location: str) -> None:
+def test_olora_adapter_is_an_orthonormal_basis_and_the_model_is_unchanged(location: ModelLocation) -> None:
     original = _original(location)
     built = _build(location, "olora")
     for layer in _lora_layers(built.model).values():
@@ -118,7 +119,7 @@ def _weight_error(built, original) -> float:
     return sum(errors) / len(errors)
 
 
-def test_loftq_starts_closer_to_the_float_weights_than_qlora(location: str) -> None:
+def test_loftq_starts_closer_to_the_float_weights_than_qlora(location: ModelLocation) -> None:
     from bitsandbytes.nn import Linear4bit
 
     original = _original(location)
@@ -138,7 +139,7 @@ def test_loftq_starts_closer_to_the_float_weights_than_qlora(location: str) -> N
     assert parameter_counts(loftq.model)["params/trainable"] == parameter_counts(qlora.model)["params/trainable"]
 
 
-def test_loftq_trains(location: str) -> None:
+def test_loftq_trains(location: ModelLocation) -> None:
     built = _build(location, "loftq")
     model = built.model
     model.train()

@@ -1,0 +1,61 @@
+"""The classification task (`task=classification`): a head on the model, trained on labelled text, scored by
+accuracy and macro-F1 against the majority-class baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.config import ModelConfig, RunConfig
+from bench.task import TaskData
+
+
+class ClassificationTask:
+    """`bench.task.Task` for a sequence classifier."""
+
+    libraries = ("evaluate", "sklearn.metrics")  # imported before the memory baseline
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def check_model(self, spec: ModelConfig, location: Any) -> None:
+        """Any transformers model can take a classification head: nothing to check before the data."""
+
+    def load_data(self) -> TaskData:
+        from bench.data import load_splits
+
+        splits = load_splits(self.cfg.data)
+        metrics = {"eval/majority_baseline": splits.majority_baseline, "data/train_rows": len(splits.train),
+                   "data/eval_rows": len(splits.eval)}
+        return TaskData(head_labels=splits.labels, splits=splits, metrics=metrics)
+
+    def predict_memory(self, data: TaskData, *, location: Any, device: Any) -> Any:
+        from bench.estimate import predict
+
+        return predict(self.cfg, location=location, labels=data.head_labels or [], device=device)
+
+    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+        from bench.data import make_loaders
+
+        trainer = self.cfg.trainer
+        data.train_loader, data.eval_data = make_loaders(
+            data.splits, tokenizer=tokenizer, max_length=self.cfg.data.max_length, batch_size=trainer.batch_size,
+            eval_batch_size=trainer.eval_batch_size, seed=self.cfg.seed)
+
+    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        from bench.metrics import evaluate_classifier
+
+        return evaluate_classifier(model, eval_data, device=device, autocast_dtype=autocast_dtype)
+
+    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        return {}
+
+    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
+                       autocast_dtype: Any) -> dict[str, float]:
+        return {}
+
+    def sample_batch(self, data: TaskData) -> dict[str, Any]:
+        return next(iter(data.eval_data))
+
+    def result_line(self, final: dict[str, float]) -> str:
+        return (f"eval/accuracy {final['eval/accuracy']:.4f}, "
+                f"majority baseline {final['eval/majority_baseline']:.4f}")

@@ -1,0 +1,61 @@
+"""What differs between tasks: their data, their metrics and how they evaluate. The run skeleton
+(`bench.runner`) does everything else, the same way for every task: the monitor, building the technique,
+the training loop, Ctrl-C, measuring and shipping.
+
+Two tasks implement it: `bench.classification` (a classifier head on the model) and `bench.causal.task`
+(instruction SFT of a causal LM, with forgetting measured on general text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bench.config import ModelConfig
+
+
+@dataclass
+class TaskData:
+    """A task's data, read before the tokenizer and batched before the model loads."""
+
+    head_labels: list[str] | None  # a classifier head's label set; None: a causal LM keeps its own LM head
+    splits: Any  # the task's own split object
+    metrics: dict[str, float] = field(default_factory=dict)  # known before training: rows, majority baseline
+    tags: dict[str, str] = field(default_factory=dict)
+    train_loader: Any = None  # batches, filled by `Task.make_batches`
+    eval_data: Any = None  # what `Task.evaluate` reads
+
+
+class Task(Protocol):
+    """One task's data, metrics and evaluation; `bench.runner.task_for(cfg)` makes it with the run's config."""
+
+    libraries: tuple[str, ...]  # imported before the memory baseline, so no import lands in the measured window
+
+    def check_model(self, spec: ModelConfig, location: Any) -> None:
+        """Checks from the model's config alone, before any data loads."""
+
+    def load_data(self) -> TaskData:
+        """Read, clean and split the data (no tokenizer yet)."""
+
+    def predict_memory(self, data: TaskData, *, location: Any, device: Any) -> Any:
+        """The training peak predicted before any weight loads (`bench.estimate.Estimate`), or None."""
+
+    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+        """Tokenize and batch everything the run will read, before the model loads."""
+
+    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        """`eval/*` metrics of the model on the evaluation data (the training loop calls it each epoch)."""
+
+    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        """Once the model is built, before training: what the task measures on the untrained model."""
+
+    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
+                       autocast_dtype: Any) -> dict[str, float]:
+        """After training, outside the training figures: what the task measures on the trained model."""
+
+    def sample_batch(self, data: TaskData) -> dict[str, Any]:
+        """One evaluation batch of model inputs, for checks on the trained model (a merge's error)."""
+
+    def result_line(self, final: dict[str, float]) -> str:
+        """The headline figures of a finished run, for the line that says where the results are."""
+
