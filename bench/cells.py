@@ -27,7 +27,7 @@ def run_job(raw: dict[str, Any]) -> float | None:
     print(f"{label}: {' '.join(_cell_overrides())}", flush=True)
     try:
         config = RunConfig.from_dict(raw)
-        done = None if config.force else finished_cell(context, config.hash())
+        done = None if config.force else finished_cell(context, _hash(config))
         if done:
             print(f"{label} skipped: already FINISHED as run {done} (force=true reruns it)", flush=True)
             return None
@@ -39,6 +39,13 @@ def run_job(raw: dict[str, Any]) -> float | None:
             _record_failed_cell(raw, error, context)
         print(f"{label} failed ({failure_kind(error)}): {error}", file=sys.stderr, flush=True)
         return None
+
+
+def _hash(config: RunConfig) -> str:
+    """The config hash the run will carry: the device and dtypes it will resolve to are part of it."""
+    from bench.precision import hardware_identity, pick_device
+
+    return config.hash(hardware_identity(config.method, pick_device(config.trainer.device)))
 
 
 def _cell_overrides() -> list[str]:

@@ -292,9 +292,10 @@ class RunConfig:
         return flatten({**self.effective(), "tracker": dataclasses.asdict(self.tracker),
                          "monitor": dataclasses.asdict(self.monitor)})
 
-    def hash(self) -> str:
-        """A stable hash of everything that changes the result (not where it is recorded)."""
-        return config_hash(self.effective())
+    def hash(self, hardware: dict[str, str]) -> str:
+        """A stable hash of everything that changes the result (not where it is recorded): the effective config
+        and `hardware`, where and in which dtypes it computes (`bench.precision.hardware_identity`)."""
+        return config_hash({**self.effective(), "hardware": hardware})
 
 
 def field_defaults(kind: type) -> dict[str, Any]:

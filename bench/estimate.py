@@ -65,17 +65,6 @@ class _Census:
     targeted_outputs: int = 0  # sum of the targeted linears' output widths
 
 
-def planned_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
-    """(weights dtype, compute dtype) as `bench.methods.build_model` will choose them (kept in step with it)."""
-    from bench.precision import pick_dtype
-
-    weights = pick_dtype(method.dtype, device)
-    if method.technique.quantized:
-        compute = pick_dtype(method.compute_dtype, device)
-        return compute, compute
-    return weights, weights
-
-
 def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Census:
     import torch
     from accelerate import init_empty_weights
@@ -153,7 +142,9 @@ def _activations(config: Any, *, batch: int, seq: int, element: int, device: Any
 def estimate_peak(*, config: Any, method: MethodConfig, device: Any, batch_size: int, seq_len: int,
                   trust_remote_code: bool = False) -> Estimate:
     """Predict the training peak of `method` on this model config, batch and sequence length."""
-    weights_dtype, compute_dtype = planned_dtypes(method, device)
+    from bench.precision import run_dtypes
+
+    weights_dtype, compute_dtype = run_dtypes(method, device)
     size, element = weights_dtype.itemsize, compute_dtype.itemsize
     census = _census(config, method, trust_remote_code)
     if method.name == "full":

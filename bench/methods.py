@@ -22,7 +22,7 @@ from bench.models import (
     model_config,
     skeleton_heads,
 )
-from bench.precision import pick_dtype
+from bench.precision import run_dtypes
 from bench.targets import check_targets_match, resolve_targets
 
 # The library each quantized base needs.
@@ -102,7 +102,7 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: Mode
 def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocation, model_type: str,
                 labels: list[str], device: Any, task: str = "classification") -> BuiltModel:
     """Load the base model the way `method` needs it and make the right parameters trainable."""
-    weights_dtype = pick_dtype(method.dtype, device)
+    weights_dtype, compute_dtype = run_dtypes(method, device)
     causal = task == "causal_lm"
     # A causal LM keeps its pretrained LM head: nothing is new, so no module trains in full beside LoRA.
     heads = [] if causal else head_module_names(location, spec, labels)
@@ -119,7 +119,6 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocat
     targets = resolve_targets(method.target_modules, model_type)
     skip = ["lm_head"] if causal else heads
     base_kind = method.technique.base
-    compute_dtype = weights_dtype if base_kind == "16-bit" else pick_dtype(method.compute_dtype, device)
     float_weights = _float_weights(load) if method.name == "loftq" else None
     if base_kind == "nf4":
         base = _load_4bit(method=method, load=load, compute_dtype=compute_dtype, skip=skip)

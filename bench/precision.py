@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.config import ConfigError, Precision
+from bench.config import ConfigError, MethodConfig, Precision
 
 
 def pick_device(requested: str) -> Any:
@@ -40,6 +40,30 @@ def pick_dtype(requested: Precision, device: Any) -> Any:
     if bf16_supported(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def run_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
+    """(dtype the unquantized weights are held in, dtype matmuls compute in) for a technique on a device: the
+    weights' dtype for 16-bit bases, `method.compute_dtype` for both on a 4-bit base (its frozen float weights
+    are held in the compute dtype, as LoRA holds them in its own)."""
+    if method.technique.quantized:
+        compute = pick_dtype(method.compute_dtype, device)
+        return compute, compute
+    weights = pick_dtype(method.dtype, device)
+    return weights, weights
+
+
+def hardware_identity(method: MethodConfig, device: Any) -> dict[str, str]:
+    """What the config hash adds about where and how a run computes: the device type (and on CUDA the GPU's
+    name) and the resolved dtypes. A GPU sweep into a store of CPU runs then reruns its cells instead of
+    skipping them as finished, and bf16 and fp32 runs of the same config stay apart."""
+    import torch
+
+    weights, compute = run_dtypes(method, device)
+    identity = {"device": device.type, "weights_dtype": dtype_name(weights), "compute_dtype": dtype_name(compute)}
+    if device.type == "cuda":
+        identity["accelerator"] = torch.cuda.get_device_name(device)
+    return identity
 
 
 def dtype_name(dtype: Any) -> str:

@@ -79,13 +79,15 @@ def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, locat
     import torch
     from transformers import set_seed
 
+    from bench.precision import hardware_identity
     from bench.provenance import git_sha, hardware, package_versions
 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     tracker.log_params(cfg.flat())
+    config_hash = cfg.hash(hardware_identity(cfg.method, device))
     tracker.set_tags({"technique": cfg.method.name, "model": cfg.model.name, "dataset": cfg.data.name,
-                      "config_hash": cfg.hash(), "git_sha": git_sha(), **package_versions(), **hardware(device)})
+                      "config_hash": config_hash, "git_sha": git_sha(), **package_versions(), **hardware(device)})
     set_seed(cfg.seed)
     prepared = _prepare(cfg, task, tracker=tracker, device=device, location=location)
     return _train_and_measure(cfg, task, prepared, tracker=tracker, device=device, output_dir=output_dir)

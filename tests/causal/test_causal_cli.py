@@ -110,4 +110,4 @@ def test_classification_config_hash_is_unchanged_by_the_causal_fields() -> None:
     classification = RunConfig.from_dict(raw)
     assert "task" not in classification.effective() and "prompt_template" not in classification.effective()["data"]
     causal = RunConfig.from_dict({**raw, "task": "causal_lm"})
-    assert causal.effective()["task"] == "causal_lm" and causal.hash() != classification.hash()
+    assert causal.effective()["task"] == "causal_lm" and causal.hash({}) != classification.hash({})

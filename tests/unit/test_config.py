@@ -18,6 +18,9 @@ RAW = {
 }
 
 
+CPU = {"device": "cpu", "weights_dtype": "bf16", "compute_dtype": "bf16"}
+
+
 def test_builds_typed_config_from_plain_dict() -> None:
     config = RunConfig.from_dict(RAW)
     assert config.method.r == 8 and config.trainer.lr == 1e-3 and config.seed == 3
@@ -44,16 +47,24 @@ def test_hash_ignores_where_results_go_but_not_what_changes_them() -> None:
     base = RunConfig.from_dict(RAW)
     moved = dataclasses.replace(base, output_dir="elsewhere",
                                 tracker=dataclasses.replace(base.tracker, experiment="other"))
-    assert moved.hash() == base.hash()
-    assert dataclasses.replace(base, seed=4).hash() != base.hash()
-    assert dataclasses.replace(base, method=dataclasses.replace(base.method, r=16)).hash() != base.hash()
+    assert moved.hash(CPU) == base.hash(CPU)
+    assert dataclasses.replace(base, seed=4).hash(CPU) != base.hash(CPU)
+    assert dataclasses.replace(base, method=dataclasses.replace(base.method, r=16)).hash(CPU) != base.hash(CPU)
+
+
+def test_hash_keeps_devices_and_dtypes_apart() -> None:
+    """A GPU sweep into a store of CPU runs must not skip its cells as finished; nor fp32 runs bf16 ones."""
+    base = RunConfig.from_dict(RAW)
+    gpu = {"device": "cuda", "weights_dtype": "bf16", "compute_dtype": "bf16", "accelerator": "NVIDIA H200"}
+    fp32 = {**CPU, "weights_dtype": "fp32", "compute_dtype": "fp32"}
+    assert len({base.hash(CPU), base.hash(gpu), base.hash(fp32)}) == 3
 
 
 def test_full_fine_tuning_ignores_lora_knobs_in_hash_and_params() -> None:
     full = RunConfig.from_dict({**RAW, "method": {"name": "full", "r": 4}})
     other_rank = RunConfig.from_dict({**RAW, "method": {"name": "full", "r": 64, "target_modules": "mlp"}})
-    assert full.hash() == other_rank.hash()
+    assert full.hash(CPU) == other_rank.hash(CPU)
     assert "method.r" not in full.flat() and "method.lr" in full.flat()
     lora = RunConfig.from_dict({**RAW, "method": {"name": "lora", "compute_dtype": "fp32"}})
-    assert lora.hash() == RunConfig.from_dict(RAW).hash()  # quantization knobs do not touch LoRA
+    assert lora.hash(CPU) == RunConfig.from_dict(RAW).hash(CPU)  # quantization knobs do not touch LoRA
     assert "tracker.experiment" in full.flat() and "force" not in full.flat()
