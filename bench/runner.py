@@ -48,8 +48,10 @@ def task_for(cfg: RunConfig) -> Task:
     return ClassificationTask(cfg)
 
 
-def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[str, float]:
-    """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything."""
+def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
+                   start_metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything.
+    `start_metrics`: what the caller measured before the run began (a sweep cell's process start), logged first."""
     from bench.methods import check_method_fits, check_method_supported
     from bench.models import resolve_location
     from bench.precision import pick_device
@@ -68,6 +70,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None) -> dict[
     task = task_for(cfg)
     run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
     with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id) as tracker:
+        tracker.log(start_metrics or {})
         metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
           f"({task.result_line(metrics)})\nview: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1")
