@@ -12,13 +12,16 @@ from bench.task import TaskData
 class ClassificationTask:
     """`bench.task.Task` for a sequence classifier."""
 
-    libraries = ("evaluate", "sklearn.metrics")  # imported before the memory baseline
-
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
     def check_model(self, spec: ModelConfig, location: Any) -> None:
         """Any transformers model can take a classification head: nothing to check before the data."""
+
+    def load_libraries(self) -> None:
+        from bench.metrics import load_metrics
+
+        load_metrics()
 
     def load_data(self) -> TaskData:
         from bench.data import load_splits

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         if "bench.sweep" in sys.modules:
             sys.modules["bench.sweep"].interrupt_active_sweep()
-        print(f"interrupted ({interrupt or 'SIGINT'}): the run is recorded as KILLED", file=sys.stderr)
+        print(f"interrupted ({str(interrupt) or 'SIGINT'}): the run is recorded as KILLED", file=sys.stderr)
         return 130
 
 

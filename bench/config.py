@@ -22,6 +22,7 @@ PromptFormat = Literal["auto", "chat", "plain"]
 DataSource = Literal["package", "hub", "local"]
 Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
+TensorPolicy = Literal["largest", "every", "off"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
@@ -234,9 +235,13 @@ class MonitorConfig:
     enabled: bool = True  # the sampler thread (RSS, CPU and, on CUDA, NVML); exact peaks and step times stay on
     interval_s: float = 0.1  # seconds between samples; MLflow's own system metrics average over 10 s
     warmup_steps: int = 5  # first optimizer steps left out of the step-time percentiles and throughput
+    # Which steps the tensor-level accounting watches (bench.monitor.tensors): largest = the first two and each
+    # step with a larger batch than all before it; every; off (no mem/tensor_peak_bytes)
+    tensors: TensorPolicy = "largest"
 
     def __post_init__(self) -> None:
         _check_positive("monitor.interval_s", self.interval_s)
+        _check_choice("monitor.tensors", self.tensors, TensorPolicy)
         if self.warmup_steps < 0:
             raise ConfigError(f"monitor.warmup_steps={self.warmup_steps!r} is not valid; it must be >= 0")
 

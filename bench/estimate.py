@@ -18,7 +18,7 @@ them:
   less (7 % on MiniLM), so for LoRA and QLoRA the term is an upper bound. DoRA and HQQ (QA-LoRA) save
   more (`_variant_activations`).
 The peak is their sum, which assumes gradients and activations coexist; a tensor count, so compare it
-with torch's peak allocated bytes on CUDA and the RSS increase over the baseline on CPU.
+with the tensor peak a run measures (`mem/tensor_peak_bytes`, bench.monitor.tensors), on CPU and CUDA alike.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ def render(estimate: Estimate, cfg: RunConfig, device: Any, *, labels_note: str)
         verdict = "fits" if estimate.peak_bytes < 0.9 * total else "likely does NOT fit"
         lines.append(f"  {verdict} in {total / 2**30:.1f} GiB (leave ~0.5 GiB for the CUDA context and allocator)")
     else:
-        lines.append("  compare with mem/peak_rss_net_bytes (RSS over the baseline; the runtime adds its own)")
+        lines.append("  compare with mem/tensor_peak_bytes, the live tensors a run measures (the process's RSS adds "
+                     "the runtime's own)")
     return "\n".join(lines)
 
 

@@ -85,6 +85,18 @@ def _quant_state_tensors(state: Any) -> list[Any]:
     return tensors + (_quant_state_tensors(nested) if nested is not None else [])
 
 
+def held_outside_parameters(model: Any) -> list[Any]:
+    """Tensors that hold the weights but are neither parameters nor buffers: bitsandbytes' quantization state
+    (absmax per block, its second level, the code table) and hqq's per-group scales, zero points and bias."""
+    held = []
+    for parameter in model.parameters():
+        state = getattr(parameter, "quant_state", None)
+        held += _quant_state_tensors(state) if state is not None else []
+    for layer in _hqq_layers(model):
+        held += [*_meta_tensors(layer.meta), *_hqq_bias(layer)]
+    return held
+
+
 def _storage_key(tensor: Any) -> tuple[int, int]:
     return tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()
 
@@ -135,21 +147,24 @@ def _flat_values(tree: Any) -> list[Any]:
 
 
 def base_weight_bits_per_param(model: Any) -> float:
-    """Bits per weight of the frozen base linear layers (16 for bf16, ~4.13 for NF4 with double quant,
-    4 + 2 * 32 / group_size for hqq INT4 with fp32 scales and zero points).
+    """Bits per weight of the base's linear layers as the technique holds them: its quantized layers alone
+    where it quantizes (~4.13 for NF4 with double quant, 4 + 2 * 16 / group_size for hqq INT4 with bf16 scales
+    and zero points), else every base linear layer (16 for bf16).
 
-    Adapters and the head are excluded: this is the storage cost of the pretrained matrices. Code tables
-    that all layers share are counted once, over all layers together.
+    Adapters, the head and layers a 4-bit technique leaves in float (a causal LM's tied `lm_head`) are
+    excluded: this is the storage cost of the quantized pretrained matrices. Code tables that all layers
+    share are counted once, over all layers together.
     """
     import torch
 
     bits, weights = _hqq_weight_bits(model)  # hqq layers are not nn.Linear: counted apart
+    linears = [module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+               and not any(part in name for part in ("lora_", "modules_to_save", "original_module"))]
+    quantized = [m for m in linears if getattr(m.weight, "quant_state", None) is not None]
+    if quantized or weights:  # a 4-bit base: its quantized layers only
+        linears = quantized
     shared: dict[tuple[int, int], int] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or "lora_" in name or "modules_to_save" in name:
-            continue
-        if "original_module" in name:  # peft keeps a frozen copy of the head beside the trained one
-            continue
+    for module in linears:
         weight = module.weight
         bits += 8 * weight.numel() * weight.element_size()
         weights += logical_numel(weight)
@@ -160,6 +175,13 @@ def base_weight_bits_per_param(model: Any) -> float:
             else:
                 bits += 8 * extra.numel() * extra.element_size()
     return (bits + sum(shared.values())) / weights if weights else 0.0
+
+
+def model_bits_per_param(model: Any) -> float:
+    """Bits the whole model holds per parameter: every weight, buffer and quantization state (`weights_bytes`)
+    over every parameter counted as the weights it stands for, embeddings, head and adapters included."""
+    total = parameter_counts(model)["params/total"]
+    return 8 * weights_bytes(model) / total if total else 0.0
 
 
 def _hqq_weight_bits(model: Any) -> tuple[int, int]:

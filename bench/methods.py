@@ -153,11 +153,13 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocat
 
 
 def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
-    """The 32-bit weight of every linear layer, for LoftQ to fit its adapters against. Only these stay
-    while the 4-bit model loads (the rest of the 32-bit model, embeddings included, is released first)."""
+    """The 32-bit weight of every linear layer, for LoftQ to fit its adapters against, held on the CPU: a 32-bit
+    copy of the model must never take GPU memory, since it would count in the run's peak (and may not fit).
+    LoftQ moves one layer's weight at a time to the device. Only these stay while the 4-bit model loads (the
+    rest of the 32-bit model, embeddings included, is released first)."""
     import torch
 
-    model = load(dtype=torch.float32)
+    model = load(dtype=torch.float32, device=torch.device("cpu"))
     weights = {name: module.weight.detach() for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear)}
     del model

@@ -16,6 +16,12 @@ def _metric(name: str) -> Any:
     return evaluate.load(str(_MODULES / name))
 
 
+def load_metrics() -> None:
+    """Load the metric modules now: `evaluate` imports their code (and scikit-learn) on first use."""
+    for name in ("accuracy", "f1"):
+        _metric(name)
+
+
 def classification_scores(predictions: list[int], references: list[int]) -> dict[str, float]:
     """Accuracy and macro-F1 (macro, so a classifier that ignores the minority class is not flattered)."""
     accuracy = _metric("accuracy").compute(predictions=predictions, references=references)["accuracy"]

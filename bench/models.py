@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.config import ConfigError, ModelConfig
-from bench.paths import cache_root, package_file
+from bench.paths import cache_root, package_file, save_whole
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def materialize_tiny(spec: ModelConfig, *, tokenizer: Any, seed: int, labels: li
         config = _tiny_config(spec, tokenizer=tokenizer, labels=labels)
         torch.manual_seed(seed)
         auto = AutoModelForCausalLM if labels is None else AutoModelForSequenceClassification
-        auto.from_config(config).save_pretrained(folder)
+        save_whole(auto.from_config(config).save_pretrained, folder)
     return ModelLocation("folder", str(folder))
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.config import ConfigError
@@ -26,3 +29,19 @@ def cache_root() -> Path:
     """Where built models are cached (tiny random models, converted GGUF models): `$BENCH_CACHE`, else
     `~/.cache/bench`."""
     return Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "bench"))
+
+
+def save_whole(write: Callable[[Path], None], folder: Path) -> None:
+    """`write(staging)` into a temporary folder beside `folder`, then rename it into place, so that parallel
+    sweep cells never read a half-written model (`config.json` before the weights); the loser of a race drops
+    its copy and uses the winner's."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        write(staging)
+        staging.rename(folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -110,7 +110,7 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     """Everything before the model loads: the data, the tokenizer, the context check, the memory prediction,
     the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
     training's alone (peft alone is ~180 MB of RSS)."""
-    from bench.models import check_context, load_tokenizer, materialize_tiny, model_limits
+    from bench.models import check_context, load_tokenizer, materialize_tiny, model_config
 
     task.check_model(cfg.model, location)
     data = task.load_data()
@@ -118,26 +118,46 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     tokenizer = load_tokenizer(cfg.model, location)
     if location.is_tiny:
         location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=data.head_labels, seed=cfg.seed)
-    model_type, model_limit = model_limits(location, cfg.model)
-    check_context(cfg.data.max_length, model_limit=model_limit, tokenizer=tokenizer, model_name=cfg.model.name)
+    config = model_config(cfg.model, location, data.head_labels)
+    check_context(cfg.data.max_length, model_limit=getattr(config, "max_position_embeddings", None),
+                  tokenizer=tokenizer, model_name=cfg.model.name)
     estimate = task.predict_memory(data, location=location, device=device)  # before any weight loads
     if estimate is not None:
         tracker.log(estimate.metrics())
     task.make_batches(data, tokenizer)
     tracker.set_tags(data.tags)
-    for library in (*task.libraries, *(["peft"] if cfg.method.uses_adapter else [])):
+    _import_before_baseline(cfg, task, config)
+    return _Prepared(data, location, config.model_type, estimate)
+
+
+def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
+    """Import now everything the run will import, so no import lands in the measured window (`evaluate`
+    alone is ~158 MB of RSS): the model's class, the technique's libraries, the optimizer, the task's metrics.
+    The monitor tags whatever still arrives late (`monitor/imported_late`)."""
+    from transformers.models.auto import modeling_auto
+
+    from bench.methods import BASE_PACKAGES
+
+    classes = (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING if cfg.task == "causal_lm"
+               else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING)
+    classes[type(config)]  # noqa: B018 - indexing the lazy mapping imports the model's module
+    libraries = ["optimi", "tqdm.auto", "transformers.optimization", *(["peft"] if cfg.method.uses_adapter else []),
+                 *([BASE_PACKAGES[cfg.method.technique.base]] if cfg.method.technique.quantized else [])]
+    for library in libraries:
         importlib.import_module(library)
-    return _Prepared(data, location, model_type, estimate)
+    task.load_libraries()
 
 
 def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Any, device: Any,
                        output_dir: Path) -> dict[str, float]:
+    from bench.footprint import held_outside_parameters
     from bench.monitor import Monitor
     from bench.monitor.results import run_metrics, upload_timeline
     from bench.train import train
 
     data, estimate = prepared.data, prepared.estimate
-    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor")
+    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor",
+                                 static_tensors=held_outside_parameters)
     try:
         with monitor:
             built, static = _build(cfg, tracker=tracker, location=prepared.location,
@@ -162,8 +182,8 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
         upload_timeline(monitor, tracker)
     after = task.after_training(built.model, data, before, **measure)  # outside the training figures
     tracker.log(after, result.steps)
-    measured, tags = run_metrics(result=result, monitor=monitor, static=static,
-                                 predicted=None if estimate is None else estimate.peak_bytes, device=device)
+    measured, tags = run_metrics(result=result, monitor=monitor,
+                                 predicted=None if estimate is None else estimate.peak_bytes)
     tracker.set_tags(tags)
     if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
         from bench.variants.qalora import merge_error
@@ -180,7 +200,13 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
 def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type: str, labels: list[str],
            device: Any) -> tuple[Any, dict[str, float]]:
     """Load the model the technique needs; log its precision tags and static sizes."""
-    from bench.footprint import base_weight_bits_per_param, parameter_counts, trainable_bytes, weights_bytes
+    from bench.footprint import (
+        base_weight_bits_per_param,
+        model_bits_per_param,
+        parameter_counts,
+        trainable_bytes,
+        weights_bytes,
+    )
     from bench.methods import build_model
     from bench.precision import dtype_name
 
@@ -192,7 +218,8 @@ def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type:
                       "base": cfg.method.technique.base, "also_trained": built.also_trained})
     static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
               "mem/trainable_bytes": trainable_bytes(built.model),
-              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model), **built.init_metrics}
+              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model),
+              "mem/model_bits_per_param": model_bits_per_param(built.model), **built.init_metrics}
     tracker.log(static)
     if cfg.method.technique.converted_on_save:
         _save_initial_adapter(built.model, Path(cfg.output_dir))

@@ -2,10 +2,14 @@
 
 Hydra runs the grid; this module only adds what Hydra does not know about MLflow:
 - `SweepCallback.on_multirun_start` (in the launching process) finds or creates the parent run and writes
-  `bench_sweep.json` into the sweep folder, where every cell reads it, in this process or in a joblib,
+  `bench_sweep.json` into the sweep folder, where every cell's job reads it, in this process or in a joblib,
   SLURM or Ray worker alike (a shared filesystem is what Hydra's launchers assume too).
 - The sweep id is a hash of the sweep's overrides and experiment, so running the same command again
   lands in the same parent, and cells already FINISHED with the same config hash are skipped.
+- The job skips a FINISHED cell, else runs the cell in a fresh process of its own (`bench.cells`,
+  `bench.isolation`), so no cell's memory figures carry what an earlier cell left in a process. A process that
+  dies without a result leaves its run RUNNING: `close_crashed_cell` finds it among the parent's children by its
+  `process/pid` tag and closes it FAILED.
 - `on_multirun_end` closes the parent with the cell counts and says how to get the report.
 """
 
@@ -161,6 +165,32 @@ def finished_cell(context: SweepContext, config_hash: str) -> str | None:
              "and attributes.status = 'FINISHED'")
     found = _client(context.tracking_uri).search_runs([experiment.experiment_id], query, max_results=1)
     return found[0].info.run_id if found else None
+
+
+def close_crashed_cell(context: SweepContext, *, pid: int, since: float, error: str) -> bool:
+    """A cell's process died without closing its run: the run it started (the sweep's child with its
+    `process/pid`, started since `since`, a time.time()) ends FAILED with `failure=crash` and `error`.
+    False when the process had started no run."""
+    from bench.store import retrying
+
+    client = _client(context.tracking_uri)
+    experiment = retrying(lambda: client.get_experiment_by_name(context.experiment))
+    # The start time tells this run from an older one of a process with the same, since reused, PID.
+    query = (f"tags.mlflow.parentRunId = '{context.parent_run_id}' and tags.`process/pid` = '{pid}' "
+             f"and attributes.start_time >= {int(since * 1000)}")
+    found = retrying(lambda: client.search_runs([experiment.experiment_id], query, max_results=1))
+    if not found:
+        return False
+    run = found[0].info
+    # KILLED: a parallel cell's check for stale runs on this host saw the dead process first. FINISHED or FAILED:
+    # the run closed before the process died, and keeps its own status.
+    if run.status in ("RUNNING", "KILLED"):
+        from mlflow.entities import RunTag
+
+        tags = [RunTag("failure", "crash"), RunTag("error", error)]
+        retrying(lambda: client.log_batch(run.run_id, tags=tags))
+        retrying(lambda: client.set_terminated(run.run_id, "FAILED"))
+    return True
 
 
 def summarize(context: SweepContext) -> dict[str, int]:

@@ -29,10 +29,12 @@ class TaskData:
 class Task(Protocol):
     """One task's data, metrics and evaluation; `bench.runner.task_for(cfg)` makes it with the run's config."""
 
-    libraries: tuple[str, ...]  # imported before the memory baseline, so no import lands in the measured window
-
     def check_model(self, spec: ModelConfig, location: Any) -> None:
         """Checks from the model's config alone, before any data loads."""
+
+    def load_libraries(self) -> None:
+        """Import (and load) what evaluation uses, before the memory baseline: nothing enters the measured
+        window late."""
 
     def load_data(self) -> TaskData:
         """Read, clean and split the data (no tokenizer yet)."""

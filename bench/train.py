@@ -9,9 +9,11 @@ once, after the first step, from the real tensors.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +28,16 @@ EvalFn = Callable[..., dict[str, float]]  # (model, eval_loader, *, device, auto
 class StepHooks(Protocol):
     """What the loop tells the outside world: `bench.monitor.Monitor` implements it."""
 
+    def on_train_start(self, model: Any, optimizer: Any) -> None:
+        """Once, before the first step: what a step's memory accounting must know about."""
+
+    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[bool]:
+        """Around one optimizer step (batch already on the device); yields whether the step is watched by the
+        memory accounting, which slows it, so that its time stays out of the throughput."""
+
+    def evaluation(self) -> AbstractContextManager[None]:
+        """Around each evaluation between epochs: not training, for the memory and energy figures."""
+
     def on_step(self, step: int) -> None:
         """After each optimizer step; must cost next to nothing."""
 
@@ -34,6 +46,15 @@ class StepHooks(Protocol):
 
 
 class _NoHooks:
+    def on_train_start(self, model: Any, optimizer: Any) -> None:
+        pass
+
+    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[bool]:
+        return contextlib.nullcontext(False)
+
+    def evaluation(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def on_step(self, step: int) -> None:
         pass
 
@@ -112,6 +133,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
     result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
     hooks = hooks or _NoHooks()
+    hooks.on_train_start(model, optimizer)
     bar = tqdm(total=total_steps, desc=desc, unit="step", dynamic_ncols=True)
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32)
     model.train()
@@ -120,11 +142,13 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     for _epoch in range(trainer.epochs):
         for batch in train_loader:
             tokens, samples = int(batch["attention_mask"].sum()), len(batch["labels"])  # host copy: no sync
-            loss = _step(model, batch, device=device, autocast=autocast, optimizer=optimizer, scheduler=scheduler,
-                         max_grad_norm=trainer.max_grad_norm, result=result)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with hooks.step(result.steps + 1, batch) as watched:
+                loss = _step(model, batch, autocast=autocast, optimizer=optimizer, scheduler=scheduler,
+                             max_grad_norm=trainer.max_grad_norm, result=result)
             result.steps += 1
             result.tokens, result.samples = result.tokens + tokens, result.samples + samples
-            timer.step(samples, tokens)
+            timer.step(samples, tokens, timed=not watched)
             hooks.on_step(result.steps)
             pending.append((result.steps, loss.detach()))
             if result.steps % trainer.log_every == 0 or result.steps == total_steps:
@@ -134,7 +158,8 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
             if result.steps >= total_steps:
                 break
         clock.pause()
-        result.final_eval = evaluate(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
+        with hooks.evaluation():
+            result.final_eval = evaluate(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
         log(result.final_eval, result.steps)
         bar.set_postfix(loss=f"{result.last_loss:.4f}", acc=f"{result.final_eval.get('eval/accuracy', math.nan):.3f}")
         if result.steps >= total_steps:
@@ -146,13 +171,13 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     return result
 
 
-def _step(model: Any, batch: dict[str, Any], *, device: Any, autocast: Any, optimizer: Any, scheduler: Any,
+def _step(model: Any, batch: dict[str, Any], *, autocast: Any, optimizer: Any, scheduler: Any,
           max_grad_norm: float, result: TrainResult) -> Any:
-    """One optimizer step; returns the loss, still on the device."""
+    """One optimizer step on a batch already on the device; returns the loss, still on the device."""
     import torch
 
     with autocast:
-        loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).loss
+        loss = model(**batch).loss
     loss.backward()
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

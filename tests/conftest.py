@@ -47,6 +47,28 @@ def _mlflow_globals_reset():
 
 
 @pytest.fixture
+def start():
+    """`start(*argv, cwd=...)`: `bench <argv>` in the background (`support.start_bench`); whatever a test leaves
+    running, the process and the cells it started, is killed afterwards rather than left training on."""
+    import psutil
+    from support import start_bench
+
+    started: list[subprocess.Popen] = []
+
+    def run(*argv: str, cwd: Path) -> subprocess.Popen:
+        started.append(start_bench(*argv, cwd=cwd))
+        return started[-1]
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+        process.communicate()
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh SQLite tracking URI."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -28,7 +28,7 @@ REQUIRED_METRICS = (
     "eval/accuracy", "eval/f1", "eval/loss", "eval/majority_baseline",
     "train/loss", "train/time_s", "train/samples_per_s", "train/tokens_per_s",
     "params/trainable", "params/total", "params/trainable_pct",
-    "mem/peak_bytes", "mem/weights_bytes", "mem/weight_bits_per_param", "artifact/adapter_bytes",
+    "mem/tensor_peak_bytes", "mem/weights_bytes", "mem/weight_bits_per_param", "artifact/adapter_bytes",
 )
 
 
@@ -170,3 +170,31 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: st
     assert len(errors) == 1, result.stderr[-2000:]
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
+
+
+def start_bench(*argv: str, cwd: Path) -> subprocess.Popen[str]:
+    """`bench <argv>` in the background, as a user starts it in a terminal: SIGINT keeps its default disposition
+    (a pytest started in the background ignores SIGINT and its children would inherit that, so Ctrl-C would never
+    reach them). Use it through the `start` fixture, which kills what a failed test leaves running."""
+    code = "import sys\nfrom bench.cli import main\nsys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_until_training(store: str, process: subprocess.Popen[str], timeout: float = 180) -> str:
+    """The id of the first run that has logged a training loss (so a signal lands mid-training)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        try:
+            runs = finished_runs(store)
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            runs = None
+        if runs is not None and "metrics.train/loss" in runs and runs["metrics.train/loss"].notna().any():
+            return runs[runs["metrics.train/loss"].notna()].iloc[0]["run_id"]
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError("no run started training")

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, ModelConfig
-from bench.paths import cache_root
+from bench.paths import cache_root, save_whole
 
 
 def install_hint(package: str) -> str:
@@ -47,18 +45,7 @@ def converted_folder(spec: ModelConfig) -> str:
     target = cache_root() / "gguf" / f"{source.stem}-{digest}"
     if (target / "config.json").is_file():
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a temporary folder and rename it into place, so that parallel sweep cells never see a
-    # half-written folder; the loser of a race throws its copy away.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        _convert(source, staging)
-        staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_whole(lambda staging: _convert(source, staging), target)  # parallel cells never see half a folder
     return str(target)
 
 

@@ -18,8 +18,6 @@ from bench.task import TaskData
 class CausalTask:
     """`bench.task.Task` for supervised fine-tuning of a causal LM."""
 
-    libraries = ("evaluate", "sklearn.metrics")  # imported before the memory baseline
-
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
@@ -27,6 +25,11 @@ class CausalTask:
         from bench.causal.models import check_causal_head
 
         check_causal_head(spec, location)  # from the config alone, before any data or weights
+
+    def load_libraries(self) -> None:
+        from bench.metrics import load_metrics
+
+        load_metrics()
 
     def load_data(self) -> TaskData:
         from bench.causal.sft import load_sft_splits

@@ -95,6 +95,13 @@ class NvmlSource:
         with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
 
+    def energy_j(self) -> float | None:
+        """Energy the GPU used since `open()`, in joules, from its counter; None where it has none or it failed."""
+        if self._energy_start_mj is None:
+            return None
+        now = self._guard("energy_j", self._energy_mj)
+        return None if now is None else (now - self._energy_start_mj) / 1000.0
+
     def _energy_mj(self) -> float:
         return float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))  # mJ since the driver loaded
 
@@ -140,6 +147,10 @@ class Backend:
 
     def problems(self) -> dict[str, str]:
         return {column: why for source in self.sources for column, why in source.problems.items()}
+
+    def energy_j(self) -> float | None:
+        """The GPU's energy counter since `open()` (None without NVML or a counter)."""
+        return next((s.energy_j() for s in self.sources if isinstance(s, NvmlSource)), None)
 
     def nvml_process_match(self) -> str | None:
         return next((s.process_match for s in self.sources if isinstance(s, NvmlSource)), None)

@@ -3,9 +3,11 @@
 On Linux the kernel keeps the process's high-water mark (VmHWM) and lets us reset it by writing 5 to
 /proc/self/clear_refs, so the CPU peak is exact and costs nothing while training runs. On CUDA, torch's
 allocator keeps peak allocated and peak reserved bytes. Both are counters that can only be reset, so a run
-is split into phases (model loading, then training): at each split the phase's peak is read and the
-counter reset, and the run's peak is the largest phase peak. Where the kernel counter is missing, the
-sampler's largest RSS stands in (see `Monitor`).
+is split into phases (model loading, training, evaluation between epochs): at each split the phase's peak is
+read and the counters reset, and a phase entered again (training after an evaluation) keeps its largest
+peak. On CUDA the allocator's cache is emptied at each split too, so memory reserved while loading (or
+evaluating) is not counted as training's. Where the kernel counter is missing, the sampler's largest RSS
+stands in (see `Monitor`).
 """
 
 from __future__ import annotations
@@ -55,27 +57,40 @@ class PeakMemory:
     phases: dict[str, PhasePeaks] = field(default_factory=dict)
 
     def start(self) -> None:
-        """Reset every counter: what follows is measured from here."""
+        """Reset every counter: what follows is measured from here. On CUDA, first make sure the context
+        exists (its memory then sits in the baseline, not in the first phase) and empty the allocator's cache."""
         if self.device.type == "cuda":
             import torch
 
+            torch.zeros(1, device=self.device)  # creates the CUDA context if nothing has yet
+            torch.cuda.synchronize(self.device)  # the work of the phase that ends is done
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         self.kernel = reset_kernel_peak()
 
     def split(self, phase: str) -> PhasePeaks:
-        """Read the peaks since the last reset as `phase`, then reset the counters for the next phase."""
+        """Read the peaks since the last reset as (part of) `phase`, then reset the counters for the next one."""
         peaks = PhasePeaks(rss=kernel_peak_rss() if self.kernel else None)
         if self.device.type == "cuda":
             import torch
 
-            # Host-side allocator counters: reading them does not wait for the GPU.
+            torch.cuda.synchronize(self.device)  # queued kernels' allocations are in the counters
             peaks.allocated = int(torch.cuda.max_memory_allocated(self.device))
             peaks.reserved = int(torch.cuda.max_memory_reserved(self.device))
+        before = self.phases.get(phase)
+        if before is not None:  # a phase entered again keeps its largest peak
+            peaks = PhasePeaks(rss=_larger(before.rss, peaks.rss), allocated=max(before.allocated, peaks.allocated),
+                               reserved=max(before.reserved, peaks.reserved))
         self.phases[phase] = peaks
         self.start()
         return peaks
 
-    def run_peak(self, name: str) -> int | None:
-        """The largest `rss`, `allocated` or `reserved` over all phases."""
-        values = [getattr(p, name) for p in self.phases.values() if getattr(p, name) is not None]
-        return max(values) if values else None
+    def phase_peak(self, name: str, phase: str) -> int | None:
+        """`rss`, `allocated` or `reserved` of one phase (None where it did not happen or is not measured)."""
+        peaks = self.phases.get(phase)
+        value = getattr(peaks, name) if peaks is not None else None
+        return None if value is None or (name != "rss" and self.device.type != "cuda") else value
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)

@@ -16,14 +16,13 @@ from typing import Any
 
 
 class Series:
-    """Statistics of one sampled column: over the run, over the current phase and since the last `window()`."""
+    """Statistics of one sampled column: over the run (or a phase) and since the last `window()`."""
 
-    __slots__ = ("count", "total", "peak", "first", "last", "phase_peak", "window_total", "window_count",
-                 "window_peak")
+    __slots__ = ("count", "total", "peak", "first", "last", "window_total", "window_count", "window_peak")
 
     def __init__(self) -> None:
         self.count, self.total = 0, 0.0
-        self.peak = self.first = self.last = self.phase_peak = self.window_peak = None
+        self.peak = self.first = self.last = self.window_peak = None
         self.window_total, self.window_count = 0.0, 0
 
     def add(self, value: float | None) -> None:
@@ -33,7 +32,6 @@ class Series:
         self.first = value if self.first is None else self.first
         self.last = value
         self.peak = value if self.peak is None else max(self.peak, value)
-        self.phase_peak = value if self.phase_peak is None else max(self.phase_peak, value)
         self.window_total, self.window_count = self.window_total + value, self.window_count + 1
         self.window_peak = value if self.window_peak is None else max(self.window_peak, value)
 
@@ -51,13 +49,16 @@ class Series:
 
 
 class Sampler(threading.Thread):
-    """`sample()` once by hand for the baseline, `start()`, later `stop()`; `series[column]` holds the stats."""
+    """`sample()` once by hand for the baseline, `start()`, later `stop()`; `series[column]` holds the stats
+    over the run, `by_phase[phase][column]` over each phase (load, train, eval; a phase entered several times,
+    as training is between evaluations, accumulates)."""
 
     def __init__(self, backend: Any, *, interval_s: float, timeline: Path | None) -> None:
         super().__init__(daemon=True, name="bench-monitor")  # a daemon never keeps a killed run alive
         self.backend, self.interval_s = backend, interval_s
         self.series = {column: Series() for column in backend.columns}
         self.step, self.phase, self.error, self.samples = 0, "load", "", 0
+        self.by_phase: dict[str, dict[str, Series]] = {"load": {column: Series() for column in backend.columns}}
         self._lock, self._stop_event = threading.Lock(), threading.Event()
         self._t0 = time.perf_counter()
         self._file = timeline.open("w", newline="") if timeline is not None else None
@@ -70,8 +71,10 @@ class Sampler(threading.Thread):
         values = self.backend.read()
         elapsed = time.perf_counter() - self._t0
         with self._lock:
+            phase = self.by_phase[self.phase]
             for column, value in zip(self.backend.columns, values, strict=True):
                 self.series[column].add(value)
+                phase[column].add(value)
             self.samples += 1
         if self._csv is not None:
             cells = ("" if value is None else f"{value:.12g}" for value in values)
@@ -91,10 +94,12 @@ class Sampler(threading.Thread):
                 return
 
     def new_phase(self, phase: str) -> None:
+        """A reading closes the phase that ends (so its last moment is in it), then samples count for `phase`."""
+        if not self.error:
+            self.sample()
         with self._lock:
             self.phase = phase
-            for series in self.series.values():
-                series.phase_peak = None
+            self.by_phase.setdefault(phase, {column: Series() for column in self.backend.columns})
 
     def window(self) -> dict[str, tuple[float | None, float | None]]:
         """(mean, peak) of each column since the last call."""

@@ -27,12 +27,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class StepTimer:
-    """`start()` before the first step and after each evaluation; `step(samples, tokens)` after each step."""
+    """`start()` before the first step and after each evaluation; `step(samples, tokens)` after each step.
+
+    Left out of the figures besides the warm-up: steps the memory accounting watched (`timed=False`: they run
+    slower under its dispatch mode), and on CUDA the first step after an evaluation, which regrows the
+    allocator's cache that the monitor empties when a phase starts."""
 
     def __init__(self, device: Any, *, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
         self.durations: list[float] = []  # seconds, one per step, in order
         self._work: list[tuple[int, int]] = []  # (samples, tokens) per step
+        self._untimed: list[str] = []  # per step: "" when it counts, else why not (watched, regrow)
+        self._regrow = False
         self._cuda = device.type == "cuda"
         self._stream = None
         if self._cuda:
@@ -53,10 +59,11 @@ class StepTimer:
 
     def start(self) -> None:
         """A step boundary that is not the end of a step (the loop starts, or an evaluation ended)."""
+        self._regrow = self._cuda and bool(self._work)  # after an evaluation, not at the very start
         self._mark = self._now()
 
-    def step(self, samples: int, tokens: int) -> None:
-        """One optimizer step ended."""
+    def step(self, samples: int, tokens: int, *, timed: bool = True) -> None:
+        """One optimizer step ended; `timed=False` leaves it out of the figures (a watched step)."""
         mark = self._now()
         if self._cuda:
             self._pending.append((self._mark, mark))
@@ -64,6 +71,8 @@ class StepTimer:
             self.durations.append(mark - self._mark)
         self._mark = mark
         self._work.append((samples, tokens))
+        self._untimed.append("" if timed and not self._regrow else "watched" if not timed else "regrow")
+        self._regrow = False
 
     def collect(self) -> None:
         """Turn recorded CUDA events into seconds; call it where the loop has already waited for the GPU."""
@@ -76,9 +85,14 @@ class StepTimer:
         """`train/step_time_p50_s`, `_p90_s`, `train/tokens_per_s`, `train/samples_per_s` after warm-up."""
         self.collect()
         skip = self.warmup_steps if len(self.durations) > self.warmup_steps else 0  # too short: time every step
-        timed, work = self.durations[skip:], self._work[skip:]
+        kept = [i for i in range(skip, len(self.durations)) if not self._untimed[i]]
+        excluded = self._untimed[skip:].count("watched")
+        if not kept and len(self.durations) > skip:  # every step was watched (policy `every`): time those
+            kept, excluded = list(range(skip, len(self.durations))), 0
+        timed, work = [self.durations[i] for i in kept], [self._work[i] for i in kept]
         seconds = sum(timed)
         return {"train/step_time_p50_s": percentile(timed, 50), "train/step_time_p90_s": percentile(timed, 90),
                 "train/tokens_per_s": sum(t for _, t in work) / seconds if seconds else math.nan,
                 "train/samples_per_s": sum(s for s, _ in work) / seconds if seconds else math.nan,
-                "train/timed_steps": len(timed), "train/warmup_steps_excluded": skip}
+                "train/timed_steps": len(timed), "train/warmup_steps_excluded": skip,
+                "train/watched_steps_excluded": excluded}

@@ -1,5 +1,6 @@
 """Pure pandas: tidy runs, a headline per configuration with 95 % confidence intervals over seeds, deltas
-against full fine-tuning, the Pareto frontier, and the slices the plots need. Nothing here talks to MLflow."""
+against full fine-tuning, the Pareto frontier, and the slices the plots need. Nothing here talks to MLflow.
+Memory figures and devices are `memory`'s; every comparison here stays within one data set and one device."""
 
 from __future__ import annotations
 
@@ -7,27 +8,22 @@ import math
 
 import pandas as pd
 
+from bench.report import memory
 from bench.techniques import REFERENCE, report_order
 
 # Friendly column → the column `mlflow.search_runs` returns (the last logged value of each metric).
 METRICS = {
-    "accuracy": "metrics.eval/accuracy",
-    "f1": "metrics.eval/f1",
-    "peak_bytes": "metrics.mem/peak_bytes",
-    "peak_reserved_bytes": "metrics.mem/peak_reserved_bytes",
-    "peak_allocated_bytes": "metrics.mem/peak_allocated_bytes",
-    "tokens_per_s": "metrics.train/tokens_per_s",
-    "train_time_s": "metrics.train/time_s",
-    "trainable_params": "metrics.params/trainable",
-    "trainable_pct": "metrics.params/trainable_pct",
-    "adapter_bytes": "metrics.artifact/adapter_bytes",
-    "weight_bits_per_param": "metrics.mem/weight_bits_per_param",
-    "energy_j": "metrics.gpu/energy_j",
+    "accuracy": "metrics.eval/accuracy", "f1": "metrics.eval/f1",
+    "tokens_per_s": "metrics.train/tokens_per_s", "train_time_s": "metrics.train/time_s",
+    "trainable_params": "metrics.params/trainable", "trainable_pct": "metrics.params/trainable_pct",
+    "adapter_bytes": "metrics.artifact/adapter_bytes", "energy_j": "metrics.gpu/energy_j", **memory.METRICS,
 }
-KEYS = ("dataset", "model", "technique", "r", "target_modules", "config")  # one headline row per combination
+# One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together.
+KEYS = ("dataset", "model", "device", "technique", "r", "target_modules", "config")
+SCOPE = ["dataset", "model", "device"]  # where a technique's deltas and ratios find their full fine-tuning
 ADAPTER_PARAMS = ("method.r", "method.alpha", "method.dropout", "method.target_modules", "method.bias")
 TECHNIQUE_ORDER = {name: i for i, name in enumerate(report_order())}  # full; lora and its variants; qlora and its
-# REFERENCE: deltas compare each technique with full fine-tuning of the same model
+# REFERENCE: deltas compare each technique with full fine-tuning of the same model on the same device
 
 
 def _not_config(param: str) -> bool:
@@ -50,6 +46,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "dataset": tags["dataset"].fillna(_column(runs, "params.data.name")).fillna("?"),
         "model": tags["model"].fillna(_column(runs, "params.model.name")).fillna("?"),
         "technique": tags["technique"].fillna(_column(runs, "params.method.name")).fillna("?"),
+        "device": memory.device(runs),
         "seed": _whole(_column(runs, "params.seed")),
         "start_time": runs["start_time"], "end_time": runs["end_time"],
         "failure": _column(runs, "tags.failure"), "error": _column(runs, "tags.error"),
@@ -61,6 +58,8 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     out[["config", "line_config"]] = _config_labels(runs, out)
     for friendly, column in METRICS.items():
         out[friendly] = pd.to_numeric(_column(runs, column), errors="coerce")
+    for friendly, column in memory.PEAK_TAGS.items():
+        out[friendly] = _column(runs, column)
     out["group"] = out.groupby(list(KEYS), dropna=False, sort=False).ngroup()
     return _mark_repeats(out, _column(runs, "tags.config_hash"))
 
@@ -97,7 +96,7 @@ def _config_labels(runs: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     shown = ("method.r", "method.target_modules")  # they have columns of their own
     params = [c for c in runs.columns if c.startswith("params.") and not _not_config(c[7:]) and c[7:] not in shown]
     labels = pd.DataFrame({"config": "", "line_config": ""}, index=runs.index, dtype=object)
-    for (_, _, technique), index in out.groupby(["dataset", "model", "technique"], dropna=False).groups.items():
+    for (*_, technique), index in out.groupby([*SCOPE, "technique"], dropna=False).groups.items():
         block = runs.loc[index, params].fillna("null").astype(str)
         varying = [c for c in params if block[c].nunique() > 1
                    and not (technique == REFERENCE and c[7:] in ADAPTER_PARAMS)]
@@ -159,25 +158,29 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     others = [m for m in METRICS if m != "accuracy"]
     table[others] = grouped[others].mean()
     table = table.reset_index()
-    several = {"several_models": runs["model"].nunique() > 1, "several_datasets": runs["dataset"].nunique() > 1}
+    several = {"several_models": runs["model"].nunique() > 1, "several_datasets": runs["dataset"].nunique() > 1,
+               "several_devices": runs["device"].nunique() > 1}
     table["label"] = _labels(table, **several)
     table["line"] = _labels(table, **several, drop=("r",), config="line_config")  # a rank-sweep line
     table["series"] = _labels(table, **several, drop=("r", "target_modules"))  # a target-comparison series
     table = _with_deltas(table)
-    table["pareto"] = False  # accuracies on different data sets do not compete
-    for _, rows in table.groupby("dataset"):
-        table.loc[rows.index, "pareto"] = pareto_mask(rows["peak_bytes"], rows["accuracy_mean"])
+    table["pareto"] = False  # accuracies on different data sets, memory on different devices, do not compete
+    for _, rows in table.groupby(["dataset", "device"]):
+        table.loc[rows.index, "pareto"] = pareto_mask(rows["tensor_peak_bytes"], rows["accuracy_mean"])
     order = table["technique"].map(lambda t: TECHNIQUE_ORDER.get(t, len(TECHNIQUE_ORDER)))
-    table = table.assign(_order=order).sort_values(["dataset", "model", "_order", "technique", "target_modules",
-                                                    "r", "config"], na_position="first", kind="stable")
+    table = table.assign(_order=order).sort_values(
+        ["dataset", "device", "model", "_order", "technique", "target_modules", "r", "config"],
+        na_position="first", kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool,
+def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool, several_devices: bool,
             drop: tuple[str, ...] = (), config: str = "config") -> pd.Series:
-    """`lora r=16 qv`, prefixed with the model and data set only when the report spans several."""
+    """`lora r=16 qv`, prefixed with the data set, the device (`[cpu]`) and the model only when the report spans
+    several."""
     def label(row: pd.Series) -> str:
         parts = [row["dataset"]] if several_datasets else []
+        parts += [f"[{row['device']}]"] if several_devices else []
         parts += [row["model"]] if several_models else []
         parts.append(row["technique"])
         parts += [f"r={row['r']:g}"] if pd.notna(row["r"]) and "r" not in drop else []
@@ -189,16 +192,16 @@ def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool
 
 
 def _with_deltas(table: pd.DataFrame) -> pd.DataFrame:
-    """Δ accuracy and memory / speed / size ratios against the model's full fine-tuning (its most accurate
-    configuration when there are several); blank where the model has no full fine-tuning run."""
-    columns = ["accuracy_mean", "peak_bytes", "tokens_per_s", "adapter_bytes", "label"]
+    """Δ accuracy and tensor-peak / speed / size ratios against full fine-tuning of the same model on the same
+    device (its most accurate configuration when there are several); blank where there is none there."""
+    columns = ["accuracy_mean", "tensor_peak_bytes", "tokens_per_s", "adapter_bytes", "label"]
     full = (table[table["technique"] == REFERENCE].sort_values("accuracy_mean", ascending=False)
-            .drop_duplicates(["dataset", "model"])[["dataset", "model", *columns]])
-    ref = table[["dataset", "model"]].merge(full, on=["dataset", "model"], how="left")
+            .drop_duplicates(SCOPE)[[*SCOPE, *columns]])
+    ref = table[SCOPE].merge(full, on=SCOPE, how="left")
     ref.index = table.index
     return table.assign(
         delta_accuracy=table["accuracy_mean"] - ref["accuracy_mean"],
-        memory_ratio=table["peak_bytes"] / ref["peak_bytes"],
+        memory_ratio=table["tensor_peak_bytes"] / ref["tensor_peak_bytes"],
         speed_ratio=table["tokens_per_s"] / ref["tokens_per_s"],
         size_ratio=table["adapter_bytes"] / ref["adapter_bytes"],
         reference=ref["label"],
@@ -281,13 +284,14 @@ def time_range(runs: pd.DataFrame) -> tuple[pd.Timestamp | None, pd.Timestamp | 
 
 def results_table(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """results.csv: one row per run, its configuration's figures, then every metric and param as logged."""
-    stats = table[["group", "label", "n", "accuracy_mean", "accuracy_ci95", "accuracy_low", "accuracy_high",
-                   "delta_accuracy", "memory_ratio", "speed_ratio", "size_ratio"]]
+    means = ["tensor_peak_bytes", *memory.AT_PEAK]  # the configuration's means behind its ratio and breakdown
+    stats = table[["group", "label", "n", "accuracy_mean", "accuracy_ci95", "accuracy_low", "accuracy_high", *means,
+                   "delta_accuracy", "memory_ratio", "speed_ratio", "size_ratio", "reference"]]
     stats = stats.rename(columns={"label": "configuration", "n": "group_n"}).rename(
-        columns=lambda c: f"group_{c}" if c.startswith("accuracy") else c)
+        columns=lambda c: f"group_{c}" if c.startswith("accuracy") or c in means else c)
     identity = runs[["run_id", "run_name", "status", "superseded", "note", "experiment_name", "dataset", "model",
-                     "technique", "r", "target_modules", "config", "seed", "group", "failure", "error", "sweep_id",
-                     "git_sha", "start_time", "end_time"]]
+                     "device", "technique", "r", "target_modules", "config", "seed", "group", "peak_module",
+                     "peak_phase", "failure", "error", "sweep_id", "git_sha", "start_time", "end_time"]]
     merged = identity.merge(stats, on="group", how="left").astype({"group_n": "Int64"})
     logged = raw.set_index("run_id").loc[runs["run_id"]]  # the sweep parents left out, as in `runs`
     logged = logged[[c for c in logged.columns if c.startswith(("metrics.", "params."))]].dropna(axis=1, how="all")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import analyse, load, plots, render, variants
+from bench.report import analyse, load, memory, plots, render, variants
 from bench.report import report_hint as hint
+from bench.report.formats import when
 from bench.report.render import Section, empty, esc
 
 LOSS_RUNS_PER_CONFIG, LOSS_RUNS_MAX = 2, 40  # each curve costs a history query, so a big sweep is sampled
@@ -48,12 +49,13 @@ def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out:
     timelines = load.timelines(uri, analyse.pick_runs(runs, table, per_group=1, cap=TIMELINE_RUNS_MAX))
     title = f"bench report: {sweep_id or experiment or load.DEFAULT_EXPERIMENT}"
     facts = _facts(raw, runs, uri=uri, experiment=experiment, sweep_id=sweep_id)
-    sections = _sections(raw, runs, table, histories=histories, timelines=timelines)
+    several = _several(runs)
+    sections = _sections(raw, runs, table, several, histories=histories, timelines=timelines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.html").write_text(render.page(title=title, facts=facts, sections=sections,
                                                 plotly_js=plots.plotly_js()), encoding="utf-8")
     analyse.results_table(raw, runs, table).to_csv(out / "results.csv", index=False)
-    (out / "summary.md").write_text(_summary(title, facts, runs, table), encoding="utf-8")
+    (out / "summary.md").write_text(_summary(title, facts, runs, table, several), encoding="utf-8")
     finished = int((runs["status"] == "FINISHED").sum())
     return Built(out, len(runs), finished, len(table), time.perf_counter() - started)
 
@@ -69,23 +71,31 @@ def _facts(raw: pd.DataFrame, runs: pd.DataFrame, *, uri: str, experiment: str |
     return [(k, v) for k, v in facts if v]
 
 
-def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, *,
+def _several(runs: pd.DataFrame) -> dict[str, bool]:
+    """Whether the report spans several data sets or devices: only then do tables show those columns."""
+    return {"several_datasets": runs["dataset"].nunique() > 1, "several_devices": runs["device"].nunique() > 1}
+
+
+def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, several: dict[str, bool], *,
               histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame]) -> list[Section]:
-    several = runs["dataset"].nunique() > 1
     return [
         Section("headline", "Headline",
-                "One row per configuration (runs that differ only by seed). Accuracy: mean over seeds with a "
-                "two-sided 95 % Student-t interval; a single run has no interval. Other figures are means. Δ and "
-                "ratios compare with full fine-tuning of the same model (its most accurate configuration if there "
-                "are several) and are blank where the model has none. A green edge marks the Pareto frontier.",
-                render.table_html(table, render.headline_columns(several_datasets=several), "headline-table",
+                "One row per configuration (runs that differ only by seed, on one device). Accuracy: mean over "
+                "seeds with a two-sided 95 % Student-t interval; a single run has no interval. Other figures are "
+                "means. Memory is the training tensor peak (live tensor bytes on the training device; blank where a "
+                "run did not log it); the process's own figures follow under their own names. Δ and ratios compare "
+                "with full fine-tuning of the same model on the same device (its most accurate configuration if "
+                "there are several) and are blank where there is none. A green edge marks the Pareto frontier.",
+                render.table_html(table, render.headline_columns(**several), "headline-table",
                                   row_classes=["frontier" if on else "" for on in table["pareto"]])
                 if len(table) else empty("No run finished with an eval/accuracy yet.")),
         _variant_section(table, several=several),
-        _plot_section("pareto", "Accuracy vs memory", "Mean accuracy (95 % CI bars) against mean peak memory; "
-                      "stars and the dashed line mark configurations no other beats on both.",
-                      plots.pareto(table), "No configuration has both an accuracy and a peak memory."),
-        _plot_section("rank", "Rank sweep", "Accuracy and peak memory against LoRA rank r, one line per "
+        _plot_section("pareto", "Accuracy vs memory", "Mean accuracy (95 % CI bars) against the mean training "
+                      "tensor peak; stars and a dashed step line (one per data set and device) mark configurations "
+                      "no other on the same device beats on both.", plots.pareto(table),
+                      "No configuration has both an accuracy and a training tensor peak (mem/tensor_peak_bytes)."),
+        _breakdown_section(runs, table),
+        _plot_section("rank", "Rank sweep", "Accuracy and training tensor peak against LoRA rank r, one line per "
                       "technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
                       "Needs finished adapter runs at two ranks or more."),
         _target_section(table),
@@ -98,7 +108,7 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, *,
         Section("failures", "Failures", "Runs that did not finish: the failure kind (oom, nan, config, error) "
                 "and the error message.", _failures(runs)),
         Section("runs", "All runs", "Every run in the report; click a header to sort, type to filter.",
-                render.table_html(runs, render.run_columns(several_datasets=several), "runs-table")),
+                render.table_html(runs, render.run_columns(**several), "runs-table")),
         Section("provenance", "Provenance", "Package versions, hardware, code version and sweep settings of "
                 "the runs (with run counts where they differ), and when they ran.", _provenance(raw, runs)),
     ]
@@ -108,14 +118,29 @@ def _plot_section(anchor: str, heading: str, intro: str, figure: plots.Figure | 
     return Section(anchor, heading, intro, plots.figure_html(f"plot-{anchor}", figure) if figure else empty(missing))
 
 
-def _variant_section(table: pd.DataFrame, *, several: bool) -> Section:
+def _variant_section(table: pd.DataFrame, *, several: dict[str, bool]) -> Section:
     rows = variants.variant_comparison(table)
-    body = (render.table_html(rows, render.variant_columns(several_datasets=several), "variants-table") if len(rows)
+    body = (render.table_html(rows, render.variant_columns(**several), "variants-table") if len(rows)
             else empty(f"Needs a finished variant ({', '.join(variants.PARENT)}) and its parent "
-                       f"({' or '.join(sorted(set(variants.PARENT.values())))}) at the same rank and targets."))
+                       f"({' or '.join(sorted(set(variants.PARENT.values())))}) at the same rank and targets, "
+                       "on the same device."))
     return Section("variants", "Variants against their parent", "Each variant beside the technique it modifies "
-                   f"({_parent_pairs()}) on the same model, rank and targets. Δ is variant minus parent; the interval "
-                   "says whether seeds support the difference.", body)
+                   f"({_parent_pairs()}) on the same model, device, rank and targets. Δ is variant minus parent; the "
+                   "interval says whether seeds support the difference; memory × compares training tensor peaks.",
+                   body)
+
+
+def _breakdown_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
+    rows = memory.breakdown(runs, table)
+    figure = plots.memory_breakdown(rows)
+    body = (plots.figure_html("plot-breakdown", figure)
+            + render.table_html(rows, render.breakdown_columns(), "breakdown-table") if figure
+            else empty("No configuration logged its tensor peak by category (mem/at_peak/*)."))
+    return Section("breakdown", "Memory at the peak", "What the live tensors were at the moment of the training "
+                   "tensor peak, per configuration (means over seeds, MiB): parameters, buffers, gradients, optimizer "
+                   "state, activations, temporaries (backward's scratch), other (the batch). Phase and module say "
+                   "where the peak fell, from one run of the configuration (its lowest seed); hover a bar or read the "
+                   "table.", body)
 
 
 def _parent_pairs() -> str:
@@ -153,7 +178,7 @@ def _failures(runs: pd.DataFrame) -> str:
 
 def _span(runs: pd.DataFrame) -> str:
     start, end = analyse.time_range(runs)
-    return f"{render.when(start)} → {render.when(end)}" if start is not None and end is not None else "unknown"
+    return f"{when(start)} → {when(end)}" if start is not None and end is not None else "unknown"
 
 
 def _provenance(raw: pd.DataFrame, runs: pd.DataFrame) -> str:
@@ -162,17 +187,20 @@ def _provenance(raw: pd.DataFrame, runs: pd.DataFrame) -> str:
     return f'<div class="scroll"><table class="provenance"><tbody>{rows}</tbody></table></div>'
 
 
-def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table: pd.DataFrame) -> str:
-    """summary.md: the headline as a Markdown table, for a pull request or a terminal."""
-    columns = [c for c in render.headline_columns(several_datasets=runs["dataset"].nunique() > 1)
-               if c.field not in ("trainable_pct", "weight_bits_per_param")]
+def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table: pd.DataFrame,
+             several: dict[str, bool]) -> str:
+    """summary.md: the headline, the variants and the memory at the peak as Markdown tables."""
+    columns = [c for c in render.headline_columns(**several)
+               if c.field not in ("trainable_pct", "weight_bits_per_param", "model_bits_per_param")]
     about = "\n".join(f"- {k}: {render.markdown_text(v)}" for k, v in facts)
     failed = analyse.failures(runs)
     tail = f"\n\n{len(failed)} run(s) did not finish; see index.html." if len(failed) else ""
-    rows = variants.variant_comparison(table)
-    several = runs["dataset"].nunique() > 1
+    rows, parts = variants.variant_comparison(table), memory.breakdown(runs, table)
     against = (f"\n\n## Variants against their parent\n\n"
-               f"{render.markdown_table(rows, render.variant_columns(several_datasets=several))}" if len(rows) else "")
+               f"{render.markdown_table(rows, render.variant_columns(**several))}" if len(rows) else "")
+    at_peak = (f"\n\n## Memory at the peak\n\nMiB per category at the training tensor peak, means over seeds; "
+               f"phase and module from the run named.\n\n"
+               f"{render.markdown_table(parts, render.breakdown_columns())}" if len(parts) else "")
     return (f"# {render.markdown_text(title)}\n\n{about}\n\nAccuracy in %: mean over seeds ± the 95 % Student-t "
-            f"half-width [low, high]. Δ and ratios against full fine-tuning of the same model.\n\n"
-            f"{render.markdown_table(table, columns)}{against}{tail}\n")
+            f"half-width [low, high]. Memory: the training tensor peak. Δ and ratios against full fine-tuning of the "
+            f"same model on the same device.\n\n{render.markdown_table(table, columns)}{at_peak}{against}{tail}\n")

@@ -13,11 +13,16 @@ from typing import Any
 
 import pandas as pd
 
+from bench.report.memory import CATEGORIES
 from bench.techniques import NAMES
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
 TECHNIQUE_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(NAMES)}
+# One colour per category of the tensor peak, the same in every bar: weights blue, training state warm, scratch
+# green and purple, the rest grey.
+CATEGORY_COLORS = dict(zip(CATEGORIES, ("#1f77b4", "#9ecae1", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#7f7f7f"),
+                           strict=True))
 CONFIG = {"responsive": True, "displaylogo": False, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 MIB = 2 ** 20
 MAX_POINTS = 1500  # per line: enough to see a curve's shape, small enough to keep the page light
@@ -73,32 +78,44 @@ def _axis(title: str, **extra: Any) -> dict[str, Any]:
 
 
 def pareto(table: pd.DataFrame) -> Figure | None:
-    """Accuracy against peak memory, one point per configuration (95 % CI bars), the frontier as a step line."""
-    rows = table.dropna(subset=["peak_bytes", "accuracy_mean"])
+    """Accuracy against the training tensor peak, one point per configuration (95 % CI bars), each data set's and
+    device's frontier as a step line."""
+    rows = table.dropna(subset=["tensor_peak_bytes", "accuracy_mean"])
     if rows.empty:
         return None
     traces = []
     for technique, part in rows.groupby("technique", sort=False):
         traces.append({
-            "type": "scatter", "mode": "markers", "name": text(technique), "x": numbers(part["peak_bytes"], 1 / MIB),
+            "type": "scatter", "mode": "markers", "name": text(technique),
+            "x": numbers(part["tensor_peak_bytes"], 1 / MIB),
             "y": numbers(part["accuracy_mean"], 100), "text": [text(label) for label in part["label"]],
             "error_y": {"type": "data", "array": numbers(part["accuracy_ci95"].fillna(0), 100), "thickness": 1},
             "marker": {"color": color(technique), "size": [14 if p else 9 for p in part["pareto"]],
                        "symbol": ["star" if p else "circle" for p in part["pareto"]],
                        "line": {"width": 1, "color": "#333"}},
-            "hovertemplate": "%{text}<br>accuracy %{y:.2f} %<br>peak memory %{x:,.1f} MiB<extra></extra>"})
-    for index, (_, front) in enumerate(rows[rows["pareto"]].groupby("dataset")):  # one frontier per data set
-        traces.append({"type": "scatter", "mode": "lines", "name": "Pareto frontier", "hoverinfo": "skip",
-                       "showlegend": index == 0, "legendgroup": "frontier",
-                       "x": numbers(front.sort_values("peak_bytes")["peak_bytes"], 1 / MIB),
-                       "y": numbers(front.sort_values("peak_bytes")["accuracy_mean"], 100),
-                       "line": {"dash": "dash", "color": "#444", "shape": "hv", "width": 1.5}})
-    low, high = rows["peak_bytes"].min() / MIB, rows["peak_bytes"].max() / MIB
+            "hovertemplate": "%{text}<br>accuracy %{y:.2f} %<br>tensor peak %{x:,.1f} MiB<extra></extra>"})
+    traces += _frontiers(rows[rows["pareto"]], several_devices=table["device"].nunique() > 1)
+    low, high = rows["tensor_peak_bytes"].min() / MIB, rows["tensor_peak_bytes"].max() / MIB
     ticks = _log_ticks(low, high)
-    xaxis = _axis("peak memory (MiB)", type="log", tickvals=ticks, ticktext=[f"{t:,g}" for t in ticks]) \
-        if high > 8 * max(low, 1e-9) else _axis("peak memory (MiB)")
-    return {"data": traces, "layout": _layout("Accuracy against peak memory (★ on the Pareto frontier)",
+    xaxis = _axis("tensor peak (MiB)", type="log", tickvals=ticks, ticktext=[f"{t:,g}" for t in ticks]) \
+        if high > 8 * max(low, 1e-9) else _axis("tensor peak (MiB)")
+    return {"data": traces, "layout": _layout("Accuracy against training tensor peak (★ on the Pareto frontier)",
                                               xaxis=xaxis, yaxis=_axis("accuracy (%)"))}
+
+
+def _frontiers(front: pd.DataFrame, *, several_devices: bool) -> list[dict[str, Any]]:
+    """One dashed step line per data set and device: memory on two devices does not compete, so each device has
+    its own frontier, named in the legend when there are several."""
+    traces = []
+    for index, ((_, device), rows) in enumerate(front.groupby(["dataset", "device"])):
+        rows = rows.sort_values("tensor_peak_bytes")
+        name = f"Pareto frontier ({device})" if several_devices else "Pareto frontier"
+        traces.append({"type": "scatter", "mode": "lines", "name": text(name), "hoverinfo": "skip",
+                       "legendgroup": text(name), "showlegend": several_devices or index == 0,
+                       "x": numbers(rows["tensor_peak_bytes"], 1 / MIB), "y": numbers(rows["accuracy_mean"], 100),
+                       "line": {"dash": ("dash", "dot", "dashdot", "longdash")[index % 4] if several_devices
+                                else "dash", "color": "#444", "shape": "hv", "width": 1.5}})
+    return traces
 
 
 def _log_ticks(low: float, high: float) -> list[float]:
@@ -116,7 +133,7 @@ def _two_panels(title: str, left: str, right: str, xaxis: dict[str, Any]) -> dic
 
 
 def rank_sweep(lines: list[tuple[str, pd.DataFrame]]) -> Figure | None:
-    """Accuracy (left) and peak memory (right) against LoRA rank, one line per target-module preset."""
+    """Accuracy (left) and training tensor peak (right) against LoRA rank, one line per target-module preset."""
     if not lines:
         return None
     traces, ranks = [], set()
@@ -127,11 +144,11 @@ def rank_sweep(lines: list[tuple[str, pd.DataFrame]]) -> Figure | None:
         traces.append({**style, "y": numbers(rows["accuracy_mean"], 100),
                        "error_y": {"type": "data", "array": numbers(rows["accuracy_ci95"].fillna(0), 100)},
                        "hovertemplate": "r=%{x}<br>accuracy %{y:.2f} %<extra>%{fullData.name}</extra>"})
-        traces.append({**style, "y": numbers(rows["peak_bytes"], 1 / MIB), "xaxis": "x2", "yaxis": "y2",
+        traces.append({**style, "y": numbers(rows["tensor_peak_bytes"], 1 / MIB), "xaxis": "x2", "yaxis": "y2",
                        "showlegend": False, "hovertemplate": "r=%{x}<br>%{y:,.1f} MiB<extra>%{fullData.name}</extra>"})
     ticks = sorted(float(r) for r in ranks)
     xaxis = _axis("LoRA rank r", type="log", tickvals=ticks, ticktext=[f"{r:g}" for r in ticks])
-    return {"data": traces, "layout": _two_panels("Rank sweep", "accuracy (%)", "peak memory (MiB)", xaxis)}
+    return {"data": traces, "layout": _two_panels("Rank sweep", "accuracy (%)", "tensor peak (MiB)", xaxis)}
 
 
 def target_comparison(rank: float, rows: pd.DataFrame) -> Figure:
@@ -152,6 +169,29 @@ def target_comparison(rank: float, rows: pd.DataFrame) -> Figure:
     layout = _two_panels(f"Target modules at r={rank:g}", "accuracy (%)", "trainable parameters",
                          _axis("target modules", type="category"))
     return {"data": traces, "layout": {**layout, "barmode": "group"}}
+
+
+def memory_breakdown(rows: pd.DataFrame) -> Figure | None:
+    """One stacked horizontal bar per configuration (top to bottom in the headline's order): the mean MiB of each
+    category at the training tensor peak; the hover adds the tensor peak and where it fell (phase and module)."""
+    if rows.empty:
+        return None
+    labels = [text(label) for label in rows["label"]]
+    where = [[text(f"{phase if isinstance(phase, str) else '?'} · {module if isinstance(module, str) else '?'}"),
+              None if pd.isna(peak) else peak / MIB]
+             for phase, module, peak in zip(rows["peak_phase"], rows["peak_module"], rows["tensor_peak_bytes"],
+                                            strict=True)]
+    traces = [{"type": "bar", "orientation": "h", "name": name, "y": labels, "customdata": where,
+               "x": numbers(rows[f"at_peak_{name}_bytes"], 1 / MIB), "marker": {"color": CATEGORY_COLORS[name]},
+               "hovertemplate": f"%{{y}}<br>{name} %{{x:,.1f}} MiB of %{{customdata[1]:,.1f}}<br>"
+                                "peak in %{customdata[0]}<extra></extra>"}
+              for name in CATEGORIES if rows[f"at_peak_{name}_bytes"].notna().any()]  # no legend for the absent
+    layout = _layout("Tensors at the training peak, by category (mean over seeds)", barmode="stack",
+                     height=max(260, 150 + 26 * len(rows)), xaxis=_axis("MiB at the training tensor peak"),
+                     yaxis={"type": "category", "autorange": "reversed", "automargin": True})
+    # A vertical legend at the right: below or above the bars it would collide with the axis title or the
+    # plot's title, as the figure's height follows the number of configurations.
+    return {"data": traces, "layout": {**layout, "legend": {"orientation": "v", "traceorder": "normal"}}}
 
 
 def _thin(frame: pd.DataFrame) -> pd.DataFrame:

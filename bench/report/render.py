@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-MIB, GIB = 2 ** 20, 2 ** 30  # sizes read in binary units, as memory tools report them
+from bench.report import memory
+from bench.report.formats import count, decimal, mib, percent, plain, points, ratio, seconds, size, when
 
 
 def esc(value: Any) -> str:
@@ -22,45 +23,6 @@ def esc(value: Any) -> str:
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
-
-
-# Formatters: a raw value → the text a reader sees. Missing values stay blank.
-def size(v: float) -> str:
-    if v >= GIB:
-        return f"{v / GIB:.2f} GiB"
-    return f"{v / MIB:.1f} MiB" if v >= MIB else f"{v / 1024:.1f} KiB"
-
-
-def percent(v: float) -> str:  # accuracy is logged as a fraction, shown in percent
-    return f"{v * 100:.2f}"
-
-
-def count(v: float) -> str:
-    return f"{v:,.0f}"
-
-
-def seconds(v: float) -> str:
-    return f"{v:,.1f} s"
-
-
-def decimal(v: float) -> str:
-    return f"{v:.2f}"
-
-
-def points(v: float) -> str:  # a difference of two accuracies, in percentage points
-    return f"{v * 100:+.2f} pp"
-
-
-def ratio(v: float) -> str:
-    return f"{v:.2f}×"
-
-
-def when(v: Any) -> str:
-    return pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def plain(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True)
@@ -151,36 +113,61 @@ def ci_text(half: float, low: float, high: float, n: int) -> str:
     return f"n={n}, no interval" if _missing(half) else f"± {percent(half)} [{percent(low)}, {percent(high)}]"
 
 
-def headline_columns(*, several_datasets: bool) -> list[Column]:
-    """The headline's columns (those no configuration has a value for are left out when shown)."""
+# What each memory figure is, for the column hints: one name per figure, none standing in for another.
+TENSOR_PEAK = ("mem/tensor_peak_bytes: the most bytes of live tensors at any moment of training, on the training "
+               "device (weights, gradients, optimizer state, activations, temporaries); blank where not logged")
+MEMORY_COLUMNS = [
+    Column("eval tensor peak", "eval_tensor_peak_bytes", size, True,
+           "mem/eval_tensor_peak_bytes: the most bytes of live tensors at any moment of evaluation"),
+    Column("net RSS", "peak_rss_net_bytes", size, True, "mem/peak_rss_net_bytes: the process's peak resident memory "
+           "minus its RSS just before the model loaded (allocator caches and libraries' buffers included)"),
+    Column("peak allocated", "peak_allocated_bytes", size, True,
+           "mem/peak_allocated_bytes: CUDA, the most bytes torch's caching allocator had handed out to tensors"),
+    Column("peak reserved", "peak_reserved_bytes", size, True,
+           "mem/peak_reserved_bytes: CUDA, the most bytes torch's caching allocator held (allocated plus its cache)"),
+    Column("NVML process", "peak_nvml_process_bytes", size, True, "mem/peak_nvml_process_bytes: CUDA, this "
+           "process's GPU memory as nvidia-smi shows it (CUDA context and memory torch does not see included)")]
+BITS_COLUMNS = [
+    Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True, "mem/weight_bits_per_param: bits "
+           "per weight of the base's quantized linear layers (packed data and quantization state) for 4-bit "
+           "techniques, of its linear layers for 16-bit ones; embeddings, head and adapters not counted"),
+    Column("bits/param (model)", "model_bits_per_param", decimal, True, "mem/model_bits_per_param: bits per "
+           "parameter of the whole model as held, embeddings, head and adapters included")]
+
+
+def _scope(*, several_datasets: bool, several_devices: bool) -> list[Column]:
+    """The data set and device columns, shown only when the report spans several."""
     columns = [Column("data set", "dataset")] if several_datasets else []
-    return columns + [
+    return columns + ([Column("device", "device", hint="hw/gpu on CUDA, else the device type (hw/device)")]
+                      if several_devices else [])
+
+
+def headline_columns(*, several_datasets: bool, several_devices: bool = False) -> list[Column]:
+    """The headline's columns (those no configuration has a value for are left out when shown)."""
+    return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
         Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
         Column("targets", "target_modules"),
         Column("config", "config", hint="params that differ besides rank and targets"),
         Column("n", "n", count, True, "finished runs (seeds) averaged", keep=True),
         Column("accuracy %", "accuracy_mean", percent, True, "mean eval/accuracy over seeds", keep=True),
         Column("95 % CI", "accuracy_ci95", percent, True, "Student t over seeds: ± half-width [low, high]", keep=True),
-        Column("peak memory", "peak_bytes", size, True, "mem/peak_bytes"),
-        Column("peak reserved", "peak_reserved_bytes", size, True, "mem/peak_reserved_bytes"),
-        Column("peak allocated", "peak_allocated_bytes", size, True, "mem/peak_allocated_bytes"),
+        Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK, keep=True), *MEMORY_COLUMNS,
         Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
         Column("train time", "train_time_s", seconds, True, "train/time_s"),
         Column("trainable", "trainable_params", count, True, "params/trainable"),
         Column("trainable %", "trainable_pct", decimal, True, "params/trainable_pct"),
         Column("adapter size", "adapter_bytes", size, True, "artifact/adapter_bytes: what you would ship"),
-        Column("bits/param", "weight_bits_per_param", decimal, True, "mem/weight_bits_per_param"),
-        Column("energy", "energy_j", lambda v: f"{v:,.0f} J", True, "gpu/energy_j"),
-        Column("Δ accuracy", "delta_accuracy", points, True, "against full fine-tuning of the same model", keep=True),
-        Column("memory ×", "memory_ratio", ratio, True, "peak memory / full FT's", keep=True),
+        *BITS_COLUMNS, Column("energy", "energy_j", lambda v: f"{v:,.0f} J", True, "gpu/energy_j"),
+        Column("Δ accuracy", "delta_accuracy", points, True, "against full fine-tuning of the same model on the same "
+               "device", keep=True),
+        Column("memory ×", "memory_ratio", ratio, True, "tensor peak / full FT's on the same device", keep=True),
         Column("speed ×", "speed_ratio", ratio, True, "tokens/s / full FT's", keep=True),
         Column("size ×", "size_ratio", ratio, True, "adapter size / full FT's weights", keep=True)]
 
 
-def variant_columns(*, several_datasets: bool) -> list[Column]:
+def variant_columns(*, several_datasets: bool, several_devices: bool = False) -> list[Column]:
     """Columns of the variants-against-parent table."""
-    columns = [Column("data set", "dataset")] if several_datasets else []
-    return columns + [
+    return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
         Column("variant", "label"), Column("parent", "parent_label"),
         Column("n", "n", count, True, "variant runs (seeds)", keep=True),
         Column("accuracy %", "accuracy_mean", percent, True, "variant's mean eval/accuracy", keep=True),
@@ -188,24 +175,39 @@ def variant_columns(*, several_datasets: bool) -> list[Column]:
         Column("Δ accuracy", "delta_parent", points, True, "variant − parent", keep=True),
         Column("Δ 95 % CI", "delta_low", numeric=True, keep=True,  # written with delta_high by `_delta_cell`
                hint="Welch interval of the difference over seeds; blank with fewer than two runs a side"),
-        Column("memory ×", "parent_memory_ratio", ratio, True, "peak memory / parent's"),
+        Column("memory ×", "parent_memory_ratio", ratio, True, "tensor peak / parent's"),
         Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's"),
         Column("size ×", "parent_size_ratio", ratio, True, "adapter size / parent's"),
-        Column("bits/param", "weight_bits_per_param", decimal, True, "the variant's base weights"),
-        Column("parent bits/param", "parent_weight_bits_per_param", decimal, True, "the parent's base weights")]
+        Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True,
+               "mem/weight_bits_per_param of the variant: its base's quantized (or, at 16 bits, linear) layers"),
+        Column("parent bits/weight", "parent_weight_bits_per_param", decimal, True, "the same, of the parent")]
 
 
-def run_columns(*, several_datasets: bool) -> list[Column]:
+def run_columns(*, several_datasets: bool, several_devices: bool = False) -> list[Column]:
     """Columns of the all-runs table."""
     columns = [Column("run", "run_name"), Column("status", "status")]
-    columns += [Column("data set", "dataset")] if several_datasets else []
-    return columns + [
+    return columns + _scope(several_datasets=several_datasets, several_devices=several_devices) + [
         Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
         Column("targets", "target_modules"), Column("config", "config"), Column("seed", "seed", plain, True),
-        Column("accuracy %", "accuracy", percent, True), Column("peak memory", "peak_bytes", size, True),
+        Column("accuracy %", "accuracy", percent, True), Column("tensor peak", "tensor_peak_bytes", size, True),
+        Column("net RSS", "peak_rss_net_bytes", size, True),
         Column("tokens/s", "tokens_per_s", count, True), Column("train time", "train_time_s", seconds, True),
         Column("adapter size", "adapter_bytes", size, True), Column("started", "start_time", when),
         Column("note", "note"), Column("run id", "run_id")]
+
+
+def breakdown_columns() -> list[Column]:
+    """Columns of the memory-at-the-peak table: MiB per category (means over seeds), then where the peak fell. The
+    configuration's label names its data set and device when the report spans several."""
+    parts = [Column(f"{name} MiB", f"at_peak_{name}_bytes", mib, True, f"mem/at_peak/{name}_bytes: {hint}")
+             for name, hint in memory.CATEGORIES.items()]
+    return [
+        Column("configuration", "label"), Column("n", "n", count, True, "runs (seeds) averaged"),
+        Column("tensor peak MiB", "tensor_peak_bytes", mib, True, "mean mem/tensor_peak_bytes; the categories sum "
+               "to it", keep=True),
+        Column("phase", "peak_phase", hint="mem/peak_phase of the run named: forward, backward or optimizer"), *parts,
+        Column("module", "peak_module", hint="mem/peak_module of the run named: the module running at the peak"),
+        Column("run", "peak_run", hint="the run module and phase come from (its lowest seed)")]
 
 
 FAILURE_COLUMNS = [Column("run", "run_name"), Column("status", "status"), Column("failure", "failure"),

@@ -10,20 +10,20 @@ import pandas as pd
 from bench.report.analyse import t_value
 from bench.techniques import TECHNIQUES
 
-# Each variant compares with the technique it modifies, at the same data set, model, rank and targets.
+# Each variant compares with the technique it modifies, at the same data set, model, device, rank and targets.
 PARENT = {name: row.parent for name, row in TECHNIQUES.items() if row.parent}
 
 
 def variant_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant configuration beside its parent's (same data set, model, rank and targets; the most
-    accurate parent configuration when there are several): Δ accuracy with a 95 % Welch interval over seeds,
-    and memory / speed / size ratios. Variants without a parent run are left out."""
-    keys = ["dataset", "model", "r", "target_modules"]
+    """One row per variant configuration beside its parent's (same data set, model, device, rank and targets;
+    the most accurate parent configuration when there are several): Δ accuracy with a 95 % Welch interval over
+    seeds, and tensor-peak / speed / size ratios. Variants without a parent run there are left out."""
+    keys = ["dataset", "model", "device", "r", "target_modules"]
     variants = table[table["technique"].isin(list(PARENT))]
     parents = table[table["technique"].isin(set(PARENT.values()))]
     if variants.empty or parents.empty:
         return pd.DataFrame()
-    figures = ["label", "accuracy_mean", "accuracy_std", "n", "peak_bytes", "tokens_per_s", "adapter_bytes",
+    figures = ["label", "accuracy_mean", "accuracy_std", "n", "tensor_peak_bytes", "tokens_per_s", "adapter_bytes",
                "weight_bits_per_param"]
     best = parents.sort_values("accuracy_mean", ascending=False).drop_duplicates([*keys, "technique"])
     best = best[[*keys, "technique", *figures]].rename(columns={c: f"parent_{c}" for c in ["technique", *figures]})
@@ -32,7 +32,7 @@ def variant_comparison(table: pd.DataFrame) -> pd.DataFrame:
     low, high = _welch_interval(rows)
     return rows.assign(
         delta_parent=rows["accuracy_mean"] - rows["parent_accuracy_mean"], delta_low=low, delta_high=high,
-        parent_memory_ratio=rows["peak_bytes"] / rows["parent_peak_bytes"],
+        parent_memory_ratio=rows["tensor_peak_bytes"] / rows["parent_tensor_peak_bytes"],
         parent_speed_ratio=rows["tokens_per_s"] / rows["parent_tokens_per_s"],
         parent_size_ratio=rows["adapter_bytes"] / rows["parent_adapter_bytes"])
 

@@ -14,7 +14,7 @@ from support import TINY_CAUSAL, assert_one_error_line, finished_runs, run_cli_h
 
 CAUSAL_METRICS = ("eval/loss", "eval/perplexity", "eval/accuracy", "eval/f1", "eval/majority_baseline",
                   "eval/general_loss_before", "eval/general_loss_after", "eval/forgetting",
-                  "train/loss", "train/tokens_per_s", "train/tokens", "params/trainable", "mem/peak_bytes",
+                  "train/loss", "train/tokens_per_s", "train/tokens", "params/trainable", "mem/tensor_peak_bytes",
                   "artifact/adapter_bytes")
 
 

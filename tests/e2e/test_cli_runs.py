@@ -46,6 +46,15 @@ def test_each_technique_records_every_metric(technique: str, technique_run) -> N
     assert artifacts == sorted([shipped, "monitor"])  # what ships, and the monitor's timeline
     assert run["metrics.artifact/adapter_bytes"] > 0
     assert 0 <= run["metrics.eval/majority_baseline"] <= 1
+    # the tensor accounting holds every weight where the model does (4-bit state counted with the parameters)
+    assert run["metrics.mem/at_peak/params_bytes"] + run["metrics.mem/at_peak/buffers_bytes"] == \
+        run["metrics.mem/weights_bytes"]
+    categories = [c for c in runs.columns if c.startswith("metrics.mem/at_peak/")]
+    assert sum(run[c] for c in categories) == run["metrics.mem/tensor_peak_bytes"]
+    # nothing the run needs is first imported inside the measured window (evaluate alone is ~158 MB of RSS);
+    # the model build may still import small submodules of packages already loaded
+    late = str(run.get("tags.monitor/imported_late") or "").replace(" ", "").split(",")
+    assert not {name.split(".")[0] for name in late if name} - {"torch", "transformers", "peft"}, late
 
 
 def test_full_trains_every_parameter_and_lora_a_sliver(technique_run) -> None:

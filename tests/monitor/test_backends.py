@@ -41,7 +41,7 @@ def test_cpu_run_records_backend_and_reason_tags(tmp_path) -> None:
     tags, summary = monitor.tags(), monitor.summary()
     assert tags["monitor/backend"] == "cpu" and tags["monitor/reason"] == "device is cpu"
     assert {"monitor/rss_bytes", "monitor/cpu_util_pct"} <= set(coarse)
-    assert {"mem/peak_rss_bytes", "mem/mean_rss_bytes", "cpu/util_mean_pct", "mem/peak_bytes"} <= set(summary)
+    assert {"mem/peak_rss_bytes", "mem/mean_rss_bytes", "cpu/util_mean_pct", "mem/load_peak_rss_bytes"} <= set(summary)
     assert not any(key.startswith("gpu/") for key in summary)
     lines = (tmp_path / "timeline.csv").read_text().splitlines()
     assert lines[0] == "time_s,step,phase,rss_bytes,cpu_util_pct"
@@ -53,7 +53,7 @@ def test_monitor_off_keeps_exact_peaks_and_writes_no_timeline(tmp_path) -> None:
         monitor.mark_training()
     assert monitor.tags()["monitor/backend"] == "off"
     assert monitor.timeline is None and not (tmp_path / "timeline.csv").exists()
-    assert {"mem/peak_bytes", "mem/peak_rss_bytes", "mem/baseline_rss_bytes"} <= set(monitor.summary())
+    assert {"mem/peak_rss_bytes", "mem/baseline_rss_bytes", "mem/load_peak_rss_bytes"} <= set(monitor.summary())
 
 
 class _Broken(ProcessSource):
@@ -71,6 +71,7 @@ def test_a_failing_reading_stops_sampling_but_not_the_run() -> None:
                       timeline_dir=None, sample=True)
     with monitor:
         monitor.sampler.join(timeout=2)  # the thread ends by itself on the failure
+        monitor.mark_training()
     assert monitor.tags()["monitor/error"] == "OSError: sensor vanished"
     assert monitor.summary()["mem/peak_rss_bytes"] > 0  # the exact counter still answers
 

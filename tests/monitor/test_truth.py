@@ -31,19 +31,30 @@ def test_known_allocation_shows_as_peak_rss_increase() -> None:
         monitor.mark_training()
         _hold(256, 0.2)
     summary = monitor.summary()
-    assert monitor.peak_source == "kernel_vmhwm"
+    assert monitor.tags()["mem/rss_peak_source"] == "kernel_vmhwm"
     assert summary["mem/peak_rss_net_bytes"] == pytest.approx(256 * MB, rel=0.10)
     assert summary["mem/peak_rss_bytes"] == summary["mem/baseline_rss_bytes"] + summary["mem/peak_rss_net_bytes"]
-    assert summary["mem/peak_bytes"] >= summary["mem/baseline_rss_bytes"] + 0.9 * 256 * MB  # the training phase
+
+
+def test_what_loading_held_is_not_training_peak() -> None:
+    """256 MB held and released while the model "loads" is the load phase's peak, not training's."""
+    with Monitor.for_device(CPU, MonitorConfig(interval_s=0.05)) as monitor:
+        _hold(256, 0.2)
+        monitor.mark_training()
+        _hold(32, 0.2)
+    summary = monitor.summary()
+    assert summary["mem/load_peak_rss_bytes"] - summary["mem/baseline_rss_bytes"] == pytest.approx(256 * MB, rel=0.1)
+    assert summary["mem/peak_rss_net_bytes"] == pytest.approx(32 * MB, rel=0.25)
 
 
 def test_known_allocation_is_seen_by_sampling_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fallback path (no /proc/self/clear_refs): the sampler's largest reading, even with monitoring off."""
     monkeypatch.setattr("bench.monitor.peak.reset_kernel_peak", lambda: False)
     with Monitor.for_device(CPU, MonitorConfig(enabled=False, interval_s=0.02)) as monitor:
+        monitor.mark_training()
         _hold(256, 0.5)
     summary = monitor.summary()
-    assert monitor.peak_source == "rss_sampled"
+    assert monitor.tags()["mem/rss_peak_source"] == "rss_sampled"
     assert summary["mem/peak_rss_net_bytes"] == pytest.approx(256 * MB, rel=0.10)
 
 

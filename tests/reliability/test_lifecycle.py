@@ -3,16 +3,12 @@ leaves an accurate record, none stays RUNNING."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import mlflow
 import pytest
 import torch
-from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here
+from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here, wait_until_training
 
 FOREVER = ["trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
 LONG = [*TINY, *FOREVER]
@@ -54,53 +50,6 @@ def _inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     monkeypatch.setattr(methods, "build_model", faulty_build)
 
 
-_STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left():
-    """A test that fails mid-way kills the `bench run`s it started, rather than leaving them training on, blocked
-    on a pipe nobody reads."""
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def _start(*overrides: str, cwd) -> subprocess.Popen:
-    code = "import sys\nfrom bench.cli import main\nsys.exit(main())"
-    process = subprocess.Popen([sys.executable, "-c", code, "run", *overrides], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                               preexec_fn=_sigint_as_in_a_terminal)
-    _STARTED.append(process)
-    return process
-
-
-def _sigint_as_in_a_terminal() -> None:
-    """A pytest started in the background (`cmd &`, nohup) ignores SIGINT and its children inherit that, so Ctrl-C
-    never reaches them; the run gets SIGINT's default disposition, as in a terminal, where Python turns it into
-    KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _wait_until_training(store: str, process: subprocess.Popen, timeout: float = 180) -> str:
-    """The run id, once the run has logged a training loss (so the signal lands mid-training)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        try:
-            runs = finished_runs(store)
-        except Exception:  # noqa: BLE001 - the store may not exist yet
-            runs = None
-        if runs is not None and "metrics.train/loss" in runs and runs["metrics.train/loss"].notna().any():
-            return runs.iloc[0]["run_id"]
-        time.sleep(0.5)
-    process.kill()
-    raise AssertionError("the run never started training")
-
-
 @pytest.mark.parametrize(("fault", "failure", "task"), [
     ("exception", "error", "classification"), ("nan", "nan", "classification"), ("oom", "oom", "classification"),
     ("exception", "error", "causal_lm")])
@@ -126,10 +75,10 @@ def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, task,
 
 @pytest.mark.parametrize(("signum", "task"), [(signal.SIGINT, "classification"), (signal.SIGTERM, "classification"),
                                             (signal.SIGINT, "causal_lm")])
-def test_signal_ends_the_run_killed(signum, task, store, tmp_path, ledger) -> None:
-    process = _start(*SHRUNK[task], *FOREVER, "method=lora", f"tracker.uri={store}",
+def test_signal_ends_the_run_killed(signum, task, store, tmp_path, ledger, start) -> None:
+    process = start("run", *SHRUNK[task], *FOREVER, "method=lora", f"tracker.uri={store}",
                      f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
-    run_id = _wait_until_training(store, process)
+    run_id = wait_until_training(store, process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
@@ -142,10 +91,10 @@ def test_signal_ends_the_run_killed(signum, task, store, tmp_path, ledger) -> No
     assert "train/loss" in run.data.metrics
 
 
-def test_sigkill_leaves_no_run_running(store, tmp_path, ledger) -> None:
+def test_sigkill_leaves_no_run_running(store, tmp_path, ledger, start) -> None:
     """SIGKILL cannot be caught: the next run on this host closes the orphan as KILLED."""
-    process = _start(*LONG, f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
-    run_id = _wait_until_training(store, process)
+    process = start("run", *LONG, f"tracker.uri={store}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    run_id = wait_until_training(store, process)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     assert mlflow.MlflowClient(store).get_run(run_id).info.status == "RUNNING"
@@ -158,9 +107,9 @@ def test_sigkill_leaves_no_run_running(store, tmp_path, ledger) -> None:
     assert killed.info.status == "KILLED" and killed.data.tags["failure"] == "killed"
 
 
-def test_four_writers_on_one_new_sqlite_store(store, tmp_path, ledger) -> None:
+def test_four_writers_on_one_new_sqlite_store(store, tmp_path, ledger, start) -> None:
     """Four processes create and write one fresh SQLite store at once; every run is recorded."""
-    processes = [_start(*TINY, f"seed={seed}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / str(seed)}",
+    processes = [start("run", *TINY, f"seed={seed}", f"tracker.uri={store}", f"hydra.run.dir={tmp_path / str(seed)}",
                         cwd=tmp_path) for seed in range(4)]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]
@@ -170,8 +119,8 @@ def test_four_writers_on_one_new_sqlite_store(store, tmp_path, ledger) -> None:
     assert set(runs["status"]) == {"FINISHED"}
 
 
-def test_four_writers_on_a_server_store(mlflow_server, tmp_path, ledger) -> None:
-    processes = [_start(*TINY, f"seed={seed}", f"tracker.uri={mlflow_server}",
+def test_four_writers_on_a_server_store(mlflow_server, tmp_path, ledger, start) -> None:
+    processes = [start("run", *TINY, f"seed={seed}", f"tracker.uri={mlflow_server}",
                         f"hydra.run.dir={tmp_path / str(seed)}", cwd=tmp_path) for seed in range(4)]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]

@@ -13,12 +13,22 @@ EXPERIMENT, SWEEP = "cmp", "sw1"
 EVIL_NAME = "<script>document.title='PWNED'</script>"
 EVIL_TARGET = "<img src=x onerror=\"document.title='PWNED'\">"
 BASE_MS = 1_750_000_000_000  # 2025-06-15 15:06:40 UTC
+ROW_CLASS = "<tr class>"  # not a header any table has
 ERROR = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+GPU = "NVIDIA H100 80GB HBM3"
+CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "temporaries", "other")
+# Share of the tensor peak per category (before the per-seed shift below): full fine-tuning carries gradients
+# and optimizer state for every weight, an adapter technique mostly the frozen weights and activations.
+SHARES = {"full": (0.24, 0.01, 0.24, 0.36, 0.10, 0.04), "adapter": (0.52, 0.02, 0.01, 0.02, 0.31, 0.09)}
 
 
 @dataclass
 class Run:
-    """One synthetic run: what it is, how it ended and what it logged."""
+    """One synthetic run: what it is, how it ended and what it logged. `peak` is the training tensor peak;
+    `rss` the net RSS (derived from the peak on CPU when not given); a `legacy` run logs only the old
+    `mem/peak_bytes` (= `peak`), as runs did before the tensor peak existed."""
 
     model: str
     technique: str
@@ -33,14 +43,42 @@ class Run:
     name: str = ""
     extra: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    rss: float | None = None
+    device: str = "cpu"  # the hw/device tag
+    legacy: bool = False
+
+    @property
+    def gpu(self) -> str | None:
+        return GPU if self.device.startswith("cuda") else None
+
+    @property
+    def device_name(self) -> str:
+        """What the report calls the device: the GPU's name on CUDA."""
+        return self.gpu or self.device
 
     @property
     def key(self) -> tuple:
-        return self.model, self.technique, self.r, self.targets
+        return self.model, self.device_name, self.technique, self.r, self.targets
+
+    def at_peak(self) -> dict[str, float]:
+        """Bytes per category at the tensor peak; they sum to the peak. Activations grow with the seed, so the
+        means over seeds are not the share of the mean by accident."""
+        shares = list(SHARES["full" if self.technique == "full" else "adapter"])
+        shares[4] += 0.01 * self.seed
+        shares[0] -= 0.01 * self.seed
+        parts = {name: share * self.peak for name, share in zip(CATEGORIES, shares, strict=False)}
+        return {**parts, "other": self.peak - sum(parts.values())}
+
+    def peak_where(self) -> tuple[str, str]:
+        """(module, phase) of the peak: full fine-tuning peaks in the optimizer step, adapters in backward."""
+        if self.technique == "full":
+            return "optimizer.step", "optimizer"
+        return f"BertForSequenceClassification.bert.encoder.layer.{self.seed}.attention", "backward"
 
 
-def _gpu(reserved: float, allocated: float, energy: float) -> dict[str, float]:
-    return {"mem/peak_reserved_bytes": reserved, "mem/peak_allocated_bytes": allocated, "gpu/energy_j": energy}
+def _gpu(reserved: float, allocated: float, nvml: float, energy: float) -> dict[str, float]:
+    return {"mem/peak_reserved_bytes": reserved, "mem/peak_allocated_bytes": allocated,
+            "mem/peak_nvml_process_bytes": nvml, "gpu/energy_j": energy}
 
 
 RUNS = [
@@ -55,25 +93,45 @@ RUNS = [
     Run("minilm", "lora", 16, "qv", 1, 0.81, 1.62e9, 1480.0, 600e3),
     Run("minilm", "lora", 16, "qv", 2, 0.83, 1.64e9, 1470.0, 600e3),
     Run("minilm", "lora", 8, "attention", 1, 0.805, 1.58e9, 1450.0, 450e3),
-    Run("minilm", "qlora", 8, "qv", 1, 0.77, 0.90e9, 900.0, 300e3, extra=_gpu(0.95e9, 0.8e9, 5000.0)),
-    Run("minilm", "qlora", 8, "qv", 2, 0.775, 0.92e9, 910.0, 300e3, extra=_gpu(0.97e9, 0.81e9, 5100.0)),
-    Run("minilm", "qlora", 8, "qv", 3, 0.78, 0.91e9, 920.0, 300e3, extra=_gpu(0.96e9, 0.82e9, 5200.0)),
-    Run("minilm", "qlora", 8, "qv", 4, 0.79, 0.93e9, 930.0, 300e3, extra=_gpu(0.98e9, 0.83e9, 5300.0)),
+    # QLoRA on CPU: a small tensor peak under a huge RSS (dequantization buffers, allocator caches). By its
+    # tensor peak it is on the frontier; by RSS every other configuration would beat it.
+    Run("minilm", "qlora", 8, "qv", 1, 0.77, 0.90e9, 900.0, 300e3, rss=20e9),
+    Run("minilm", "qlora", 8, "qv", 2, 0.775, 0.92e9, 910.0, 300e3, rss=21e9),
+    Run("minilm", "qlora", 8, "qv", 3, 0.78, 0.91e9, 920.0, 300e3, rss=20.5e9),
+    Run("minilm", "qlora", 8, "qv", 4, 0.79, 0.93e9, 930.0, 300e3, rss=19.5e9),
+    Run("minilm", "dora", 8, "qv", 1, 0.795, 1.7e9, 1200.0, 310e3),
     Run("minilm", "lora", 8, EVIL_TARGET, 1, 0.70, 1.5e9, 1500.0, 300e3, name=EVIL_NAME),
     Run("minilm", "qlora", 64, "qv", 1, status="FAILED", tags={"failure": "oom", "error": ERROR}),
     Run("minilm", "lora", 8, "qv", 4, status="KILLED"),
     Run("tinybert", "lora", 8, "qv", 1, 0.60, 0.2e9, 5000.0, 100e3),
     Run("tinybert", "lora", 8, "qv", 2, 0.62, 0.21e9, 5100.0, 100e3),
+    # The same model on a GPU: its own full fine-tuning, so its deltas compare within the device. Its QLoRA beats
+    # the CPU's on both axes and its full fine-tuning the CPU's: one frontier over both devices would drop the
+    # CPU's. Its DoRA has no LoRA parent on the GPU (only on the CPU), so it has no variant row.
+    Run("minilm", "full", None, None, 1, 0.84, 3.0e9, 4000.0, 90e6, device="cuda:0",
+        extra=_gpu(3.6e9, 3.1e9, 4.0e9, 2000.0)),
+    Run("minilm", "full", None, None, 2, 0.86, 3.1e9, 4100.0, 90e6, device="cuda:0",
+        extra=_gpu(3.7e9, 3.2e9, 4.1e9, 2100.0)),
+    Run("minilm", "qlora", 8, "qv", 1, 0.78, 0.80e9, 3000.0, 300e3, device="cuda:0",
+        extra=_gpu(0.95e9, 0.85e9, 1.40e9, 5000.0)),
+    Run("minilm", "qlora", 8, "qv", 2, 0.785, 0.82e9, 3100.0, 300e3, device="cuda:0",
+        extra=_gpu(0.97e9, 0.86e9, 1.45e9, 5300.0)),
+    Run("minilm", "dora", 8, "qv", 1, 0.80, 1.2e9, 3500.0, 310e3, device="cuda:0",
+        extra=_gpu(1.4e9, 1.25e9, 1.9e9, 4000.0)),
 ]
+# Runs from before the tensor peak: only `mem/peak_bytes`, which the report must not show as one.
+OLD_RUNS = [Run("minilm", "full", None, None, seed, 0.80 + 0.01 * seed, 4.0e9, 1000.0, 90e6, legacy=True)
+            for seed in (1, 2)] + [Run("minilm", "lora", 8, "qv", seed, 0.78, 1.5e9, 1500.0, 300e3, legacy=True)
+                                   for seed in (1, 2)]
 TIMELINE_CSV = ("time_s,step,rss_bytes,cuda_allocated_bytes,gpu_util_pct,phase\n"
                 "0.0,0,1048576000,0,0,setup\n0.5,1,1073741824,524288000,55.5,train\n"
                 "1.0,2,1100000000,530000000,60.0,train\n1.5,3,1090000000,520000000,58.0,eval\n")
 
 
-def finished_groups() -> dict[tuple, list[Run]]:
+def finished_groups(runs: list[Run] = RUNS) -> dict[tuple, list[Run]]:
     """The runs each headline row averages: FINISHED, latest per config (the rerun replaces the old one)."""
     groups: dict[tuple, list[Run]] = {}
-    for run in RUNS:
+    for run in runs:
         if run.status == "FINISHED" and run.name != "lora-rerun-old":
             groups.setdefault(run.key, []).append(run)
     return groups
@@ -92,7 +150,9 @@ def _tags(run: Run, parent: str) -> dict[str, str]:
     config_hash = hashlib.sha256(repr((run.key, run.seed)).encode()).hexdigest()[:12]
     tags = {"technique": run.technique, "model": run.model, "dataset": "tweets", "config_hash": config_hash,
             "git_sha": "abc1234", "version/torch": "2.13.0", "version/peft": "0.17.1", "hw/cpu": "Test CPU 9000",
-            "hw/gpu": "Test GPU 80GB"}
+            "hw/device": run.device, **({"hw/gpu": run.gpu} if run.gpu else {})}
+    if run.accuracy is not None and not run.legacy:
+        tags["mem/peak_module"], tags["mem/peak_phase"] = run.peak_where()
     if run.model == "minilm":  # the sweep's cells: children of its parent run, without the sweep id
         tags["mlflow.parentRunId"] = parent
     return {**tags, **{k: v for k, v in run.tags.items() if k != "timeline"}}
@@ -104,16 +164,34 @@ def _metrics(run: Run, start: int) -> list:
     loss = [Metric("train/loss", 1.0 / (step + 1) + 0.01 * run.seed, start + step, step) for step in range(1, 9)]
     if run.accuracy is None:
         return loss
-    final = {"eval/accuracy": run.accuracy, "mem/peak_bytes": run.peak, "train/tokens_per_s": run.tokens_per_s,
+    final = {"eval/accuracy": run.accuracy, "train/tokens_per_s": run.tokens_per_s,
              "artifact/adapter_bytes": run.adapter, "train/time_s": 100.0 + run.seed, "eval/f1": run.accuracy - 0.05,
              "params/trainable": run.adapter / 4, "params/trainable_pct": 1.5,
-             "mem/weight_bits_per_param": 4.13 if run.technique == "qlora" else 16.0, **run.extra}
+             "mem/weight_bits_per_param": 4.13 if run.technique == "qlora" else 16.0,
+             **(_legacy_memory(run) if run.legacy else _memory(run)), **run.extra}
     first_epoch = [Metric("eval/accuracy", run.accuracy - 0.1, start + 1, 4)]  # the last value must win
     return loss + first_epoch + [Metric(k, float(v), start + 9, 8) for k, v in final.items()]
 
 
-def build_store(folder: Path) -> str:
-    """The store: one experiment, a sweep parent, the runs above (statuses, times, tags) and a timeline."""
+def _memory(run: Run) -> dict[str, float]:
+    """The memory metrics a run logs now: tensor peaks and their split, RSS on CPU, bits per weight."""
+    memory = {"mem/tensor_peak_bytes": run.peak, "mem/eval_tensor_peak_bytes": 0.35 * run.peak,
+              "mem/model_bits_per_param": {"full": 16.0, "qlora": 5.6}.get(run.technique, 16.4),
+              **{f"mem/at_peak/{name}_bytes": value for name, value in run.at_peak().items()}}
+    if run.gpu is None:  # the process's RSS is the CPU's view; CUDA runs log theirs in `extra`
+        net = run.rss if run.rss is not None else 1.6 * run.peak + 3e8
+        memory.update({"mem/peak_rss_net_bytes": net, "mem/baseline_rss_bytes": 5e8,
+                       "mem/peak_rss_bytes": net + 5e8})
+    return memory
+
+
+def _legacy_memory(run: Run) -> dict[str, float]:
+    """What a run logged before the tensor peak: one ambiguous figure (RSS on CPU, reserved on CUDA)."""
+    return {"mem/peak_bytes": run.peak}
+
+
+def build_store(folder: Path, runs: list[Run] = RUNS) -> str:
+    """The store: one experiment, a sweep parent, the runs (statuses, times, tags) and a timeline."""
     import mlflow
     from mlflow.entities import Param, RunTag
 
@@ -124,7 +202,7 @@ def build_store(folder: Path) -> str:
     client.create_experiment("other", artifact_location=(folder / "other").as_uri())
     parent = client.create_run(experiment_id, start_time=BASE_MS, run_name=f"sweep-{SWEEP}", tags={
         "sweep_id": SWEEP, "sweep_role": "parent", "sweep_overrides": "method=full,lora,qlora seed=1,2,3"}).info.run_id
-    for index, run in enumerate(RUNS, start=1):
+    for index, run in enumerate(runs, start=1):
         start = BASE_MS + index * 60_000
         run_id = client.create_run(experiment_id, start_time=start, run_name=run.name or None).info.run_id
         client.log_batch(run_id, metrics=_metrics(run, start), params=[Param(k, v) for k, v in _params(run).items()],
@@ -135,12 +213,12 @@ def build_store(folder: Path) -> str:
             client.log_artifact(run_id, str(csv), "monitor")
         client.set_terminated(run_id, run.status, end_time=start + 30_000)
     client.log_metric(parent, "sweep/cells", 16)
-    client.set_terminated(parent, "FINISHED", end_time=BASE_MS + (len(RUNS) + 1) * 60_000)
+    client.set_terminated(parent, "FINISHED", end_time=BASE_MS + (len(runs) + 1) * 60_000)
     return uri
 
 
 class _Tables(HTMLParser):
-    """Cells of every <table id=...>: (attributes, text) per cell, header titles per table."""
+    """Cells of every <table id=...>: (attributes, text) per cell, header titles per table, each row's class."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -151,9 +229,10 @@ class _Tables(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list) -> None:
         attributes = dict(attrs)
         if tag == "table" and attributes.get("id"):
-            self._table = self.tables.setdefault(attributes["id"], {"headers": [], "rows": []})
+            self._table = self.tables.setdefault(attributes["id"], {"headers": [], "rows": [], "classes": []})
         elif self._table is not None and tag == "tr":
             self._table["rows"].append([])
+            self._table["classes"].append(attributes.get("class") or "")
         elif self._table is not None and tag in ("td", "th"):
             self._cell = [attributes, "", tag]
 
@@ -174,8 +253,9 @@ class _Tables(HTMLParser):
 
 
 def tables(html: str) -> dict[str, list[dict[str, tuple[dict, str]]]]:
-    """{table id: rows as {header: (attributes, text)}}."""
+    """{table id: rows as {header: (attributes, text)}}; the key ROW_CLASS holds the row's class."""
     parser = _Tables()
     parser.feed(html)
-    return {table_id: [dict(zip(t["headers"], row, strict=True)) for row in t["rows"] if row]
+    return {table_id: [{**dict(zip(t["headers"], row, strict=True)), ROW_CLASS: ({}, css)}
+                       for row, css in zip(t["rows"], t["classes"], strict=True) if row]
             for table_id, t in parser.tables.items()}

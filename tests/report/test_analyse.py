@@ -1,12 +1,15 @@
-"""The report's pure parts: intervals, the frontier, configuration labels, repeats, names and hints."""
+"""The report's pure parts: intervals, the frontier, configuration labels, repeats, names and hints, devices and
+the memory figures."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import analyse, report_hint
+from bench.report import analyse, memory, report_hint
 from bench.report.build import default_folder
 from bench.report.load import display_uri, resolve_uri
 from bench.report.render import Column, esc, markdown_table
@@ -95,3 +98,51 @@ def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     assert resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_uri(None) == "http://127.0.0.1:5000"
+
+
+def test_device_comes_from_the_tags() -> None:
+    raw = pd.DataFrame({"tags.hw/device": ["cuda:0", "cuda:1", "cpu", "", None, "cuda:0"],
+                        "tags.hw/gpu": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", None, None, None, ""]})
+    # Two GPUs of one model are one device; a CUDA run without a GPU name keeps its device string, not "cpu".
+    assert memory.device(raw).tolist() == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "cpu", "?", "?",
+                                           "cuda:0"]
+    assert memory.device(pd.DataFrame(index=[0, 1])).tolist() == ["?", "?"]  # a store from before hw/device
+
+
+def _on(device: str, technique: str, seed: int, accuracy: float, peak: float, **extra: object) -> dict:
+    gpu = {"tags.hw/gpu": "H100"} if device.startswith("cuda") else {}
+    row = _lora(8, 16, seed, **{"tags.hw/device": device, **gpu, "metrics.eval/accuracy": accuracy,
+                                "metrics.mem/tensor_peak_bytes": peak, **extra})
+    return {**row, "tags.technique": technique} if technique != "lora" else row
+
+
+def test_devices_make_configurations_and_deltas_stay_within_one() -> None:
+    rows = [_on("cpu", "full", 1, 0.80, 4e9), _on("cpu", "lora", 1, 0.78, 1e9), _on("cpu", "lora", 2, 0.76, 1e9),
+            _on("cuda:0", "lora", 1, 0.90, 0.5e9), _on("cuda:0", "lora", 2, 0.92, 0.5e9)]
+    table = analyse.headline(analyse.tidy(_raw(rows))).set_index(["device", "technique"])
+    assert len(table) == 3 and table.loc[("H100", "lora"), "n"] == 2 and table.loc[("cpu", "lora"), "n"] == 2
+    assert table.loc[("H100", "lora"), "label"] == "[H100] lora r=8 qv"
+    assert table.loc[("cpu", "lora"), "memory_ratio"] == pytest.approx(0.25)
+    # No full fine-tuning on the GPU: blank, never the CPU's as a stand-in.
+    assert table.loc[("H100", "lora"), ["delta_accuracy", "memory_ratio", "reference"]].isna().all()
+    # The GPU's LoRA beats the CPU's on both axes; each device keeps its own frontier all the same.
+    assert table["pareto"].all()
+
+
+def test_old_memory_figures_never_stand_in_for_the_tensor_peak() -> None:
+    rows = [{**_on("cpu", "full", 1, 0.8, math.nan), "metrics.mem/peak_bytes": 4e9},
+            {**_on("cpu", "lora", 1, 0.7, math.nan), "metrics.mem/peak_bytes": 1e9,
+             "metrics.mem/peak_rss_net_bytes": 2e9}]
+    table = analyse.headline(analyse.tidy(_raw(rows)))
+    assert table["tensor_peak_bytes"].isna().all() and table["memory_ratio"].isna().all()
+    assert not table["pareto"].any() and "peak_bytes" not in table
+
+
+def test_the_peak_site_comes_from_one_run() -> None:
+    site = {"tags.mem/peak_module": "bert.encoder.layer.3", "tags.mem/peak_phase": "backward"}
+    rows = [_on("cpu", "lora", 3, 0.7, 1e9, **site), _on("cpu", "lora", 1, 0.7, 1e9),  # seed 1 logged no site
+            _on("cpu", "lora", 2, 0.7, 1e9, **{"tags.mem/peak_module": "classifier", "tags.mem/peak_phase": "forward"}),
+            _on("cpu", "lora", 4, 0.7, 1e9, **{"tags.mem/peak_phase": "optimizer"})]
+    runs = analyse.tidy(_raw(rows))
+    peak = memory.peak_site(runs).iloc[0]
+    assert (peak["peak_module"], peak["peak_phase"], peak["peak_run"]) == ("classifier", "forward", "id2")

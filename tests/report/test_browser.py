@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from report_store import EXPERIMENT, build_store
+from report_store import EXPERIMENT, build_store, finished_groups
 
 from bench.cli import main
 
@@ -68,12 +68,15 @@ def test_plots_render_tables_sort_and_filter_and_nothing_logs_errors(page: Path,
     assert result.returncode == 0 and "</html>" in dom, result.stderr[-2000:]
     probe = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1)))
     assert probe["problems"] == [], probe["problems"]
-    assert probe["sorted"] == sorted(probe["sorted"], reverse=True) and len(probe["sorted"]) == 7
-    assert probe["shown"] == 1  # the filter left the one QLoRA configuration
+    configurations = finished_groups()
+    assert probe["sorted"] == sorted(probe["sorted"], reverse=True) and len(probe["sorted"]) == len(configurations)
+    # The filter left the QLoRA configurations (one per device), nothing else.
+    assert probe["shown"] == sum(technique == "qlora" for _, _, technique, *_ in configurations) == 2
     uncaught = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert not uncaught, uncaught
     plots = re.findall(r'<div id="(plot-[\w-]+)" class="plot js-plotly-plot"[^>]*><div class="plot-container', dom)
-    assert set(plots) == {"plot-pareto", "plot-rank", "plot-targets", "plot-loss", "plot-timeline-0"}, plots
+    assert set(plots) == {"plot-pareto", "plot-breakdown", "plot-rank", "plot-targets", "plot-loss",
+                          "plot-timeline-0"}, plots
     assert dom.count('class="main-svg"') >= 2 * len(plots)  # plotly drew an SVG (and its overlay) for each
     # The hostile run name and target preset stayed text: nothing changed the title, no element was injected.
     assert re.search(r"<title>bench report: cmp</title>", dom)

@@ -15,114 +15,106 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from report_store import BASE_MS, EVIL_NAME, EVIL_TARGET, EXPERIMENT, RUNS, SWEEP, build_store, finished_groups, tables
-from scipy import stats
+from report_expect import (
+    FULL_CPU,
+    FULL_GPU,
+    QLORA_CPU,
+    QLORA_GPU,
+    close,
+    expected,
+    full_of,
+    headline_row,
+    hints,
+    number,
+)
+from report_store import BASE_MS, EVIL_NAME, EVIL_TARGET, EXPERIMENT, GPU, RUNS, SWEEP, finished_groups, tables
 
 from bench.cli import main
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp("report-store")
-    return build_store(folder), folder
-
-
-@pytest.fixture(scope="module")
-def report(store: tuple[str, Path]) -> Path:
-    """The report of the experiment, written through the real `bench report` entry point."""
-    uri, folder = store
-    out = folder / "report"
-    assert main(["report", "--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
-    return out
-
-
-def _expected(runs: list) -> dict[str, float]:
-    """Mean and 95 % Student-t interval computed by hand."""
-    accuracies = [run.accuracy for run in runs]
-    n, mean = len(accuracies), statistics.fmean(accuracies)
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(accuracies) / math.sqrt(n) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "half": half, "peak": statistics.fmean(r.peak for r in runs),
-            "speed": statistics.fmean(r.tokens_per_s for r in runs), "size": statistics.fmean(r.adapter for r in runs)}
-
-
-def _row(rows: list[dict], model: str, technique: str, r: int | None, targets: str | None) -> dict:
-    found = [row for row in rows if row["model"][1] == model and row["technique"][1] == technique
-             and row["r"][1] == ("" if r is None else str(r)) and row["targets"][1] == (targets or "")]
-    assert len(found) == 1, (model, technique, r, targets)
-    return found[0]
-
-
-def _value(cell: tuple[dict, str]) -> float:
-    return float(cell[0]["data-v"]) if cell[0].get("data-v") else math.nan
-
-
-def _close(actual: float, expected: float) -> bool:
-    return (math.isnan(actual) and math.isnan(expected)) or math.isclose(actual, expected, rel_tol=1e-9)
 
 
 def test_headline_numbers_match_a_hand_computation(report: Path) -> None:
     rows = tables((report / "index.html").read_text())["headline-table"]
     groups = finished_groups()
     assert len(rows) == len(groups)
-    full = _expected(groups[("minilm", "full", None, None)])
-    for (model, technique, r, targets), runs in groups.items():
-        want, row = _expected(runs), _row(rows, model, technique, r, targets)
+    for key, runs in groups.items():
+        want, row, full = expected(runs), headline_row(rows, *key), full_of(key)
         assert row["n"][1] == str(want["n"])
-        assert _close(_value(row["accuracy %"]), want["mean"]) and row["accuracy %"][1] == f"{want['mean'] * 100:.2f}"
+        assert close(number(row["accuracy %"]), want["mean"]) and row["accuracy %"][1] == f"{want['mean'] * 100:.2f}"
         ci = row["95 % CI"]
         if want["n"] == 1:
             assert ci[1] == "no interval (n=1)" and not ci[0]["data-v"]
         else:
             low, high = want["mean"] - want["half"], want["mean"] + want["half"]
-            assert _close(_value(ci), want["half"]) and _close(float(ci[0]["data-low"]), low)
+            assert close(number(ci), want["half"]) and close(float(ci[0]["data-low"]), low)
             assert ci[1] == f"± {want['half'] * 100:.2f} [{low * 100:.2f}, {high * 100:.2f}]"
-        assert _close(_value(row["peak memory"]), want["peak"])
-        assert _close(_value(row["tokens/s"]), want["speed"])
-        reference = full if model == "minilm" else None  # tinybert has no full fine-tuning run
+        assert close(number(row["tensor peak"]), want["peak"])
+        assert close(number(row["tokens/s"]), want["speed"])
+        if full is None:  # tinybert has no full fine-tuning run, and no run of it is compared across devices
+            assert all(row[c][1] == "" for c in ("Δ accuracy", "memory ×", "speed ×", "size ×")), key
+            continue
         expected_deltas = {"Δ accuracy": want["mean"] - full["mean"], "memory ×": want["peak"] / full["peak"],
                            "speed ×": want["speed"] / full["speed"], "size ×": want["size"] / full["size"]}
         for column, value in expected_deltas.items():
-            assert _close(_value(row[column]), value if reference else math.nan), (model, technique, column)
-            assert (row[column][1] == "") == (reference is None)
+            assert close(number(row[column]), value), (key, column)
 
 
 def test_displayed_deltas_and_optional_columns(report: Path) -> None:
     rows = tables((report / "index.html").read_text())["headline-table"]
-    full, qlora = (_expected(finished_groups()[key]) for key in [("minilm", "full", None, None),
-                                                                   ("minilm", "qlora", 8, "qv")])
-    row = _row(rows, "minilm", "qlora", 8, "qv")
+    full, qlora = (expected(finished_groups()[key]) for key in (FULL_GPU, QLORA_GPU))
+    row = headline_row(rows, *QLORA_GPU)
     assert row["Δ accuracy"][1] == f"{(qlora['mean'] - full['mean']) * 100:+.2f} pp"
     assert row["memory ×"][1] == f"{qlora['peak'] / full['peak']:.2f}×"
-    # Measured on the qlora runs only: the columns appear, blank elsewhere.
-    assert _close(_value(row["peak reserved"]), statistics.fmean([0.95e9, 0.97e9, 0.96e9, 0.98e9]))
-    assert _close(_value(row["energy"]), 5150.0) and row["energy"][1] == "5,150 J"
-    assert _row(rows, "minilm", "full", None, None)["energy"][1] == ""
+    # CUDA's figures, measured on the GPU runs only: the columns appear, blank on the CPU's rows.
+    assert close(number(row["peak reserved"]), statistics.fmean([0.95e9, 0.97e9]))
+    assert close(number(row["peak allocated"]), statistics.fmean([0.85e9, 0.86e9]))
+    assert close(number(row["NVML process"]), statistics.fmean([1.40e9, 1.45e9]))
+    assert close(number(row["energy"]), 5150.0) and row["energy"][1] == "5,150 J"
+    cpu = headline_row(rows, *QLORA_CPU)
+    assert cpu["energy"][1] == cpu["peak reserved"][1] == cpu["NVML process"][1] == row["net RSS"][1] == ""
+    assert close(number(cpu["net RSS"]), statistics.fmean([20e9, 21e9, 20.5e9, 19.5e9]))
+    assert close(number(cpu["eval tensor peak"]), 0.35 * statistics.fmean([0.90e9, 0.92e9, 0.91e9, 0.93e9]))
+    assert cpu["bits/weight (quantized)"][1] == "4.13" and cpu["bits/param (model)"][1] == "5.60"
+    assert "peak memory" not in rows[0]  # the old ambiguous figure is gone
+    headers = hints((report / "index.html").read_text(), "headline-table")
+    assert "training" in headers["tensor peak"] and "mem/tensor_peak_bytes" in headers["tensor peak"]
+    for title, metric in [("net RSS", "mem/peak_rss_net_bytes"), ("NVML process", "mem/peak_nvml_process_bytes"),
+                          ("bits/weight (quantized)", "mem/weight_bits_per_param"),
+                          ("bits/param (model)", "mem/model_bits_per_param")]:
+        assert headers[title].startswith(metric), title
+
 
 
 def test_results_csv_has_one_row_per_run_with_its_configuration_figures(report: Path) -> None:
     with (report / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(RUNS)  # the sweep's parent run is not a result
-    groups, full = finished_groups(), _expected(finished_groups()[("minilm", "full", None, None)])
+    groups = finished_groups()
     by_name = {row["run_name"]: row for row in rows}
     assert by_name["lora-rerun-old"]["superseded"] == "True"
     for row in rows:
         if row["status"] != "FINISHED" or row["superseded"] == "True":
             continue
         rank = int(float(row["r"])) if row["r"] else None
-        key = (row["model"], row["technique"], rank, row["target_modules"] or None)
-        want = _expected(groups[key])
-        assert _close(float(row["group_accuracy_mean"]), want["mean"])
-        assert _close(float(row["group_accuracy_ci95"] or "nan"), want["half"])
+        key = (row["model"], row["device"], row["technique"], rank, row["target_modules"] or None)
+        want, full = expected(groups[key]), full_of(key)
+        assert close(float(row["group_accuracy_mean"]), want["mean"])
+        assert close(float(row["group_accuracy_ci95"] or "nan"), want["half"])
         assert int(row["group_n"]) == want["n"]
-        delta = want["mean"] - full["mean"] if row["model"] == "minilm" else math.nan
-        assert _close(float(row["delta_accuracy"] or "nan"), delta)
+        assert close(float(row["delta_accuracy"] or "nan"), want["mean"] - full["mean"] if full else math.nan)
+        assert close(float(row["memory_ratio"] or "nan"), want["peak"] / full["peak"] if full else math.nan)
+        assert close(float(row["group_tensor_peak_bytes"]), want["peak"])
+        assert close(float(row["group_at_peak_activations_bytes"]), want["activations"])
         assert float(row["metrics.eval/accuracy"]) in [run.accuracy for run in groups[key]]
+        run = next(run for run in groups[key] if run.accuracy == float(row["metrics.eval/accuracy"]))
+        assert close(float(row["metrics.mem/tensor_peak_bytes"]), run.peak)
+        assert close(float(row["metrics.mem/at_peak/optimizer_bytes"]), run.at_peak()["optimizer"])
+        assert (row["peak_module"], row["peak_phase"]) == run.peak_where()
+    assert "metrics.mem/peak_bytes" not in rows[0]
 
 
 def test_summary_markdown_holds_the_headline(report: Path) -> None:
     summary = (report / "summary.md").read_text()
-    full = _expected(finished_groups()[("minilm", "full", None, None)])
+    full = expected(finished_groups()[FULL_CPU])
     assert f"| {full['mean'] * 100:.2f} | ± {full['half'] * 100:.2f}" in summary
     assert "n=1, no interval" in summary
     assert "\\<img src=x" in summary and "<img" not in summary.replace("\\<img", "")
@@ -165,7 +157,7 @@ def test_page_is_self_contained(report: Path) -> None:
 
 def test_sections_plots_failures_and_provenance(report: Path) -> None:
     page = (report / "index.html").read_text()
-    for plot in ("plot-pareto", "plot-rank", "plot-targets", "plot-loss", "plot-timeline-0"):
+    for plot in ("plot-pareto", "plot-breakdown", "plot-rank", "plot-targets", "plot-loss", "plot-timeline-0"):
         assert f'id="{plot}"' in page, plot
     timeline = page[page.index('id="plot-timeline-0"'):]
     timeline = timeline[:timeline.index("</script>")]
@@ -174,7 +166,7 @@ def test_sections_plots_failures_and_provenance(report: Path) -> None:
     assert set(failed) == {"FAILED", "KILLED"}
     assert failed["FAILED"]["failure"][1] == "oom" and "CUDA out of memory" in failed["FAILED"]["error"][1]
     provenance = page[page.index('id="provenance"'):]
-    for text in ("version/torch", "2.13.0", "hw/gpu", "Test GPU 80GB", "abc1234", "sweep_overrides",
+    for text in ("version/torch", "2.13.0", "hw/gpu", GPU, "abc1234", "sweep_overrides",
                  "method=full,lora,qlora seed=1,2,3", SWEEP):
         assert text in provenance, text
     first_start = BASE_MS + 60_000  # the sweep's parent run is not a result, so its times don't count

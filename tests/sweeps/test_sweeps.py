@@ -1,8 +1,9 @@
 """Sweeps: one parent per sweep, resumable cells, failures recorded as data, full FT never run twice.
 
-Hydra's default launcher runs the cells one after another in the process that launched them, so these
-sweeps go through `bench.cli.main` in the test process (`run_cli_here`), saving a fresh interpreter's
-imports per sweep; tests/sweeps/test_launchers.py runs cells in worker processes."""
+Hydra's default launcher calls the cells one after another in the process that launched them, and each cell
+then runs in a fresh process of its own (tests/sweeps/test_isolation.py); these sweeps go through
+`bench.cli.main` in the test process (`run_cli_here`), saving the launching interpreter's imports per sweep.
+tests/sweeps/test_launchers.py calls cells from worker processes."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def _run(i: int, technique: str, seed: int, accuracy: float, peak: float, r: int
     return {"run_id": f"id{i}", "status": "FINISHED", "experiment_id": "1", "start_time": start,
             "end_time": start + pd.Timedelta(seconds=30), "tags.technique": technique, "tags.model": "minilm",
             "tags.dataset": "tweets", "params.method.r": str(r), "params.method.target_modules": "qv",
-            "params.seed": str(seed), "metrics.eval/accuracy": accuracy, "metrics.mem/peak_bytes": peak,
+            "params.seed": str(seed), "metrics.eval/accuracy": accuracy, "metrics.mem/tensor_peak_bytes": peak,
             "metrics.train/tokens_per_s": 100.0, "metrics.artifact/adapter_bytes": 1000.0}
 
 
