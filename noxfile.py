@@ -68,12 +68,14 @@ def reliability(session: nox.Session) -> None:
 @nox.session(default=False)
 def perf(session: nox.Session) -> None:
     """Benchmarks, not tests: `bench report` over 1,000 runs (5 s budget), the monitor's overhead against
-    monitor-off, a hand-written loop and the HF Trainer, the sweep overheads, and LongLoRA's S²-Attn tokens/s."""
+    monitor-off, a hand-written loop and the HF Trainer, the sweep overheads, LongLoRA's S²-Attn tokens/s, and
+    what the tensor accounting costs per watched step."""
     _install(session, ".")
     session.run("python", "benchmarks/report_perf.py")
     session.run("python", "benchmarks/monitor_perf.py", *session.posargs)
     session.run("python", "benchmarks/sweep_timing.py")
     session.run("python", "benchmarks/longlora_tokens.py")
+    session.run("python", "benchmarks/tensor_accounting.py")
 
 
 @nox.session
