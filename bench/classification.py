@@ -31,11 +31,6 @@ class ClassificationTask:
                    "data/eval_rows": len(splits.eval)}
         return TaskData(head_labels=splits.labels, splits=splits, metrics=metrics)
 
-    def predict_memory(self, data: TaskData, *, location: Any, device: Any) -> Any:
-        from bench.estimate import predict
-
-        return predict(self.cfg, location=location, labels=data.head_labels or [], device=device)
-
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         from bench.data import make_loaders
 

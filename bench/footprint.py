@@ -128,8 +128,10 @@ def trainable_bytes(model: Any) -> int:
 
 def training_state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
     """`mem/grads_bytes` and `mem/optimizer_bytes` from the tensors that exist after an optimizer step, before
-    the gradients are cleared: every tensor in the optimizer's state (AdamW: two moments, plus a Kahan
-    compensation buffer for 16-bit weights in torch-optimi), not a formula."""
+    the gradients are cleared: every tensor in the optimizer's state, not a formula. AdamW: two moments, plus a
+    Kahan compensation buffer for 16-bit weights in torch-optimi; bitsandbytes' 8-bit AdamW: two uint8 moments
+    with an fp32 absmax per block of 256 each, and two 256-entry code tables that every tensor's state points to
+    (counted once: storages are counted once); paged state lives in CUDA unified memory, counted the same."""
     import torch
 
     grads = [p.grad for p in model.parameters() if p.grad is not None]

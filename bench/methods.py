@@ -99,17 +99,52 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: Mode
     check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
 
 
+class PretrainedWeights:
+    """The checkpoint's weights, loaded onto the run's device: what `assemble` builds a run's model from.
+    (`bench.plan.skeleton.SkeletonWeights` stands in its place to plan a model that has only a config.)"""
+
+    initialises = True  # PiSSA's, OLoRA's and LoftQ's data-dependent initialisations run
+
+    def __init__(self, *, spec: ModelConfig, location: ModelLocation, labels: list[str], device: Any,
+                 causal: bool) -> None:
+        self.causal, self.device = causal, device
+        # A causal LM keeps its pretrained LM head: nothing is new, so no module trains in full beside LoRA.
+        self.heads = [] if causal else head_module_names(location, spec, labels)
+        self._load = partial(load_causal_lm if causal else partial(load_classifier, labels=labels),
+                             location=location, spec=spec)
+
+    def load(self, *, dtype: Any, quantization: Any = None, device: Any = None) -> Any:
+        """The model in `dtype` (4-bit where `quantization` says) on `device` (default: the run's)."""
+        return self._load(dtype=dtype, quantization=quantization, device=device or self.device)
+
+    def quantize_int4(self, model: Any, *, group_size: int, skip: list[str], compute_dtype: Any) -> None:
+        """QA-LoRA's base: hqq's affine INT4 on every linear layer not in `skip`."""
+        from bench.variants.qalora import quantize_linears_hqq
+
+        quantize_linears_hqq(model, group_size=group_size, skip=skip, compute_dtype=compute_dtype)
+
+    def float_weights(self) -> dict[str, Any]:
+        """The 32-bit weights LoftQ fits its adapters against."""
+        return _float_weights(self.load)
+
+
 def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocation, model_type: str,
                 labels: list[str], device: Any, task: str = "classification") -> BuiltModel:
     """Load the base model the way `method` needs it and make the right parameters trainable."""
+    weights = PretrainedWeights(spec=spec, location=location, labels=labels, device=device,
+                                causal=task == "causal_lm")
+    return assemble(method=method, weights=weights, model_type=model_type, device=device, task=task)
+
+
+def assemble(*, method: MethodConfig, weights: Any, model_type: str, device: Any,
+             task: str = "classification") -> BuiltModel:
+    """The technique's model from a source of weights (`PretrainedWeights`, or a plan's skeleton): the base in
+    the technique's dtype and quantization, then its adapter, trainable where the technique trains."""
     weights_dtype, compute_dtype = run_dtypes(method, device)
     causal = task == "causal_lm"
-    # A causal LM keeps its pretrained LM head: nothing is new, so no module trains in full beside LoRA.
-    heads = [] if causal else head_module_names(location, spec, labels)
-    load = partial(load_causal_lm if causal else partial(load_classifier, labels=labels),
-                   location=location, spec=spec, device=device)
+    heads = weights.heads
     if method.name == "full":
-        model = load(dtype=weights_dtype)
+        model = weights.load(dtype=weights_dtype)
         model.requires_grad_(True)
         return BuiltModel(model, weights_dtype, weights_dtype, heads, None)
     if method.name == "longlora":
@@ -119,19 +154,19 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocat
     targets = resolve_targets(method.target_modules, model_type)
     skip = ["lm_head"] if causal else heads
     base_kind = method.technique.base
-    float_weights = _float_weights(load) if method.name == "loftq" else None
+    float_weights = weights.float_weights() if method.name == "loftq" else None
     if base_kind == "nf4":
-        base = _load_4bit(method=method, load=load, compute_dtype=compute_dtype, skip=skip)
+        base = _load_4bit(method=method, load=weights.load, compute_dtype=compute_dtype, skip=skip)
     else:
-        base = load(dtype=compute_dtype)
+        base = weights.load(dtype=compute_dtype)
     check_targets_match(base, targets)
     if base_kind == "int4-affine":
-        from bench.variants.qalora import adapted_linear_names, check_group_size, quantize_linears_hqq
+        from bench.variants.qalora import adapted_linear_names, check_group_size
 
         # named before quantizing: peft's `all-linear` would not recognise the HQQ layers afterwards
         targets = adapted_linear_names(base, targets=targets, skip=skip)
         check_group_size(base, targets=targets, group_size=method.group_size, skip=skip)
-        quantize_linears_hqq(base, group_size=method.group_size, skip=skip, compute_dtype=compute_dtype)
+        weights.quantize_int4(base, group_size=method.group_size, skip=skip, compute_dtype=compute_dtype)
     built = BuiltModel(None, compute_dtype, compute_dtype, heads, targets)
     tying = {}
     if method.name == "longlora":
@@ -144,7 +179,7 @@ def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocat
         # a tied head (SmolLM2's) shares the trained embedding copy instead of silently untying from it
         tying = {"ensure_weight_tying": embeddings_tied(base)}
     built.model = _add_lora(base, method=method, targets=targets, full_modules=heads + built.also_trained,
-                            causal=causal, **tying)
+                            causal=causal, initialise=weights.initialises, **tying)
     if float_weights is not None:
         from bench.variants.loftq import loftq_initialise
 
@@ -186,12 +221,17 @@ def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype:
 
 
 def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], full_modules: list[str],
-              causal: bool, **options: Any) -> Any:
+              causal: bool, initialise: bool = True, **options: Any) -> Any:
+    """peft's LoRA (and the variant's options) on `base`; `initialise=False` keeps peft's plain initialisation
+    where a variant's would decompose the weights (a plan's skeleton has no values to decompose)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
+    variant = peft_options(method)
+    if not initialise:
+        variant.pop("init_lora_weights", None)
     config = LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                        target_modules=targets, bias=method.bias, **peft_options(method), **options,
+                        target_modules=targets, bias=method.bias, **variant, **options,
                         modules_to_save=list(full_modules))  # peft extends the list it is given
     if method.name == "qalora":
         from bench.variants.qalora import register_qalora

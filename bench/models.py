@@ -18,22 +18,27 @@ class ModelLocation:
     """What `from_pretrained` reads: a local folder or a hub id. A tiny random model has no weights until
     `materialize_tiny` saves it into a folder, so its location says so instead of naming one."""
 
-    kind: Literal["folder", "hub", "tiny"]
-    value: str  # the folder, the hub id, or the tiny model's config name
+    kind: Literal["folder", "hub", "tiny", "config"]
+    value: str  # the folder, the hub id, or the config name of a tiny model or of a config-only one
 
     @property
     def is_tiny(self) -> bool:
         return self.kind == "tiny"
 
     @property
+    def has_weights(self) -> bool:
+        """A config-only model (`source: config`) exists for `bench plan`: there is nothing to train."""
+        return self.kind != "config"
+
+    @property
     def source(self) -> str:
         """The folder or hub id for `from_pretrained`; a tiny model must be materialized first."""
-        if self.is_tiny:
-            raise ValueError(f"tiny model {self.value!r} has no weights yet: call materialize_tiny first")
+        if self.kind in ("tiny", "config"):
+            raise ValueError(f"model {self.value!r} has no weights ({self.kind}): nothing to load")
         return self.value
 
     def __str__(self) -> str:
-        return f"tiny:{self.value}" if self.is_tiny else self.value
+        return f"{self.kind}:{self.value}" if self.kind in ("tiny", "config") else self.value
 
 
 def resolve_location(spec: ModelConfig) -> ModelLocation:
@@ -49,8 +54,8 @@ def resolve_location(spec: ModelConfig) -> ModelLocation:
         return ModelLocation("folder", converted_folder(spec))
     if spec.source == "hub":
         return ModelLocation("hub", spec.hub_id or "")
-    if spec.source == "tiny":
-        return ModelLocation("tiny", spec.name)
+    if spec.source in ("tiny", "config"):
+        return ModelLocation(spec.source, spec.name)
     raise ConfigError(f"model={spec.name} needs model.path=<folder with config.json and weights>")
 
 
@@ -128,6 +133,10 @@ def model_config(spec: ModelConfig, location: ModelLocation, labels: list[str] |
 
     if location.is_tiny:
         return _tiny_config(spec, tokenizer=load_tokenizer(spec, location), labels=labels)
+    if location.kind == "config":  # the config.json numbers a model config ships (`conf/model/llama-3.1-8b.yaml`)
+        sizes = {k: v for k, v in spec.architecture.items() if k != "model_type"}
+        return AutoConfig.for_model(spec.architecture["model_type"], **sizes,
+                                    **(label_maps(labels) if labels is not None else {}))
     return AutoConfig.from_pretrained(location.source, **hub_options(spec),
                                       **(label_maps(labels) if labels is not None else {}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bench.config import ConfigError, MethodConfig, Precision
@@ -18,10 +19,25 @@ def pick_device(requested: str) -> Any:
     return torch.device(requested)
 
 
+@dataclass(frozen=True)
+class PlannedDevice:
+    """A device a plan targets but this machine may not have (a GPU to rent): its type and whether it computes
+    in bf16 natively, so the dtypes resolve as a run on it would resolve them."""
+
+    type: str  # "cuda" or "cpu"
+    bf16: bool = True  # every card bench plan names (Ampere and newer) has native bf16
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type
+
+
 def bf16_supported(device: Any) -> bool:
     """Native bf16 arithmetic: Ampere+ on CUDA, AVX512-BF16 or AMX on CPU (else bf16 is slow emulation)."""
     import torch
 
+    if isinstance(device, PlannedDevice):
+        return device.bf16
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so absent on some versions

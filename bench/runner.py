@@ -52,6 +52,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
                    start_metrics: dict[str, float] | None = None) -> dict[str, float]:
     """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything.
     `start_metrics`: what the caller measured before the run began (a sweep cell's process start), logged first."""
+    from bench.levers import check_trainer_supported
     from bench.methods import check_method_fits, check_method_supported
     from bench.models import resolve_location
     from bench.precision import pick_device
@@ -60,12 +61,17 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     # Everything that can be checked without loading weights or data is checked here, in a second.
     device = pick_device(cfg.trainer.device)
     check_method_supported(cfg.method, device, cfg.task)
+    check_trainer_supported(cfg.trainer, device)
     location = resolve_location(cfg.model)
     check_method_fits(cfg.method, spec=cfg.model, location=location, task=cfg.task, max_length=cfg.data.max_length)
+    if not location.has_weights and not cfg.dry_run:
+        raise ConfigError(f"model={cfg.model.name} ships its config only, for `bench plan` and dry_run=true; to "
+                          "train it, give its weights: model.path=<folder> or a hub id (model=causal-hub "
+                          "model.hub_id=...)")
     if cfg.dry_run:
-        from bench.estimate import dry_run
+        from bench.plan.dry_run import dry_run
 
-        return dry_run(cfg, location=location, device=device)
+        return dry_run(cfg, device=device)
     output_dir = _check_output_dir(cfg.output_dir)
     task = task_for(cfg)
     run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
@@ -103,7 +109,8 @@ class _Prepared:
     data: TaskData
     location: ModelLocation  # a folder or hub id (a tiny model is materialized by now)
     model_type: str
-    estimate: Any  # bench.estimate.Estimate, or None where the task has no prediction
+    plan: Any  # bench.plan.engine.MemoryPlan, the prediction; None where planning failed (tag `plan/error`)
+    config: Any = None  # the model's transformers config
 
 
 def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation) -> _Prepared:
@@ -121,13 +128,47 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     config = model_config(cfg.model, location, data.head_labels)
     check_context(cfg.data.max_length, model_limit=getattr(config, "max_position_embeddings", None),
                   tokenizer=tokenizer, model_name=cfg.model.name)
-    estimate = task.predict_memory(data, location=location, device=device)  # before any weight loads
-    if estimate is not None:
-        tracker.log(estimate.metrics())
+    plan = _predict(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
     task.make_batches(data, tokenizer)
     tracker.set_tags(data.tags)
     _import_before_baseline(cfg, task, config)
-    return _Prepared(data, location, config.model_type, estimate)
+    return _Prepared(data, location, config.model_type, plan, config)
+
+
+def _predict(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:
+    """The run's memory plan (`bench plan`'s, for this config), logged as `plan/*`, with the analytic estimate as
+    `mem/predicted_peak_bytes` where it covers the task. Planning never fails a run: an error is a tag."""
+    from bench.plan.engine import plan_memory
+
+    try:
+        plan = plan_memory(cfg, device=device, config=config)
+    except Exception as error:  # noqa: BLE001 - a model the tracer cannot follow still trains and is measured
+        tracker.set_tags({"plan/error": f"{type(error).__name__}: {error}"[:1000]})
+        return None
+    tracker.log({**plan.metrics(), "plan/seconds": plan.seconds,
+                 **({"mem/predicted_peak_bytes": plan.analytic_peak_bytes} if plan.analytic_peak_bytes else {})})
+    tracker.set_tags({"plan/peak_phase": plan.peak_phase, "plan/notes": "; ".join(plan.notes)})
+    return plan
+
+
+def _plan_at_largest_batch(cfg: RunConfig, plan: Any, measured: dict[str, float], *, config: Any,
+                           device: Any) -> Any:
+    """The plan at the largest batch the run met (rows x padded length), logged as `plan/met_peak_bytes`: what
+    the measured tensor peak is compared with. Real text is padded per batch, so the batches can stay shorter
+    than `data.max_length`, which the plan made before training assumes (the worst case); a run whose
+    batches reached it reuses that plan."""
+    rows, length = int(measured.get("mem/largest_batch_rows", 0)), int(measured.get("mem/largest_batch_length", 0))
+    if plan is None or not rows or (rows, length) == (plan.batch_size, plan.seq_len):
+        return plan
+    from dataclasses import replace
+
+    from bench.plan.engine import plan_memory
+
+    try:
+        return plan_memory(replace(cfg, data=replace(cfg.data, max_length=length)), device=device, config=config,
+                           batch_size=rows)
+    except Exception:  # noqa: BLE001 - the same tracer planned this run before training; keep that plan
+        return plan
 
 
 def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
@@ -155,7 +196,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     from bench.monitor.results import run_metrics, upload_timeline
     from bench.train import train
 
-    data, estimate = prepared.data, prepared.estimate
+    data, plan = prepared.data, prepared.plan
     monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor",
                                  static_tensors=held_outside_parameters)
     try:
@@ -182,8 +223,9 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
         upload_timeline(monitor, tracker)
     after = task.after_training(built.model, data, before, **measure)  # outside the training figures
     tracker.log(after, result.steps)
-    measured, tags = run_metrics(result=result, monitor=monitor,
-                                 predicted=None if estimate is None else estimate.peak_bytes)
+    tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
+    met = _plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
+    measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
     tracker.set_tags(tags)
     if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
         from bench.variants.qalora import merge_error

@@ -26,7 +26,10 @@ from bench.config import ConfigError
 
 T = TypeVar("T")
 _TRANSIENT = ("database is locked", "already exists", "unable to open database", "disk i/o error")
-_SECRET_KEY = re.compile(r"token|key|secret|password|passwd|credential", re.IGNORECASE)
+# A name is secret when it ends in one of these words (`token`, `hf_token`, `api_key`, `AWS_SECRET_ACCESS_KEY`),
+# not when it merely contains one (`tokenizer`, `num_key_value_heads`).
+_SECRET_WORDS = r"token|key|secret|password|passwd|credentials?"
+_SECRET_KEY = re.compile(rf"(?:^|_)(?:{_SECRET_WORDS})$", re.IGNORECASE)
 REDACTED = "***"
 
 
@@ -125,7 +128,7 @@ def redact(values: dict[str, Any]) -> dict[str, Any]:
 def redact_text(text: str) -> str:
     """Cut secrets out of free text: URI passwords, `...token=value` overrides, secret env values."""
     text = redact_uri(text)
-    text = re.sub(r"(\S*(?:token|key|secret|password|passwd|credential)[^=\s]*=)\S+", rf"\1{REDACTED}", text,
+    text = re.sub(rf"(\S*?(?<![a-z0-9])(?:{_SECRET_WORDS})=)\S+", rf"\1{REDACTED}", text,
                   flags=re.IGNORECASE)
     for name, secret in os.environ.items():
         if _SECRET_KEY.search(name) and len(secret) >= 6 and secret in text:

@@ -39,9 +39,6 @@ class Task(Protocol):
     def load_data(self) -> TaskData:
         """Read, clean and split the data (no tokenizer yet)."""
 
-    def predict_memory(self, data: TaskData, *, location: Any, device: Any) -> Any:
-        """The training peak predicted before any weight loads (`bench.estimate.Estimate`), or None."""
-
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         """Tokenize and batch everything the run will read, before the model loads."""
 

@@ -1,5 +1,10 @@
 """The one training loop, the same for every technique: AdamW, linear warm-up/decay, autocast, clipping.
 
+An optimizer step runs over `trainer.grad_accum_steps` micro-batches of `trainer.batch_size` (one by default):
+each micro-batch's loss is scaled by the group's size before backward, so the gradients add up to those of
+the whole group, and everything that counts steps (the schedule, `max_steps`, the loss curve, step times)
+counts optimizer steps. The memory levers (`bench.levers`) are applied here, before the first step.
+
 Step losses stay on the device and are read in bulk every `trainer.log_every` steps, so the loop does not
 synchronise with the GPU on every step. The clock covers optimizer steps only: evaluation between epochs
 is paused out of `train/time_s`. Each step is also timed on its own (`bench.monitor.StepTimer`) for the
@@ -19,6 +24,7 @@ from typing import Any, Protocol
 
 from bench.config import TrainerConfig
 from bench.footprint import training_state_bytes
+from bench.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 from bench.monitor.throughput import StepTimer
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -32,8 +38,9 @@ class StepHooks(Protocol):
         """Once, before the first step: what a step's memory accounting must know about."""
 
     def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[bool]:
-        """Around one optimizer step (batch already on the device); yields whether the step is watched by the
-        memory accounting, which slows it, so that its time stays out of the throughput."""
+        """Around one micro-batch of optimizer step `step` (batch already on the device): its forward and
+        backward, and for the last micro-batch of the step the optimizer's update. Yields whether it is watched
+        by the memory accounting, which slows it, so that its step's time stays out of the throughput."""
 
     def evaluation(self) -> AbstractContextManager[None]:
         """Around each evaluation between epochs: not training, for the memory and energy figures."""
@@ -106,51 +113,55 @@ class _Clock:
 
 
 def build_optimizer(model: Any, trainer: TrainerConfig, lr_by_module: dict[str, float] | None = None) -> Any:
-    """AdamW from torch-optimi: identical to torch's AdamW on fp32 weights, and with Kahan summation on
-    16-bit weights, where plain AdamW would round most small updates away (pure bf16 full fine-tuning).
-    `lr_by_module`: modules (dotted names in the base model) that train at their own rate."""
-    import optimi
-
+    """The optimizer `trainer.optimizer` names, on the trainable parameters. `adamw` is torch-optimi's AdamW:
+    identical to torch's AdamW on fp32 weights, and with Kahan summation on 16-bit weights, where plain AdamW
+    would round most small updates away (pure bf16 full fine-tuning); the others are bitsandbytes' 8-bit and
+    paged AdamW with the same hyper-parameters. `lr_by_module`: modules (dotted names in the base model) that
+    train at their own rate."""
     groups: dict[float, list[Any]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             owner = next((m for m in (lr_by_module or {}) if f".{m}." in f".{name}"), None)
             groups.setdefault(lr_by_module[owner] if owner else trainer.lr, []).append(parameter)
-    return optimi.AdamW([{"params": params, "lr": lr} for lr, params in groups.items()], lr=trainer.lr,
-                        betas=(0.9, 0.999), eps=1e-8, weight_decay=trainer.weight_decay)
+    return optimizer_class(trainer.optimizer)([{"params": params, "lr": lr} for lr, params in groups.items()],
+                                              lr=trainer.lr, betas=(0.9, 0.999), eps=1e-8,
+                                              weight_decay=trainer.weight_decay)
 
 
 def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: Any,
           autocast_dtype: Any, log: LogFn, desc: str, evaluate: EvalFn, hooks: StepHooks | None = None,
           warmup_steps: int = 0, lr_by_module: dict[str, float] | None = None) -> TrainResult:
-    """Train for `trainer.epochs` (or `trainer.max_steps`), evaluating after each epoch and at the end."""
+    """Train for `trainer.epochs` (or `trainer.max_steps` optimizer steps), evaluating after each epoch and at
+    the end."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    total_steps = min(trainer.epochs * len(train_loader), trainer.max_steps or math.inf)
+    apply_levers(model, trainer)
+    accumulate = trainer.grad_accum_steps
+    total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
+                      trainer.max_steps or math.inf)
     optimizer = build_optimizer(model, trainer, lr_by_module)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
     result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
     hooks = hooks or _NoHooks()
     hooks.on_train_start(model, optimizer)
+    stepper = OptimizerStep(model=model, optimizer=optimizer, scheduler=scheduler, hooks=hooks, device=device,
+                       max_grad_norm=trainer.max_grad_norm,
+                       autocast=torch.autocast(device.type, dtype=autocast_dtype,
+                                               enabled=autocast_dtype != torch.float32))
     bar = tqdm(total=total_steps, desc=desc, unit="step", dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32)
     model.train()
     clock.start()
     timer.start()
     for _epoch in range(trainer.epochs):
-        for batch in train_loader:
-            tokens, samples = int(batch["attention_mask"].sum()), len(batch["labels"])  # host copy: no sync
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with hooks.step(result.steps + 1, batch) as watched:
-                loss = _step(model, batch, autocast=autocast, optimizer=optimizer, scheduler=scheduler,
-                             max_grad_norm=trainer.max_grad_norm, result=result)
+        for group in micro_batch_groups(train_loader, accumulate):
+            loss, watched, (samples, tokens) = stepper.step(group, result)
             result.steps += 1
             result.tokens, result.samples = result.tokens + tokens, result.samples + samples
             timer.step(samples, tokens, timed=not watched)
             hooks.on_step(result.steps)
-            pending.append((result.steps, loss.detach()))
+            pending.append((result.steps, loss))
             if result.steps % trainer.log_every == 0 or result.steps == total_steps:
                 _flush(pending, result, log, bar, clock, allow_nan=trainer.allow_nan)
                 timer.collect()  # the flush just waited for the GPU: reading step events is free now
@@ -171,22 +182,57 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     return result
 
 
-def _step(model: Any, batch: dict[str, Any], *, autocast: Any, optimizer: Any, scheduler: Any,
-          max_grad_norm: float, result: TrainResult) -> Any:
-    """One optimizer step on a batch already on the device; returns the loss, still on the device."""
+@dataclass
+class OptimizerStep:
+    """One optimizer step over a group of micro-batches, each inside the hooks' `step` (what is watched). The
+    training loop's, and the one `bench plan` traces on fake tensors."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    hooks: StepHooks
+    device: Any
+    max_grad_norm: float
+    autocast: Any
+
+    def step(self, group: list[dict[str, Any]], result: TrainResult) -> tuple[Any, bool, tuple[int, int]]:
+        """Forward and backward on each micro-batch of `group` (host batches), then one update. Returns the mean
+        of the micro-batches' losses (still on the device), whether any micro-batch was watched, and the
+        samples and non-padding tokens of them all."""
+        losses, watched_any, samples, tokens = [], False, 0, 0
+        for index, host_batch in enumerate(group):
+            samples += len(host_batch["labels"])
+            tokens += int(host_batch["attention_mask"].sum())  # host copy: no sync
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
+            with self.hooks.step(result.steps + 1, batch) as watched:
+                with self.autocast:
+                    loss = self.model(**batch).loss
+                # every micro-batch weighs the same, a leftover partial group's too; unscaled alone (k=1 as ever)
+                (loss / len(group) if len(group) > 1 else loss).backward()
+                if index == len(group) - 1:
+                    self._update(result)
+            losses.append(loss.detach())
+            watched_any = watched_any or watched
+        return _mean(losses), watched_any, (samples, tokens)
+
+    def _update(self, result: TrainResult) -> None:
+        """Clip, step the optimizer and the schedule, clear the gradients."""
+        import torch
+
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        if not result.steps:  # gradients and optimizer state both exist only now, before they are cleared
+            result.state_bytes = training_state_bytes(self.model, self.optimizer)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _mean(losses: list[Any]) -> Any:
+    """The mean of device scalars, without a new op when there is one (an optimizer step per batch)."""
     import torch
 
-    with autocast:
-        loss = model(**batch).loss
-    loss.backward()
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    if not result.steps:  # gradients and optimizer state both exist only now, before they are cleared
-        result.state_bytes = training_state_bytes(model, optimizer)
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss
+    return losses[0] if len(losses) == 1 else torch.stack([loss.float() for loss in losses]).mean()
 
 
 def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar: Any, clock: _Clock, *,

@@ -39,9 +39,6 @@ class CausalTask:
         metrics = {**baseline, "data/train_rows": len(splits.train), "data/eval_rows": len(splits.eval)}
         return TaskData(head_labels=None, splits=splits, metrics=metrics, tags={"labels": str(splits.labels)})
 
-    def predict_memory(self, data: TaskData, *, location: Any, device: Any) -> Any:
-        return None  # bench.estimate sizes a classification head, not the logits over a vocabulary
-
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         """Every batch the run needs, made before the model loads, so the monitor's baseline holds the data and
         its net peaks are the model's and the training's alone."""

@@ -7,25 +7,26 @@ import sys
 from typing import Any
 
 
-def prediction_error(predicted: float, measured: dict[str, float]) -> tuple[dict[str, float], str]:
-    """`mem/prediction_error_pct` (positive: predicted too much) and the metric it was compared with: the
-    measured tensor peak, since the prediction counts tensors too (on CPU and CUDA alike)."""
-    target = "mem/tensor_peak_bytes"
-    actual = measured.get(target)
-    if not actual:
-        return {}, target
-    return {"mem/prediction_error_pct": 100.0 * (predicted - actual) / actual}, target
+def prediction_errors(plan: Any, measured: dict[str, float]) -> dict[str, float]:
+    """How far the plan at the largest batch the run met (`plan/met_peak_bytes`) was from the measured tensor
+    peak (positive: predicted too much): `mem/prediction_error_pct` for the traced plan,
+    `mem/analytic_error_pct` for the formula at the same batch."""
+    actual = measured.get("mem/tensor_peak_bytes")
+    if not actual or plan is None:
+        return {}
+    errors = {"plan/met_peak_bytes": float(plan.peak_bytes),
+              "mem/prediction_error_pct": 100.0 * (plan.peak_bytes - actual) / actual}
+    if plan.analytic_peak_bytes:
+        errors["mem/analytic_error_pct"] = 100.0 * (plan.analytic_peak_bytes - actual) / actual
+    return errors
 
 
-def run_metrics(*, result: Any, monitor: Any, predicted: float | None) -> tuple[dict[str, float], dict[str, str]]:
-    """Final metrics and tags from the training result and the finished monitor; `predicted`: the peak predicted
-    before training, or None where there is no prediction."""
+def run_metrics(*, result: Any, monitor: Any, plan: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Final metrics and tags from the training result and the finished monitor; `plan`: the memory plan at the
+    largest batch the run met (bench.plan.engine.MemoryPlan), or None where there is none."""
     measured = {"train/time_s": result.time_s, "train/steps": result.steps, "train/tokens": result.tokens,
                 **result.timing, **monitor.summary(), **result.state_bytes}
-    if predicted is None:
-        return measured, monitor.tags()
-    error, target = prediction_error(predicted, measured)
-    return {**measured, **error}, {**monitor.tags(), "mem/prediction_compared_with": target}
+    return {**measured, **prediction_errors(plan, measured)}, monitor.tags()
 
 
 def upload_timeline(monitor: Any, tracker: Any) -> None:

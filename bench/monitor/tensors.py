@@ -2,15 +2,21 @@
 buffers, gradients, optimizer state, activations, temporaries, inputs), and the module running at the peak.
 
 torch's own `MemTracker` (a TorchDispatchMode that sees every storage an op creates) does the counting, on CPU
-and CUDA alike; `_Tracker` adapts it to fine-tuning. `TensorAccounting` decides which steps it watches:
+and CUDA alike; `_Tracker` adapts it to fine-tuning. The training loop hands it one micro-batch at a time (one
+per optimizer step unless `trainer.grad_accum_steps` > 1: the last one's context holds the update too), with the
+number of the optimizer step it belongs to. `TensorAccounting` decides which micro-batches it watches:
 
-- `largest` (the default): the first two steps and every later step whose batch is the largest so far in
-  padded elements. Step 1 creates the optimizer's state while the gradients exist (full fine-tuning's peak);
-  step 2 is the first whose forward and backward run with that state alive (an adapter's peak). After that
-  every step does the same work on its batch, so only a larger batch can raise the peak; with shuffled
-  batches that is about ln(steps) more steps. A watched step runs ~2.6x slower (FACTS.md), so watched steps
-  are left out of the step-time and throughput figures (the training loop asks `watching()`).
-- `every`: every step (a check of the policy above; slow).
+- `largest` (the default): every micro-batch of the first two optimizer steps, and every later micro-batch
+  whose batch is the largest so far in padded elements among its kind. Step 1 creates the optimizer's state
+  while the gradients exist (full fine-tuning's peak); step 2 is the first whose forward and backward run with
+  that state alive (an adapter's peak). After that every step does the same work on its batch, so only a larger
+  batch can raise the peak; with shuffled batches that is about ln(steps) more steps. The two kinds: a first
+  micro-batch of its step starts without gradients (they were cleared), a later one runs its forward on top of
+  the gradients accumulated so far, so the same batch peaks higher there; each kind has its own largest batch
+  (without accumulation every micro-batch is of the first kind, and the policy is the plain one above).
+  A watched micro-batch runs ~2.6x slower (FACTS.md), so its optimizer step is left out of the step-time and
+  throughput figures (the training loop asks `watching()`).
+- `every`: every micro-batch (a check of the policy above; slow).
 - `off`: none; no tensor figures.
 
 Tensors that exist before a watched step starts are known to the tracker only if registered: the model's
@@ -44,6 +50,9 @@ class _Tracker(MemTracker):
         super().__init__()
         self.device = device
         self.where = ("", "")  # (module, phase) at the peak on `device`
+        # the peak of each phase (forward, backward, optimizer) by category: a plan traced at two depths
+        # extrapolates each phase, since which one peaks can change with depth
+        self.phase_peaks: dict[str, dict[str, int]] = {}
 
     def _track_module_params_and_buffers(self, module: Any, install_grad_hooks: bool = True) -> tuple[int, int]:
         memory = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
@@ -72,6 +81,11 @@ class _Tracker(MemTracker):
                 self._peak_mem_snap[device] = dict(snapshot)
                 if device == self.device:
                     self.where = (self._active_module(), self._phase())
+        snapshot = self._curr_mem_snap.get(self.device)
+        if snapshot is not None:
+            phase = self._phase()
+            if snapshot[_TOTAL_KEY] > self.phase_peaks.get(phase, {}).get("total", -1):
+                self.phase_peaks[phase] = _by_category(snapshot)
 
     def _active_module(self) -> str:
         """The innermost module running now (the deepest of the active ones), or the optimizer's step."""
@@ -90,9 +104,13 @@ class _Tracker(MemTracker):
 
     def peak(self) -> dict[str, int]:
         """Bytes by category at the peak on the tracked device, and the peak itself as `total`."""
-        snapshot = self._peak_mem_snap.get(self.device, {})
-        by_category = {name: int(snapshot.get(kind, 0)) for kind, name in CATEGORIES.items()}
-        return {**by_category, "total": int(snapshot.get(_TOTAL_KEY, 0))}
+        return _by_category(self._peak_mem_snap.get(self.device, {}))
+
+
+def _by_category(snapshot: dict[Any, int]) -> dict[str, int]:
+    """A MemTracker snapshot as bytes by category, with the sum as `total`."""
+    return {**{name: int(snapshot.get(kind, 0)) for kind, name in CATEGORIES.items()},
+            "total": int(snapshot.get(_TOTAL_KEY, 0))}
 
 
 def tracked_device(device: Any) -> Any:
@@ -115,12 +133,16 @@ class _Peak:
 
     def __init__(self) -> None:
         self.total, self.categories, self.where = -1, {}, ("", "")
+        self.phases: dict[str, dict[str, int]] = {}  # phase -> its peak by category, with `total`
 
     def offer(self, tracker: _Tracker) -> None:
         peak = tracker.peak()
         if peak["total"] > self.total:
             self.total, self.where = peak.pop("total"), tracker.where
             self.categories = peak
+        for phase, found in tracker.phase_peaks.items():
+            if found["total"] > self.phases.get(phase, {}).get("total", -1):
+                self.phases[phase] = found
 
 
 class TensorAccounting:
@@ -130,13 +152,22 @@ class TensorAccounting:
         self.device, self.policy = tracked_device(device), policy
         self._static = static_tensors or (lambda model: [])  # model -> tensors held outside params and buffers
         self._model = self._optimizer = None
-        self._largest, self._watching = -1, False
+        self._trainable: list[Any] = []
+        self._largest: dict[bool, int] = {}  # per kind (runs on accumulated gradients or not): the largest batch
+        self._watching = False
         self.train, self.eval = _Peak(), _Peak()
         self.watched_steps, self.watched_seconds, self._evaluated = 0, 0.0, False
+        self.largest_batch: tuple[int, int] = (0, 0)  # (rows, padded length) of the most padded elements met
 
     def start(self, model: Any, optimizer: Any) -> None:
         """What every watched step must know about: the model and its optimizer."""
         self._model, self._optimizer = model, optimizer
+        self._trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def _accumulating(self) -> bool:
+        """Whether gradients of earlier micro-batches are alive: the update clears them (set to None), so only
+        a micro-batch after the first of its optimizer step finds any."""
+        return any(p.grad is not None for p in self._trainable)
 
     def watching(self) -> bool:
         """Whether the step now running is watched (its time is then left out of the throughput)."""
@@ -144,13 +175,21 @@ class TensorAccounting:
 
     @contextlib.contextmanager
     def step(self, step: int, batch: dict[str, Any]) -> Iterator[None]:
-        """Around one optimizer step: watched if the policy says so."""
-        size = _batch_size(batch)
-        watch = self.policy == "every" or (self.policy == "largest" and (step <= 2 or size > self._largest))
-        if not watch or self._model is None:
+        """Around one micro-batch of optimizer step `step`: watched if the policy says so."""
+        if self._model is None:
             yield
             return
-        self._largest = max(self._largest, size)
+        watch, size = self.policy == "every", _batch_size(batch)
+        ids = batch.get("input_ids")
+        if ids is not None and ids.dim() == 2 and size > self.largest_batch[0] * self.largest_batch[1]:
+            self.largest_batch = (int(ids.shape[0]), int(ids.shape[1]))
+        if self.policy == "largest":
+            kind = self._accumulating()
+            watch = step <= 2 or size > self._largest.get(kind, -1)
+            self._largest[kind] = max(self._largest.get(kind, -1), size)
+        if not watch:
+            yield
+            return
         with self._watch(self.train, batch):
             yield
 
@@ -192,6 +231,8 @@ class TensorAccounting:
             out["mem/tensor_peak_bytes"] = self.train.total
             out |= {f"mem/at_peak/{name}_bytes": value for name, value in self.train.categories.items()}
             out |= {"mem/watched_steps": self.watched_steps, "mem/watched_steps_s": self.watched_seconds}
+        if self.largest_batch[0]:  # what a plan must assume to compare like with like (text is padded per batch)
+            out |= {"mem/largest_batch_rows": self.largest_batch[0], "mem/largest_batch_length": self.largest_batch[1]}
         if self.eval.total >= 0:
             out["mem/eval_tensor_peak_bytes"] = self.eval.total
         return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import analyse, load, memory, plots, render, variants
+from bench.report import analyse, load, memory, plots, prediction, render, variants
 from bench.report import report_hint as hint
 from bench.report.formats import when
 from bench.report.render import Section, empty, esc
@@ -95,6 +95,7 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, severa
                       "no other on the same device beats on both.", plots.pareto(table),
                       "No configuration has both an accuracy and a training tensor peak (mem/tensor_peak_bytes)."),
         _breakdown_section(runs, table),
+        _prediction_section(runs, table),
         _plot_section("rank", "Rank sweep", "Accuracy and training tensor peak against LoRA rank r, one line per "
                       "technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
                       "Needs finished adapter runs at two ranks or more."),
@@ -141,6 +142,21 @@ def _breakdown_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
                    "state, activations, temporaries (backward's scratch), other (the batch). Phase and module say "
                    "where the peak fell, from one run of the configuration (its lowest seed); hover a bar or read the "
                    "table.", body)
+
+
+def _prediction_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
+    found = prediction.points(runs)
+    figure = plots.prediction_scatter(found, runs, prediction.BAND)
+    summary = f'<p class="note">{render.esc(prediction.summary(found))}</p>'
+    body = (summary + plots.figure_html("plot-prediction", figure)
+            + render.table_html(prediction.errors(found, table), prediction.COLUMNS, "prediction-table") if figure
+            else empty("No finished run logged both plan/peak_bytes and mem/tensor_peak_bytes."))
+    return Section("prediction", "Predicted against measured", "Each run's training tensor peak as planned before "
+                   "its weights loaded (the engine of `bench plan`), at the largest batch the run met "
+                   "(plan/met_peak_bytes), against the peak it measured (mem/tensor_peak_bytes), in MiB: one "
+                   "point per run, coloured by technique, with the line y = x "
+                   f"and a ±{prediction.BAND * 100:g} % band. The table gives each configuration's mean error, "
+                   "(predicted − measured) / measured. Runs without a plan are left out.", body)
 
 
 def _parent_pairs() -> str:

@@ -31,6 +31,10 @@ METRICS = {
     "peak_nvml_process_bytes": "metrics.mem/peak_nvml_process_bytes",
     "weight_bits_per_param": "metrics.mem/weight_bits_per_param",
     "model_bits_per_param": "metrics.mem/model_bits_per_param",
+    # the plan made before the weights loaded (`bench plan`'s engine): compared with the tensor peak, never shown
+    # in its place (`bench.report.prediction`)
+    "plan_peak_bytes": "metrics.plan/peak_bytes",
+    "plan_met_peak_bytes": "metrics.plan/met_peak_bytes",  # the plan at the largest batch the run met
     **AT_PEAK,
 }
 PEAK_TAGS = {"peak_module": "tags.mem/peak_module", "peak_phase": "tags.mem/peak_phase"}

@@ -194,6 +194,38 @@ def memory_breakdown(rows: pd.DataFrame) -> Figure | None:
     return {"data": traces, "layout": {**layout, "legend": {"orientation": "v", "traceorder": "normal"}}}
 
 
+def prediction_scatter(found: pd.DataFrame, runs: pd.DataFrame, band: float) -> Figure | None:
+    """Measured against predicted (MiB), one point per run coloured by technique, the line y = x and the ±5 %
+    band around it (`band`: 0.05 for ±5 %); log axes when the figures span a decade or more. `found`:
+    `bench.report.prediction.points`."""
+    if found.empty:
+        return None
+    labels = runs.set_index("run_id")["run_name"]
+    low = min(found["predicted"].min(), found["measured"].min()) / MIB
+    high = max(found["predicted"].max(), found["measured"].max()) / MIB
+    log = high >= 10 * low
+    edge = [low / 1.1, high * 1.1] if log else [low - 0.05 * (high - low + 1), high + 0.05 * (high - low + 1)]
+    traces = [
+        {"type": "scatter", "mode": "lines", "name": f"±{band * 100:g} % band", "x": edge + edge[::-1],
+         "y": [edge[0] * (1 - band), edge[1] * (1 - band), edge[1] * (1 + band), edge[0] * (1 + band)],
+         "fill": "toself", "fillcolor": "rgba(44, 160, 44, 0.15)", "line": {"width": 0}, "hoverinfo": "skip"},
+        {"type": "scatter", "mode": "lines", "name": "y = x", "x": edge, "y": edge, "hoverinfo": "skip",
+         "line": {"color": "#444", "dash": "dash", "width": 1}}]
+    for technique, part in found.groupby("technique", sort=False):
+        traces.append({"type": "scatter", "mode": "markers", "name": text(technique),
+                       "x": numbers(part["predicted"], 1 / MIB), "y": numbers(part["measured"], 1 / MIB),
+                       "customdata": numbers(part["error_pct"]),
+                       "text": [text(labels.get(run_id, run_id)) for run_id in part["run_id"]],
+                       "marker": {"color": color(str(technique)), "size": 9, "line": {"width": 1, "color": "#333"}},
+                       "hovertemplate": "%{text}<br>predicted %{x:,.1f} MiB<br>measured %{y:,.1f} MiB<br>"
+                                        "error %{customdata:+.2f} %<extra></extra>"})
+    ticks = _log_ticks(low, high)
+    scale = {"type": "log", "tickvals": ticks, "ticktext": [f"{t:,g}" for t in ticks]} if log else {}
+    return {"data": traces, "layout": _layout(
+        "Measured training tensor peak against the plan's prediction", xaxis=_axis("predicted (MiB)", **scale),
+        yaxis=_axis("measured (MiB)", **scale))}
+
+
 def _thin(frame: pd.DataFrame) -> pd.DataFrame:
     """At most MAX_POINTS rows, evenly spaced, the last one kept."""
     if len(frame) <= MAX_POINTS:

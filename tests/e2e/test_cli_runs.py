@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
-from support import REQUIRED_METRICS, TINY, finished_runs, run_cli
+from support import REQUIRED_METRICS, TINY, assert_plan_matches, finished_runs, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,9 @@ def test_each_technique_records_every_metric(technique: str, technique_run) -> N
         run["metrics.mem/weights_bytes"]
     categories = [c for c in runs.columns if c.startswith("metrics.mem/at_peak/")]
     assert sum(run[c] for c in categories) == run["metrics.mem/tensor_peak_bytes"]
+    assert_plan_matches(run)  # bench plan's prediction, made before training, against this measurement
+    # the largest batch met, as a plan must assume it: 8 rows cut at data.max_length=32 (TINY)
+    assert (run["metrics.mem/largest_batch_rows"], run["metrics.mem/largest_batch_length"]) == (8, 32)
     # nothing the run needs is first imported inside the measured window (evaluate alone is ~158 MB of RSS);
     # the model build may still import small submodules of packages already loaded
     late = str(run.get("tags.monitor/imported_late") or "").replace(" ", "").split(",")

@@ -8,7 +8,7 @@ import csv
 import mlflow
 import pandas as pd
 import pytest
-from support import TINY, finished_runs, run_cli, run_cli_here
+from support import TINY, call_main, finished_runs, run_cli, run_cli_here
 
 # Every metric issue 3 asks for on a CPU run (the CUDA-only ones are checked in the gpu test below).
 CPU_METRICS = (
@@ -60,13 +60,20 @@ def test_cpu_run_records_every_monitor_metric_and_the_timeline(store: str, tmp_p
     assert [m.step for m in coarse] == [2, 4]  # charted per step in the MLflow UI
 
 
-def test_dry_run_prints_the_prediction_and_records_nothing(store: str, tmp_path) -> None:
+def test_dry_run_prints_bench_plans_plan_and_records_nothing(store: str, tmp_path) -> None:
     result = run_cli_here(*TINY, "method=full", "dry_run=true", f"tracker.uri={store}",
                           f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "predicted peak memory: method=full model=tiny-bert" in result.stdout
-    assert "optimizer state" in result.stdout and "nothing was loaded, trained or recorded" in result.stdout
+    assert result.stdout.splitlines()[-1] == "dry run: nothing was loaded, trained or recorded"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out" / "model").exists()
+    planned = call_main(["plan", "--device", "cpu", *TINY, "method=full"], cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+
+    def plan_lines(text: str) -> list[str]:  # all but how long it took, and the dry run's own last line
+        return [line for line in text.splitlines() if not line.startswith(("planned ", "dry run: "))]
+
+    assert plan_lines(result.stdout) == plan_lines(planned.stdout)
+    assert any(line.startswith("full ") for line in plan_lines(planned.stdout))  # the technique's row is there
 
 
 @pytest.mark.gpu

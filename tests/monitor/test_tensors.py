@@ -145,3 +145,21 @@ def test_a_peft_model_with_frozen_weights_is_tracked() -> None:
     frozen = sum(p.numel() * 4 for p in model.parameters())
     assert figures["mem/at_peak/params_bytes"] == frozen
     assert figures["mem/at_peak/optimizer_bytes"] == training_state_bytes(model, optimizer)["mem/optimizer_bytes"]
+
+
+def test_largest_policy_with_accumulation_watches_micro_batches() -> None:
+    """With two micro-batches an optimizer step, every micro-batch of steps 1 and 2 is watched, then a batch
+    larger than all before it of its kind: the first of its step (no gradients alive) or a later one (its
+    forward runs on the gradients accumulated so far, a peak the same batch never shows as a first); an
+    optimizer step with a watched micro-batch stays out of the throughput."""
+    trainer = TrainerConfig(lr=1e-3, epochs=1, log_every=100, max_grad_norm=0.0, grad_accum_steps=2)
+    sizes = [8, 8, 8, 8, 16, 8, 8, 16, 8, 8]  # steps 1 and 2 in full; 16 as a first (step 3), as a second (step 4)
+    # policy -> watched micro-batches, optimizer steps left out of the throughput, steps timed
+    for policy, watched, excluded, timed in (("largest", 6, 4, 1), ("every", 10, 0, 5)):  # every: all are timed
+        with Monitor.for_device(CPU, MonitorConfig(enabled=False, tensors=policy)) as monitor:
+            monitor.mark_training()
+            result = train(model=_Toy(act=1, temp=1), train_loader=_batches(sizes), eval_loader=[], trainer=trainer,
+                           device=CPU, autocast_dtype=torch.float32, log=lambda metrics, step: None, desc="truth",
+                           hooks=monitor, evaluate=_evaluate)
+        assert result.steps == 5 and monitor.summary()["mem/watched_steps"] == watched
+        assert (result.timing["train/watched_steps_excluded"], result.timing["train/timed_steps"]) == (excluded, timed)

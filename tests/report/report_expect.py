@@ -55,3 +55,20 @@ def hints(page: str, table_id: str) -> dict[str, str]:
     head = head[:head.index("</thead>")]
     return {html.unescape(title): html.unescape(hint) for hint, title in re.findall(r'<th title="([^"]*)">([^<]*)</th>',
                                                                                      head)}
+
+
+def plot(page: str, div_id: str) -> tuple[list[dict], dict]:
+    """The data and layout a plot's script hands to Plotly.newPlot."""
+    import json
+
+    start = page.index(f'Plotly.newPlot("{div_id}", ') + len(f'Plotly.newPlot("{div_id}", ')
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(page, start)
+    layout, _ = decoder.raw_decode(page, end + len(", "))
+    return data, layout
+
+
+def label(key: tuple) -> str:
+    """A configuration's label in a report over several models and devices, e.g. `[cpu] minilm lora r=8 qv`."""
+    model, device, technique, r, targets = key
+    return f"[{device}] {model} {technique}" + (f" r={r} {targets}" if r is not None else "")

@@ -22,6 +22,9 @@ CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "tempora
 # Share of the tensor peak per category (before the per-seed shift below): full fine-tuning carries gradients
 # and optimizer state for every weight, an adapter technique mostly the frozen weights and activations.
 SHARES = {"full": (0.24, 0.01, 0.24, 0.36, 0.10, 0.04), "adapter": (0.52, 0.02, 0.01, 0.02, 0.31, 0.09)}
+# How far each technique's plan (plan/peak_bytes) is off its measured tensor peak, as a share of it (plus 0.002
+# per seed); DoRA's runs logged no plan, like runs from before the planner, and must be left out of the comparison.
+PLAN_ERROR = {"full": 0.02, "lora": -0.03, "qlora": 0.07}
 
 
 @dataclass
@@ -68,6 +71,13 @@ class Run:
         shares[0] -= 0.01 * self.seed
         parts = {name: share * self.peak for name, share in zip(CATEGORIES, shares, strict=False)}
         return {**parts, "other": self.peak - sum(parts.values())}
+
+    @property
+    def plan(self) -> float | None:
+        """The planned training tensor peak this run logged as plan/peak_bytes; None when it logged none."""
+        if self.legacy or self.peak is None or self.technique not in PLAN_ERROR:
+            return None
+        return self.peak * (1 + PLAN_ERROR[self.technique] + 0.002 * self.seed)
 
     def peak_where(self) -> tuple[str, str]:
         """(module, phase) of the peak: full fine-tuning peaks in the optimizer step, adapters in backward."""
@@ -177,7 +187,8 @@ def _memory(run: Run) -> dict[str, float]:
     """The memory metrics a run logs now: tensor peaks and their split, RSS on CPU, bits per weight."""
     memory = {"mem/tensor_peak_bytes": run.peak, "mem/eval_tensor_peak_bytes": 0.35 * run.peak,
               "mem/model_bits_per_param": {"full": 16.0, "qlora": 5.6}.get(run.technique, 16.4),
-              **{f"mem/at_peak/{name}_bytes": value for name, value in run.at_peak().items()}}
+              **{f"mem/at_peak/{name}_bytes": value for name, value in run.at_peak().items()},
+              **({"plan/peak_bytes": run.plan} if run.plan is not None else {})}
     if run.gpu is None:  # the process's RSS is the CPU's view; CUDA runs log theirs in `extra`
         net = run.rss if run.rss is not None else 1.6 * run.peak + 3e8
         memory.update({"mem/peak_rss_net_bytes": net, "mem/baseline_rss_bytes": 5e8,

@@ -75,7 +75,7 @@ def test_plots_render_tables_sort_and_filter_and_nothing_logs_errors(page: Path,
     uncaught = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert not uncaught, uncaught
     plots = re.findall(r'<div id="(plot-[\w-]+)" class="plot js-plotly-plot"[^>]*><div class="plot-container', dom)
-    assert set(plots) == {"plot-pareto", "plot-breakdown", "plot-rank", "plot-targets", "plot-loss",
+    assert set(plots) == {"plot-pareto", "plot-breakdown", "plot-prediction", "plot-rank", "plot-targets", "plot-loss",
                           "plot-timeline-0"}, plots
     assert dom.count('class="main-svg"') >= 2 * len(plots)  # plotly drew an SVG (and its overlay) for each
     # The hostile run name and target preset stayed text: nothing changed the title, no element was injected.

@@ -128,4 +128,6 @@ def test_a_store_of_old_runs_reports_a_blank_tensor_peak(tmp_path: Path) -> None
     assert not re.search(r"3\.73 GiB|1\.40 GiB", page)  # 4.0e9 and 1.5e9 bytes, as a size would read
     assert 'id="plot-pareto"' not in page and 'id="plot-breakdown"' not in page
     assert "No configuration logged its tensor peak by category" in page
+    # no plan/peak_bytes: no point, and no other figure stands in for the prediction
+    assert 'id="plot-prediction"' not in page and "No finished run logged both plan/peak_bytes" in page
     assert "## Memory at the peak" not in (tmp_path / "r" / "summary.md").read_text()

@@ -4,7 +4,7 @@ parent; LongLoRA runs on the tiny Llama; a variant asked of a model it cannot se
 from __future__ import annotations
 
 import pytest
-from support import REQUIRED_METRICS, TINY, assert_one_error_line, finished_runs, run_cli
+from support import REQUIRED_METRICS, TINY, assert_one_error_line, assert_plan_matches, finished_runs, run_cli
 
 CLASSIFICATION_VARIANTS = ("dora", "rslora", "pissa", "olora", "loftq", "qalora")
 PARENTS = {"dora": "lora", "rslora": "lora", "pissa": "lora", "olora": "lora", "loftq": "qlora", "qalora": "qlora"}
@@ -37,6 +37,7 @@ def test_each_variant_finishes_with_every_metric(variant_sweep) -> None:
         assert run["tags.base"] == base
         for metric in REQUIRED_METRICS:
             assert f"metrics.{metric}" in run and run[f"metrics.{metric}"] == run[f"metrics.{metric}"], metric
+        assert_plan_matches(run)
     bits = children["metrics.mem/weight_bits_per_param"]
     assert bits["qalora"] < 8 and bits["loftq"] < 8 and bits["dora"] == bits["lora"]
     # QA-LoRA's adapters fold into the zero points: the merged 4-bit model gives the trained model's outputs,
@@ -76,6 +77,7 @@ def test_longlora_trains_a_causal_lm(tmp_path, store: str) -> None:
     assert run["status"] == "FINISHED" and run["tags.technique"] == "longlora"
     assert "embed_tokens" in run["tags.also_trained"] and "norm" in run["tags.also_trained"]
     assert run["metrics.eval/perplexity"] > 0
+    assert_plan_matches(run)
 
 
 def test_longlora_on_an_encoder_is_one_line(tmp_path) -> None:

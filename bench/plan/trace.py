@@ -1,0 +1,117 @@
+"""Two training steps of a technique's model on fake tensors, with the tensor accounting `bench run` uses.
+
+The model comes from `bench.methods.assemble` on a `SkeletonWeights` (meta tensors: shapes, no storage). Its
+parameters, buffers and 4-bit quantization state become fake tensors on the CPU device (`FakeTensorMode`: every
+op computes shapes and dtypes, allocates nothing, and dispatches as on a real CPU tensor, so autocast, dropout
+and the attention kernel choose as they would), then the steps run under `bench.monitor.tensors`' tracker.
+Two optimizer steps, as a run's accounting watches two (each of `trainer.grad_accum_steps` micro-batches): the
+first creates the optimizer's state while the gradients exist, the second runs its forward and backward with
+that state alive. They run through the training loop's own step (`bench.train.OptimizerStep`), so the levers
+(checkpointing, the optimizer's state format, accumulation) act as in a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+
+def fake_model(model: Any, mode: Any, device: Any) -> None:
+    """Every parameter and buffer of `model` (meta tensors), and the tensors 4-bit layers hold outside them, as
+    fake tensors on `device`; shared tensors (tied embeddings, code tables) stay shared."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    memo: dict[int, tuple[Any, Any]] = {}  # id -> (the original, kept alive so its id is not reused; its fake)
+
+    def fake(tensor: Any) -> Any:
+        if id(tensor) not in memo:
+            made = FakeTensor(mode, tensor, device) if tensor.device.type == "meta" else tensor
+            memo[id(tensor)] = (tensor, made)
+        return memo[id(tensor)][1]
+
+    def fake_parameter(parameter: Any) -> Any:
+        if id(parameter) not in memo:
+            new = torch.nn.Parameter(FakeTensor(mode, parameter.data, device), requires_grad=parameter.requires_grad)
+            new.__dict__.update(parameter.__dict__)  # bitsandbytes' quant_state, quant_type, ...
+            memo[id(parameter)] = (parameter, new)
+        return memo[id(parameter)][1]
+
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None:
+                module._parameters[name] = fake_parameter(parameter)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = fake(buffer)
+        _fake_held_state(module, fake)
+
+
+def _fake_held_state(module: Any, fake: Any) -> None:
+    """bitsandbytes' QuantState (and its nested state) and hqq's meta dict and plain bias, made fake in place."""
+    weight = module._parameters.get("weight")
+    states = [getattr(weight, "quant_state", None)]
+    while states[-1] is not None:
+        state = states[-1]
+        for key, value in vars(state).items():
+            if hasattr(value, "untyped_storage"):
+                setattr(state, key, fake(value))
+        states.append(getattr(state, "state2", None))
+    if isinstance(getattr(module, "meta", None), dict) and getattr(module, "W_q", None) is not None:
+        module.meta = {k: fake(v) if hasattr(v, "untyped_storage") else v for k, v in module.meta.items()}
+        if hasattr(getattr(module, "bias", None), "untyped_storage") and "bias" not in module._parameters:
+            module.bias = fake(module.bias)
+
+
+def host_batch(*, batch_size: int, seq_len: int, causal: bool) -> dict[str, Any]:
+    """A batch of `batch_size` sequences of `seq_len` tokens, every token real: the worst case of dynamic
+    padding, the batch `bench run`'s accounting would find largest. Real (tiny) host tensors, as a data loader
+    gives them: the loop counts their tokens, and the fake mode takes them in as inputs."""
+    import torch
+
+    shape = (batch_size, seq_len)
+    labels = torch.zeros(shape if causal else (batch_size,), dtype=torch.long)
+    return {"input_ids": torch.zeros(shape, dtype=torch.long), "attention_mask": torch.ones(shape, dtype=torch.long),
+            "labels": labels}
+
+
+class _Watched:
+    """The training loop's hooks for a trace: every micro-batch watched by the tensor accounting."""
+
+    def __init__(self, accounting: Any) -> None:
+        self.accounting = accounting
+
+    @contextlib.contextmanager
+    def step(self, step: int, batch: dict[str, Any]) -> Iterator[bool]:
+        with self.accounting.step(step, batch):
+            yield True
+
+
+def trace_steps(built: Any, trainer: Any, *, batch: dict[str, Any], device: Any, steps: int = 2) -> Any:
+    """Run `steps` optimizer steps of `built.model` (already fake) with the training loop's own step
+    (`bench.train.OptimizerStep`: the levers applied, `trainer.grad_accum_steps` micro-batches a step), every
+    micro-batch watched as a run watches the first two steps; returns the `TensorAccounting` with the peak."""
+    import torch
+
+    from bench.footprint import held_outside_parameters
+    from bench.levers import apply_levers
+    from bench.monitor.tensors import TensorAccounting
+    from bench.train import OptimizerStep, TrainResult, build_optimizer
+
+    model = built.model
+    apply_levers(model, trainer)
+    model.train()
+    optimizer = build_optimizer(model, trainer, built.lr_by_module)
+    accounting = TensorAccounting(device, "every", held_outside_parameters)
+    accounting.start(model, optimizer)
+    autocast = torch.autocast(device.type, dtype=built.compute_dtype, enabled=built.compute_dtype != torch.float32)
+    stepper = OptimizerStep(model=model, optimizer=optimizer, scheduler=SimpleNamespace(step=lambda: None),
+                            hooks=_Watched(accounting), device=device, max_grad_norm=trainer.max_grad_norm,
+                            autocast=autocast)
+    result = TrainResult(steps=1)  # counted from 1: the loop's one-off read of the real state sizes is skipped
+    for _ in range(steps):
+        stepper.step([batch] * trainer.grad_accum_steps, result)
+        result.steps += 1
+    return accounting
