@@ -53,6 +53,7 @@ class _Tracker(MemTracker):
         # the peak of each phase (forward, backward, optimizer) by category: a plan traced at two depths
         # extrapolates each phase, since which one peaks can change with depth
         self.phase_peaks: dict[str, dict[str, int]] = {}
+        self.phase_modules: dict[str, str] = {}  # where each phase's peak happened
 
     def _track_module_params_and_buffers(self, module: Any, install_grad_hooks: bool = True) -> tuple[int, int]:
         memory = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
@@ -86,6 +87,7 @@ class _Tracker(MemTracker):
             phase = self._phase()
             if snapshot[_TOTAL_KEY] > self.phase_peaks.get(phase, {}).get("total", -1):
                 self.phase_peaks[phase] = _by_category(snapshot)
+                self.phase_modules[phase] = self._active_module()
 
     def _active_module(self) -> str:
         """The innermost module running now (the deepest of the active ones), or the optimizer's step."""
@@ -134,6 +136,7 @@ class _Peak:
     def __init__(self) -> None:
         self.total, self.categories, self.where = -1, {}, ("", "")
         self.phases: dict[str, dict[str, int]] = {}  # phase -> its peak by category, with `total`
+        self.phase_modules: dict[str, str] = {}  # phase -> the module its peak happened in
 
     def offer(self, tracker: _Tracker) -> None:
         peak = tracker.peak()
@@ -143,6 +146,7 @@ class _Peak:
         for phase, found in tracker.phase_peaks.items():
             if found["total"] > self.phases.get(phase, {}).get("total", -1):
                 self.phases[phase] = found
+                self.phase_modules[phase] = tracker.phase_modules.get(phase, "")
 
 
 class TensorAccounting:

@@ -16,6 +16,7 @@ from bench.config import RunConfig
 
 CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "temporaries", "other")
 EXTRAPOLATE_ABOVE = 4  # layers: deeper models are traced at 2 and 3 layers and extrapolated
+BATCH_SEARCH_LIMIT = 4096  # the largest batch searched for; a row that reaches it fits at least that
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class MemoryPlan:
     levers: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, dict[str, int]] = field(default_factory=dict)  # each phase's own peak, by category
     paged_bytes: int = 0  # a paged optimizer's state: in CUDA unified memory, left out of the peak (`_unpage`)
+    phase_modules: dict[str, str] = field(default_factory=dict)  # where each phase's peak happened
 
     def metrics(self) -> dict[str, float]:
         """`plan/peak_bytes` and `plan/<category>_bytes`, as a run logs its prediction."""
@@ -126,7 +128,7 @@ def _extrapolated(cfg: RunConfig, *, device: Any, config: Any, batch_size: int, 
     categories = phases[phase]
     note = f"traced at 2 and 3 of its {depth} layers, every category of each phase extrapolated linearly in depth"
     analytic = _analytic(cfg, config, device, batch_size)
-    module = three.peak_module if phase == three.peak_phase else ""
+    module = three.peak_module if phase == three.peak_phase else three.phase_modules.get(phase, "")
     paged = three.paged_bytes + (depth - 3) * (three.paged_bytes - two.paged_bytes)
     return replace(three, categories=categories, peak_bytes=sum(categories.values()), analytic_peak_bytes=analytic,
                    notes=(*three.notes, note), phases=phases, peak_phase=phase, peak_module=module, paged_bytes=paged)
@@ -156,7 +158,8 @@ def trace_plan(cfg: RunConfig, *, device: Any, config: Any, batch_size: int) -> 
     paged = _unpage(categories, phases) if _is_paged(cfg, device) else 0
     return MemoryPlan(cfg.method.name, device.type, batch_size, cfg.data.max_length, categories,
                       sum(categories.values()), where[0], where[1], _analytic(cfg, config, device, batch_size),
-                      tuple(notes), time.perf_counter() - started, phases=phases, paged_bytes=paged)
+                      tuple(notes), time.perf_counter() - started, phases=phases, paged_bytes=paged,
+                      phase_modules=dict(peak.phase_modules))
 
 
 def _is_paged(cfg: RunConfig, device: Any) -> bool:
@@ -201,7 +204,7 @@ def _analytic(cfg: RunConfig, config: Any, device: Any, batch_size: int) -> int 
 
 
 def largest_batch(cfg: RunConfig, *, device: Any, budget_bytes: int, config: Any = None,
-                  limit: int = 4096) -> tuple[int, MemoryPlan | None]:
+                  limit: int = BATCH_SEARCH_LIMIT) -> tuple[int, MemoryPlan | None]:
     """The largest batch (at `data.max_length`) whose plan fits `budget_bytes`, with its plan; (0, None) when a
     single sequence does not fit. A step's tensors grow linearly with the batch, so two traces give the slope;
     the guess is then checked and corrected by tracing."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.plan.calibrate import LEVERS, duration
 from bench.plan.cards import GIB, MIB
+from bench.plan.engine import BATCH_SEARCH_LIMIT
 
 CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "temporaries", "other")
 # the levers' names in the table ("optimizer" alone would read as the category of that name)
@@ -64,7 +65,9 @@ def _row(row: dict[str, Any], keys: list[str], *, limit: Any, tokens: float | No
         cells += [gib(plan.analytic_peak_bytes, unit)] if analytic else []
         cells.append(plan.peak_phase)
         if limit is not None:
-            cells += ["yes" if plan.peak_bytes <= limit.bytes else "no", str(row["largest"])]
+            largest = row["largest"]
+            cells += ["yes" if plan.peak_bytes <= limit.bytes else "no",
+                      f">={largest}" if largest >= BATCH_SEARCH_LIMIT else str(largest)]
     if tokens is not None:
         calibration = row["calibration"]
         seconds, cost = calibration.seconds(tokens), calibration.cost(tokens, price)
@@ -109,7 +112,8 @@ def _legend(rows: list[dict[str, Any]], *, limit: Any, tokens: float | None, ana
                      "(classification only; - where it does not apply).")
     if limit is not None:
         lines.append(f"fits: peak <= {size(limit.bytes)}. max batch: the largest batch of full-length sequences "
-                     f"(data.max_length, {seq} tokens in the first row) that fits; 0: not even one.")
+                     f"(data.max_length, {seq} tokens in the first row) that fits; 0: not even one; "
+                     f">={BATCH_SEARCH_LIMIT}: the search stops there.")
     if tokens is not None:
         lines.append(f"tokens/s: train/tokens_per_s measured in the store (mean of the runs below); time: "
                      f"{tokens:,.0f} tokens at that rate; cost: that time at --price-per-hour. uncalibrated: no run "

@@ -34,6 +34,7 @@ def test_extrapolated_in_depth_equals_the_full_trace(technique: str) -> None:
     traced = trace_plan(cfg, device=device, config=config, batch_size=16)
     assert any("extrapolated" in note for note in extrapolated.notes)
     assert extrapolated.peak_phase == traced.peak_phase
+    assert extrapolated.peak_module  # where the phase peaked in the deepest trace, also when the phase changed
     assert abs(extrapolated.peak_bytes - traced.peak_bytes) <= 0.005 * traced.peak_bytes
 
 
