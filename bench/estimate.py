@@ -44,12 +44,6 @@ class Estimate:
     def peak_bytes(self) -> int:
         return self.weights_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
 
-    def metrics(self) -> dict[str, float]:
-        """`mem/predicted_*` metrics for the run."""
-        parts = {"weights": self.weights_bytes, "grads": self.grads_bytes, "optimizer": self.optimizer_bytes,
-                 "activations": self.activations_bytes, "peak": self.peak_bytes}
-        return {f"mem/predicted_{name}_bytes": float(value) for name, value in parts.items()}
-
 
 @dataclass(frozen=True)
 class _Census:

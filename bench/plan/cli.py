@@ -143,15 +143,10 @@ def configs(overrides: list[str], compose: Composer) -> list[tuple[Any, dict[str
     return built
 
 
-def _labels(cfg: Any) -> list[str] | None:
-    """A classifier's label set (its head's size), as the engine sizes it: `data.labels`, else two; None for a
-    causal LM."""
-    return None if cfg.task == "causal_lm" else [str(label) for label in (cfg.data.labels or ["0", "1"])]
-
-
 def model_configs(cfgs: list[Any]) -> list[Any]:
     """Each config's transformers config, each distinct model read once (a hub id fetches config.json only)."""
     from bench.models import model_config, resolve_location
+    from bench.plan.engine import head_labels
 
     # keys taken before any read: transformers may write into a config-only model's nested dicts (rope_scaling)
     keys = [repr((cfg.model, cfg.task, cfg.data.labels)) for cfg in cfgs]
@@ -159,7 +154,7 @@ def model_configs(cfgs: list[Any]) -> list[Any]:
     for key, cfg in zip(keys, cfgs, strict=True):
         if key not in found:
             try:
-                found[key] = model_config(cfg.model, resolve_location(cfg.model), _labels(cfg))
+                found[key] = model_config(cfg.model, resolve_location(cfg.model), head_labels(cfg))
             except (OSError, ValueError, KeyError) as error:
                 from bench.config import ConfigError
 

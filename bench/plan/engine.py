@@ -46,7 +46,7 @@ class MemoryPlan:
                 **({"plan/paged_bytes": float(self.paged_bytes)} if self.paged_bytes else {})}
 
 
-def _labels(cfg: RunConfig) -> list[str] | None:
+def head_labels(cfg: RunConfig) -> list[str] | None:
     """A classifier's label set (its head's size): `data.labels`, else two; None for a causal LM."""
     if cfg.task == "causal_lm":
         return None
@@ -86,7 +86,7 @@ def plan_memory(cfg: RunConfig, *, device: Any, config: Any = None, batch_size: 
     from bench.models import model_config, resolve_location
 
     started = time.perf_counter()
-    config = config if config is not None else model_config(cfg.model, resolve_location(cfg.model), _labels(cfg))
+    config = config if config is not None else model_config(cfg.model, resolve_location(cfg.model), head_labels(cfg))
     batch_size = batch_size or cfg.trainer.batch_size
     depth = getattr(config, "num_hidden_layers", None)
     if not isinstance(depth, int) or depth <= EXTRAPOLATE_ABOVE:

@@ -3,13 +3,12 @@ frontier; devices never meet in a comparison; the breakdown at the peak; a store
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 from pathlib import Path
 
-from report_expect import FULL_CPU, FULL_GPU, QLORA_CPU, QLORA_GPU, close, expected, headline_row, number
+from report_expect import FULL_CPU, FULL_GPU, QLORA_CPU, QLORA_GPU, close, expected, headline_row, number, plot
 from report_store import CATEGORIES, EXPERIMENT, GPU, OLD_RUNS, ROW_CLASS, build_store, finished_groups, tables
 
 from bench.cli import main
@@ -31,15 +30,6 @@ def _means(figure: str) -> dict[tuple, tuple[float, float]]:
     read = {"peak": lambda run: run.peak, "rss": lambda run: run.rss if run.rss is not None else 1.6 * run.peak + 3e8}
     return {key: (statistics.fmean(map(read[figure], runs)), expected(runs)["mean"])
             for key, runs in finished_groups().items()}
-
-
-def _plot(page: str, div_id: str) -> tuple[list[dict], dict]:
-    """The data and layout a plot's script hands to Plotly.newPlot."""
-    start = page.index(f'Plotly.newPlot("{div_id}", ') + len(f'Plotly.newPlot("{div_id}", ')
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(page, start)
-    layout, _ = decoder.raw_decode(page, end + len(", "))
-    return data, layout
 
 
 def test_the_tensor_peak_places_the_frontier_within_each_device(report: Path) -> None:
@@ -81,7 +71,7 @@ def test_two_devices_give_two_configurations_and_compare_only_within_one(report:
     dora, lora = expected(groups[DORA_CPU]), expected(groups[LORA_CPU])
     assert close(number(variants[0]["memory ×"]), dora["peak"] / lora["peak"])
     # The plot draws one frontier per device, each named.
-    data, layout = _plot(page, "plot-pareto")
+    data, layout = plot(page, "plot-pareto")
     assert sorted(trace["name"] for trace in data if trace["mode"] == "lines") == [
         f"Pareto frontier ({GPU})", "Pareto frontier (cpu)"]
     assert "tensor peak" in layout["xaxis"]["title"]["text"]
@@ -101,7 +91,7 @@ def test_the_breakdown_shows_each_category_mean_and_where_the_peak_fell(report: 
             assert close(number(row[f"{name} MiB"]), want[name]), (key, name)
         lowest = min(runs, key=lambda run: run.seed)
         assert (row["module"][1], row["phase"][1]) == lowest.peak_where()
-    data, layout = _plot(page, "plot-breakdown")
+    data, layout = plot(page, "plot-breakdown")
     assert [trace["name"] for trace in data] == list(CATEGORIES) and layout["barmode"] == "stack"
     assert [trace["marker"]["color"] for trace in data] == [CATEGORY_COLORS[name] for name in CATEGORIES]
     assert len(set(CATEGORY_COLORS.values())) == len(CATEGORIES)
