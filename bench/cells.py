@@ -54,8 +54,9 @@ class CellSpec:
         return cls(**json.loads(path.read_text()))
 
 
-def run_job(raw: dict[str, Any]) -> float | None:
-    """Hydra's job: returns the final eval accuracy, or None for a skipped or failed sweep cell."""
+def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
+    """Hydra's job: returns the final eval accuracy, or None for a skipped or failed sweep cell. `stage`: what
+    the progress label starts with, `stage 1/2: ` in a fair comparison (bench.fair)."""
     from bench.runner import run_experiment
     from bench.sweep import current_context, finished_cell
 
@@ -63,7 +64,7 @@ def run_job(raw: dict[str, Any]) -> float | None:
     if sweep is None:
         return run_experiment(RunConfig.from_dict(raw))["eval/accuracy"]
     context, number = sweep
-    label = f"cell {number + 1}/{context.total_cells}"
+    label = f"{stage}cell {number + 1}/{context.total_cells}"
     print(f"{label}: {' '.join(_cell_overrides())}", flush=True)
     try:
         config = RunConfig.from_dict(raw)
@@ -128,7 +129,8 @@ def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any, *, 
 
     values = {k: v for k, v in raw.items() if k not in ("hydra", "tracker", "output_dir", "force")}
     method, model, data = (raw.get(k) or {} for k in ("method", "model", "data"))
-    spec = TrackerConfig(uri=context.tracking_uri, experiment=context.experiment)
+    tags = (raw.get("tracker") or {}).get("tags") or {}  # a fair comparison's cell is tagged even when it fails early
+    spec = TrackerConfig(uri=context.tracking_uri, experiment=context.experiment, tags=dict(tags))
     name = f"{method.get('name')}-{model.get('name')}-{data.get('name')}-s{raw.get('seed')}"
     with suppress(type(error)), Tracker(spec, run_name=name, parent_run_id=context.parent_run_id) as tracker:
         tracker.log_params(flatten(values))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.config import ModelConfig, RunConfig
-from bench.task import TaskData
+from bench.task import TaskData, as_test
 
 
 class ClassificationTask:
@@ -27,17 +27,17 @@ class ClassificationTask:
         from bench.data import load_splits
 
         splits = load_splits(self.cfg.data)
-        metrics = {"eval/majority_baseline": splits.majority_baseline, "data/train_rows": len(splits.train),
-                   "data/eval_rows": len(splits.eval)}
-        return TaskData(head_labels=splits.labels, splits=splits, metrics=metrics)
+        return TaskData(head_labels=splits.labels, splits=splits, metrics=splits.metrics())
 
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
-        from bench.data import make_loaders
+        from bench.data import eval_loader, make_loaders
 
-        trainer = self.cfg.trainer
+        trainer, length = self.cfg.trainer, self.cfg.data.max_length
         data.train_loader, data.eval_data = make_loaders(
-            data.splits, tokenizer=tokenizer, max_length=self.cfg.data.max_length, batch_size=trainer.batch_size,
+            data.splits, tokenizer=tokenizer, max_length=length, batch_size=trainer.batch_size,
             eval_batch_size=trainer.eval_batch_size, seed=self.cfg.seed)
+        data.test_data = eval_loader(data.splits.test, tokenizer=tokenizer, max_length=length,
+                                     batch_size=trainer.eval_batch_size)
 
     def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
         from bench.metrics import evaluate_classifier
@@ -51,9 +51,14 @@ class ClassificationTask:
                        autocast_dtype: Any) -> dict[str, float]:
         return {}
 
+    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        tested = as_test(self.evaluate(model, data.test_data, device=device, autocast_dtype=autocast_dtype))
+        return {**tested, "test/majority_baseline": data.splits.test_baseline}
+
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
         return next(iter(data.eval_data))
 
     def result_line(self, final: dict[str, float]) -> str:
         return (f"eval/accuracy {final['eval/accuracy']:.4f}, "
-                f"majority baseline {final['eval/majority_baseline']:.4f}")
+                f"majority baseline {final['eval/majority_baseline']:.4f}; "
+                f"test/accuracy {final['test/accuracy']:.4f} (majority {final['test/majority_baseline']:.4f})")

@@ -17,6 +17,7 @@ commands:
   run [overrides...]   fine-tune and record one run in MLflow (Hydra app; `bench run --help` lists the config)
                        e.g. bench run method=qlora method.r=16 trainer.max_steps=50
                             bench run -m method=full,lora,qlora seed=1,2,3
+                            bench run experiment=fair-minilm   (each technique at its own rate, tuned on validation)
                        methods: {methods}
   report [--experiment NAME] [--sweep ID] [--out DIR]
                        write a self-contained HTML comparison report (plus results.csv, summary.md)
@@ -79,6 +80,28 @@ def check_group_overrides(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown {group} {choice.strip()!r}; valid choices: {', '.join(choices)}")
 
 
+def fair_comparison(overrides: list[str]) -> dict | None:
+    """The resolved config of `bench run experiment=<one with a fair: section>`, which bench.fair runs as its two
+    stage sweeps; None for anything else (composed only when an experiment is named: it costs a fraction of a
+    second). The stage sweeps it starts set `fair.stage`, and run as ordinary sweeps."""
+    if not any(re.match(r"[+~]?experiment=", override) for override in overrides):
+        return None
+    flags = {override for override in overrides if override.startswith("-")}
+    if flags - {"-m", "--multirun"}:  # --cfg, --help, --info: Hydra shows what it would run, and runs nothing
+        return None
+    from omegaconf import OmegaConf, open_dict
+
+    try:
+        cfg = compose([override for override in overrides if not override.startswith("-")])
+    except Exception:  # noqa: BLE001 - a bad override or a sweep over experiments: Hydra's own run reports it
+        return None
+    if cfg.get("fair") is None or cfg.fair.get("stage") is not None:
+        return None
+    with open_dict(cfg):
+        del cfg["output_dir"]  # `${hydra:runtime.output_dir}` resolves only inside a Hydra run; each cell has its own
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
 def _debug() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("BENCH_DEBUG") == "1"
 
@@ -91,7 +114,13 @@ def _run_task(cfg: object) -> float | None:
     from bench.config import ConfigError
 
     try:
-        return run_job(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        stage = ""
+        if raw.get("fair") is not None:  # a cell of a fair comparison's stage sweep (bench.fair)
+            from bench.fair import prepare_cell
+
+            raw, stage = prepare_cell(raw)  # type: ignore[arg-type]
+        return run_job(raw, stage=stage)  # type: ignore[arg-type]
     except ConfigError as error:
         if _debug():
             raise
@@ -107,6 +136,11 @@ def run_command(overrides: list[str]) -> int:
 
     try:
         check_group_overrides(overrides)
+        composed = fair_comparison(overrides)
+        if composed is not None:
+            from bench.fair import run_fair
+
+            return run_fair(overrides, composed)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

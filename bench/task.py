@@ -23,7 +23,8 @@ class TaskData:
     metrics: dict[str, float] = field(default_factory=dict)  # known before training: rows, majority baseline
     tags: dict[str, str] = field(default_factory=dict)
     train_loader: Any = None  # batches, filled by `Task.make_batches`
-    eval_data: Any = None  # what `Task.evaluate` reads
+    eval_data: Any = None  # what `Task.evaluate` reads: the validation split
+    test_data: Any = None  # the test split, in the same form, read once after training
 
 
 class Task(Protocol):
@@ -52,9 +53,17 @@ class Task(Protocol):
                        autocast_dtype: Any) -> dict[str, float]:
         """After training, outside the training figures: what the task measures on the trained model."""
 
+    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        """`test/*` metrics of the trained model on the test split: once, after training and every choice made
+        on validation, outside the training figures."""
+
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
         """One evaluation batch of model inputs, for checks on the trained model (a merge's error)."""
 
     def result_line(self, final: dict[str, float]) -> str:
         """The headline figures of a finished run, for the line that says where the results are."""
 
+
+def as_test(metrics: dict[str, float]) -> dict[str, float]:
+    """`eval/accuracy` -> `test/accuracy`: the figures `Task.evaluate` computes, named for the test split."""
+    return {f"test/{key.removeprefix('eval/')}": value for key, value in metrics.items()}

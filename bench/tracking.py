@@ -58,7 +58,8 @@ class Tracker:
         experiment = open_store(self.uri, self.spec.experiment)
         self._client = mlflow.MlflowClient(self.uri)
         retrying(lambda: close_stale_runs(self._client, experiment.experiment_id))
-        tags = process_tags()
+        # the caller's tags (a fair comparison's fair/*) go on at creation, so no run is ever seen without them
+        tags = {**{key: _as_text(value) for key, value in redact(self.spec.tags).items()}, **process_tags()}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id  # nests the run under its sweep in the UI
         name = redact_text(self.run_name)

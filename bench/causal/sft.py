@@ -7,6 +7,11 @@
 - A hub chat data set with `data.messages_column` (a list of `{role, content}` turns): the turns before the
   last assistant turn are the prompt, that turn is the response.
 
+Every source is split three ways, train / validation / test, by `bench.splits` (stratified by label where there
+is one, seeded, near-duplicate prompts removed across splits); a local data set may come split into files
+(`data.eval_path`, `data.test_path`), a hub one into its official splits (`data.hub_eval_split`,
+`data.hub_test_split`).
+
 With a label set (the template's labels, or `data.labels` for the other sources) every answer is
 `data.response_template` filled with its label, so training and label-likelihood scoring see the same text.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.config import ConfigError, DataConfig
@@ -34,26 +39,39 @@ class Pair:
 
 @dataclass
 class SftSplits:
-    """Train and eval pairs, and what label accuracy needs (None for free-form answers)."""
+    """Train, validation (`eval`) and test pairs, and what label accuracy needs (None for free-form answers)."""
 
     train: list[Pair]
     eval: list[Pair]
     labels: list[str] | None = None
     answers: list[str] | None = None  # the response text of each label, in label order
     majority_baseline: float | None = None  # eval accuracy of always answering the most frequent train label
+    test: list[Pair] = field(default_factory=list)  # evaluated once, after training
+    test_baseline: float | None = None  # test accuracy of always answering the most frequent train label
+    dropped: dict[str, int] = field(default_factory=dict)  # near-duplicate prompts dropped from each split
+
+    def metrics(self) -> dict[str, float]:
+        """What every run logs about its data before training."""
+        from bench.splits import split_metrics
+
+        rows = {"train": len(self.train), "eval": len(self.eval), "test": len(self.test)}
+        baseline = {} if self.majority_baseline is None else {"eval/majority_baseline": self.majority_baseline}
+        return {**baseline, **split_metrics(rows, self.dropped)}
 
 
 def load_sft_splits(spec: DataConfig) -> SftSplits:
     """Read, clean, split and cap the pairs of any source."""
     if spec.prompt_template:
         return _templated(spec)
-    from bench.data import read_frame, split_frame  # one reader and one split for both tasks
+    from bench.data import read_frames  # one reader and one split for both tasks
+    from bench.splits import three_splits
 
-    frame = _pairs_frame(read_frame(spec), spec)
-    labels = _answer_labels(frame, spec)
-    if labels is not None:
-        frame["label"] = frame["response"].str.strip()
-    train, evaluation = split_frame(frame, spec)
+    frames = {name: None if raw is None else _pairs_frame(raw, spec) for name, raw in read_frames(spec).items()}
+    labels = _answer_labels([frame for frame in frames.values() if frame is not None], spec)
+    for frame in frames.values():
+        if labels is not None and frame is not None:
+            frame["label"] = frame["response"].str.strip()
+    parts = three_splits(frames, spec, key="prompt")
     answers = [spec.response_template.format(label=label) for label in labels] if labels else None
     decode = json.loads if spec.messages_column else str  # chat turns were stored as JSON text
 
@@ -64,7 +82,8 @@ def load_sft_splits(spec: DataConfig) -> SftSplits:
         return [Pair(decode(p), answers[index[y]], index[y]) for p, y in zip(part["prompt"], part["label"],
                                                                               strict=True)]
 
-    return _with_baseline(SftSplits(pairs(train), pairs(evaluation), labels, answers))
+    return _with_baseline(SftSplits(pairs(parts.train), pairs(parts.eval), labels, answers, test=pairs(parts.test),
+                                    dropped=parts.dropped))
 
 
 def _templated(spec: DataConfig) -> SftSplits:
@@ -78,19 +97,21 @@ def _templated(spec: DataConfig) -> SftSplits:
         return [Pair(template.format(text=text), answers[int(y)], int(y))
                 for text, y in zip(part["text"], part["label_id"], strict=True)]
 
-    return _with_baseline(SftSplits(pairs(splits.train), pairs(splits.eval), splits.labels, answers))
+    return _with_baseline(SftSplits(pairs(splits.train), pairs(splits.eval), splits.labels, answers,
+                                    test=pairs(splits.test), dropped=splits.dropped))
 
 
 def _with_baseline(splits: SftSplits) -> SftSplits:
     if splits.labels:
         majority = Counter(p.label for p in splits.train).most_common(1)[0][0]
         splits.majority_baseline = sum(p.label == majority for p in splits.eval) / len(splits.eval)
+        splits.test_baseline = sum(p.label == majority for p in splits.test) / len(splits.test)
     return splits
 
 
 def _pairs_frame(raw: Any, spec: DataConfig) -> Any:
     """`prompt` and `response` columns (a chat prompt kept as JSON text, so it can be deduplicated); empty
-    answers dropped, and duplicate prompts, which would leak between train and eval."""
+    answers dropped, and duplicate prompts, which would leak between splits."""
     wanted = [spec.messages_column] if spec.messages_column else [spec.prompt_column, spec.response_column]
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
@@ -128,12 +149,12 @@ def _split_chat(turns: Any) -> tuple[list[dict[str, str]] | None, str]:
     return turns[:last], turns[last]["content"]
 
 
-def _answer_labels(frame: Any, spec: DataConfig) -> list[str] | None:
-    """`data.labels`, checked against the answers (each answer must be one of them); None if unset."""
+def _answer_labels(frames: list[Any], spec: DataConfig) -> list[str] | None:
+    """`data.labels`, checked against the answers of every split (each must be one of them); None if unset."""
     if spec.labels is None:
         return None
     labels = [str(label) for label in spec.labels]
-    unknown = sorted(set(frame["response"].str.strip()) - set(labels))
+    unknown = sorted(set().union(*(frame["response"].str.strip() for frame in frames)) - set(labels))
     if unknown:
         raise ConfigError(f"data={spec.name}: answers {unknown[:5]} are not in data.labels={labels}")
     return labels

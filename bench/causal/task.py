@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from bench.config import ModelConfig, RunConfig
-from bench.task import TaskData
+from bench.task import TaskData, as_test
 
 
 class CausalTask:
@@ -35,9 +35,7 @@ class CausalTask:
         from bench.causal.sft import load_sft_splits
 
         splits = load_sft_splits(self.cfg.data)
-        baseline = {} if splits.majority_baseline is None else {"eval/majority_baseline": splits.majority_baseline}
-        metrics = {**baseline, "data/train_rows": len(splits.train), "data/eval_rows": len(splits.eval)}
-        return TaskData(head_labels=None, splits=splits, metrics=metrics, tags={"labels": str(splits.labels)})
+        return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(), tags={"labels": str(splits.labels)})
 
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         """Every batch the run needs, made before the model loads, so the monitor's baseline holds the data and
@@ -52,6 +50,7 @@ class CausalTask:
         data.train_loader = train_loader(splits.train, tokenizer=tokenizer, fmt=fmt, max_length=length,
                                          batch_size=cfg.trainer.batch_size, seed=cfg.seed)
         data.eval_data = eval_set(splits.eval, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        data.test_data = eval_set(splits.test, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
         self._general = general_rows(tokenizer, chunks=cfg.data.general_eval_chunks, length=length, bos=fmt.bos)
         self._pad_id = tokenizer.pad_token_id
 
@@ -76,15 +75,22 @@ class CausalTask:
         after = self._general_loss(model, device=device, autocast_dtype=autocast_dtype)
         return {"eval/general_loss_after": after, "eval/forgetting": after - before["eval/general_loss_before"]}
 
+    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        tested = as_test(self.evaluate(model, data.test_data, device=device, autocast_dtype=autocast_dtype))
+        baseline = data.splits.test_baseline
+        return {**tested, **({} if baseline is None else {"test/majority_baseline": baseline})}
+
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
         from bench.causal.encode import collate
 
         return collate(data.eval_data.rows[:self.cfg.trainer.eval_batch_size], pad_id=self._pad_id)
 
     def result_line(self, final: dict[str, float]) -> str:
-        accuracy = final.get("eval/accuracy", math.nan)
+        accuracy, tested = final.get("eval/accuracy", math.nan), final.get("test/accuracy", math.nan)
         labelled = "" if math.isnan(accuracy) else f"eval/accuracy {accuracy:.4f}, "
+        test = f"; test/perplexity {final['test/perplexity']:.3f}"
+        test += "" if math.isnan(tested) else f", test/accuracy {tested:.4f}"
         return (f"{labelled}eval/perplexity {final['eval/perplexity']:.3f}, eval/forgetting "
                 f"{final['eval/forgetting']:+.4f} (general English loss {final['eval/general_loss_before']:.4f} -> "
-                f"{final['eval/general_loss_after']:.4f})")
+                f"{final['eval/general_loss_after']:.4f}){test}")
 

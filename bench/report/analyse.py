@@ -1,6 +1,7 @@
-"""Pure pandas: tidy runs, a headline per configuration with 95 % confidence intervals over seeds, deltas
-against full fine-tuning, the Pareto frontier, and the slices the plots need. Nothing here talks to MLflow.
-Memory figures and devices are `memory`'s; every comparison here stays within one data set and one device."""
+"""Pure pandas: tidy runs, a headline per configuration with 95 % confidence intervals over seeds (validation and,
+where runs logged it, test), deltas against full fine-tuning, the Pareto frontier, and the slices the plots need.
+Nothing here talks to MLflow. Memory figures and devices are `memory`'s; labels `labels`'; every comparison here
+stays within one data set, one device and one stage of a fair comparison."""
 
 from __future__ import annotations
 
@@ -9,26 +10,26 @@ import math
 import pandas as pd
 
 from bench.report import memory
+from bench.report.compare import best_on_validation
+from bench.report.intervals import mean_interval
+from bench.report.labels import config_labels, labels, several
 from bench.techniques import REFERENCE, report_order
 
 # Friendly column → the column `mlflow.search_runs` returns (the last logged value of each metric).
 METRICS = {
-    "accuracy": "metrics.eval/accuracy", "f1": "metrics.eval/f1",
+    "accuracy": "metrics.eval/accuracy", "f1": "metrics.eval/f1",  # eval/*: the validation split
+    "test_accuracy": "metrics.test/accuracy", "test_f1": "metrics.test/f1",  # test/*: reported, never chosen on
     "tokens_per_s": "metrics.train/tokens_per_s", "train_time_s": "metrics.train/time_s",
     "trainable_params": "metrics.params/trainable", "trainable_pct": "metrics.params/trainable_pct",
     "adapter_bytes": "metrics.artifact/adapter_bytes", "energy_j": "metrics.gpu/energy_j", **memory.METRICS,
 }
-# One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together.
-KEYS = ("dataset", "model", "device", "technique", "r", "target_modules", "config")
-SCOPE = ["dataset", "model", "device"]  # where a technique's deltas and ratios find their full fine-tuning
-ADAPTER_PARAMS = ("method.r", "method.alpha", "method.dropout", "method.target_modules", "method.bias")
+# One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together;
+# so is the stage of a fair comparison (`fair/stage`: blank outside one), so tuned and untuned runs never do either.
+KEYS = ("dataset", "model", "device", "fair_id", "stage", "technique", "r", "target_modules", "config")
+SCOPE = ["dataset", "model", "device", "fair_id", "stage"]  # where deltas and ratios find their full fine-tuning
+ACCURACIES = {"accuracy": "accuracy", "test_accuracy": "test_accuracy"}  # run column → the headline's prefix
 TECHNIQUE_ORDER = {name: i for i, name in enumerate(report_order())}  # full; lora and its variants; qlora and its
 # REFERENCE: deltas compare each technique with full fine-tuning of the same model on the same device
-
-
-def _not_config(param: str) -> bool:
-    """Params that never make two runs different configurations: the seed, and where results are written."""
-    return param in ("seed", "output_dir") or param.startswith("tracker.")
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -51,17 +52,24 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "start_time": runs["start_time"], "end_time": runs["end_time"],
         "failure": _column(runs, "tags.failure"), "error": _column(runs, "tags.error"),
         "sweep_id": _column(runs, "tags.sweep_id"), "git_sha": _column(runs, "tags.git_sha"),
+        "fair_id": _column(runs, "tags.fair/id").fillna(""), "stage": _column(runs, "tags.fair/stage").fillna(""),
+        "lr": pd.to_numeric(_column(runs, "params.trainer.lr"), errors="coerce"),
+        "lr_chosen": pd.to_numeric(_column(runs, "tags.fair/lr_chosen"), errors="coerce"),
+        "chosen_on": _column(runs, "tags.fair/chosen_on"),
     })
     adapter = out["technique"] != REFERENCE  # rank and targets mean nothing for full fine-tuning
     out["r"] = _whole(_column(runs, "params.method.r").where(adapter))
     out["target_modules"] = _column(runs, "params.method.target_modules").where(adapter).fillna("")
-    out[["config", "line_config"]] = _config_labels(runs, out)
+    out[["config", "line_config"]] = config_labels(runs, out, SCOPE)
     for friendly, column in METRICS.items():
         out[friendly] = pd.to_numeric(_column(runs, column), errors="coerce")
     for friendly, column in memory.PEAK_TAGS.items():
         out[friendly] = _column(runs, column)
     out["group"] = out.groupby(list(KEYS), dropna=False, sort=False).ngroup()
-    return _mark_repeats(out, _column(runs, "tags.config_hash"))
+    config_hash = _column(runs, "tags.config_hash")
+    # A fair comparison's final run may repeat the config (seed and rate) of one of its tuning runs: a role apart,
+    # not a rerun, so repeats are only looked for within a stage.
+    return _mark_repeats(out, config_hash.where(config_hash.isna(), config_hash.astype(str) + "|" + out["stage"]))
 
 
 def _whole(text: pd.Series) -> pd.Series:
@@ -89,118 +97,45 @@ def _mark_repeats(out: pd.DataFrame, config_hash: pd.Series) -> pd.DataFrame:
     return out.assign(superseded=superseded, note=note)
 
 
-def _config_labels(runs: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
-    """`config`: the params (besides rank, targets and seed) that vary within a model and technique, e.g.
-    `alpha=32, lr=0.001`; `line_config`: the same without those that follow the rank (alpha = 2r in a rank
-    sweep), so a rank sweep draws one line per remaining setting."""
-    shown = ("method.r", "method.target_modules")  # they have columns of their own
-    params = [c for c in runs.columns if c.startswith("params.") and not _not_config(c[7:]) and c[7:] not in shown]
-    labels = pd.DataFrame({"config": "", "line_config": ""}, index=runs.index, dtype=object)
-    for (*_, technique), index in out.groupby([*SCOPE, "technique"], dropna=False).groups.items():
-        block = runs.loc[index, params].fillna("null").astype(str)
-        varying = [c for c in params if block[c].nunique() > 1
-                   and not (technique == REFERENCE and c[7:] in ADAPTER_PARAMS)]
-        rank = out.loc[index, "r"].fillna(-1)
-        free = [c for c in varying if block[c].groupby(rank).nunique().max() > 1]  # not a function of r
-        labels.loc[index, "config"] = _join(block, varying)
-        labels.loc[index, "line_config"] = _join(block, free)
-    return labels
-
-
-def _join(block: pd.DataFrame, columns: list[str]) -> pd.Series | str:
-    parts = [c[7:].removeprefix("method.") + "=" + block[c] for c in columns]
-    if not parts:
-        return ""
-    return parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
-
-
-def t_value(n: int) -> float:
-    """Student's t for a two-sided 95 % interval from n samples (n - 1 degrees of freedom). Exact series and
-    bisection rather than scipy, whose import alone would cost the command half a second."""
-    df = n - 1
-    low, high = 0.0, 16.0
-    while _two_sided(high, df) < 0.95:
-        high *= 2
-    while True:  # bisect until the midpoint no longer moves: full double precision
-        middle = (low + high) / 2
-        if middle in (low, high):
-            return middle
-        low, high = (middle, high) if _two_sided(middle, df) < 0.95 else (low, middle)
-
-
-def _two_sided(t: float, df: int) -> float:
-    """P(|T| < t) for integer degrees of freedom: Abramowitz & Stegun 26.7.3 (odd) and 26.7.4 (even)."""
-    theta = math.atan(t / math.sqrt(df))
-    cos2 = math.cos(theta) ** 2
-    if df == 1:
-        return 2 * theta / math.pi
-    term = math.cos(theta) if df % 2 else 1.0
-    total = term
-    for k in range(3 if df % 2 else 2, df - 1, 2):
-        term *= cos2 * (k - 1) / k
-        total += term
-    return 2 / math.pi * (theta + math.sin(theta) * total) if df % 2 else math.sin(theta) * total
-
-
 def headline(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration (finished runs with an accuracy): n, mean accuracy and its 95 % CI, the
-    other metrics' means, deltas against full fine-tuning, and whether it is on the Pareto frontier."""
+    """One row per configuration (finished runs with a validation accuracy): n, mean validation accuracy and its
+    95 % CI, the same of test accuracy where logged, the other metrics' means, deltas against full fine-tuning,
+    and whether it is on the Pareto frontier."""
     done = runs[(runs["status"] == "FINISHED") & runs["accuracy"].notna() & ~runs["superseded"]]
     grouped = done.groupby("group", sort=False)
     table = grouped[[*KEYS, "line_config"]].first()
-    table["n"] = grouped["accuracy"].count()
-    table["accuracy_mean"] = grouped["accuracy"].mean()
-    table["accuracy_std"] = grouped["accuracy"].std(ddof=1)
-    t = table["n"].map(lambda n: t_value(n) if n > 1 else math.nan)
-    table["accuracy_ci95"] = t * table["accuracy_std"] / table["n"] ** 0.5
-    table["accuracy_low"] = table["accuracy_mean"] - table["accuracy_ci95"]
-    table["accuracy_high"] = table["accuracy_mean"] + table["accuracy_ci95"]
-    others = [m for m in METRICS if m != "accuracy"]
+    for column, prefix in ACCURACIES.items():
+        stats = mean_interval(grouped[column])
+        table[[f"{prefix}_{name}" for name in stats.columns]] = stats
+    table["n"] = table["accuracy_n"]
+    others = [m for m in METRICS if m not in ACCURACIES]
     table[others] = grouped[others].mean()
     table = table.reset_index()
-    several = {"several_models": runs["model"].nunique() > 1, "several_datasets": runs["dataset"].nunique() > 1,
-               "several_devices": runs["device"].nunique() > 1}
-    table["label"] = _labels(table, **several)
-    table["line"] = _labels(table, **several, drop=("r",), config="line_config")  # a rank-sweep line
-    table["series"] = _labels(table, **several, drop=("r", "target_modules"))  # a target-comparison series
+    spans = several(runs)
+    table["label"] = labels(table, **spans)
+    table["line"] = labels(table, **spans, drop=("r",), config="line_config")  # a rank-sweep line
+    table["series"] = labels(table, **spans, drop=("r", "target_modules"))  # a target-comparison series
     table = _with_deltas(table)
     table["pareto"] = False  # accuracies on different data sets, memory on different devices, do not compete
     for _, rows in table.groupby(["dataset", "device"]):
         table.loc[rows.index, "pareto"] = pareto_mask(rows["tensor_peak_bytes"], rows["accuracy_mean"])
     order = table["technique"].map(lambda t: TECHNIQUE_ORDER.get(t, len(TECHNIQUE_ORDER)))
     table = table.assign(_order=order).sort_values(
-        ["dataset", "device", "model", "_order", "technique", "target_modules", "r", "config"],
+        ["dataset", "device", "model", "fair_id", "stage", "_order", "technique", "target_modules", "r", "config"],
         na_position="first", kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-def _labels(table: pd.DataFrame, *, several_models: bool, several_datasets: bool, several_devices: bool,
-            drop: tuple[str, ...] = (), config: str = "config") -> pd.Series:
-    """`lora r=16 qv`, prefixed with the data set, the device (`[cpu]`) and the model only when the report spans
-    several."""
-    def label(row: pd.Series) -> str:
-        parts = [row["dataset"]] if several_datasets else []
-        parts += [f"[{row['device']}]"] if several_devices else []
-        parts += [row["model"]] if several_models else []
-        parts.append(row["technique"])
-        parts += [f"r={row['r']:g}"] if pd.notna(row["r"]) and "r" not in drop else []
-        parts += [row["target_modules"]] if row["target_modules"] and "target_modules" not in drop else []
-        parts += [row[config]] if row[config] else []
-        return " ".join(str(p) for p in parts)
-
-    return table.apply(label, axis=1) if len(table) else pd.Series(dtype=object)
-
-
 def _with_deltas(table: pd.DataFrame) -> pd.DataFrame:
-    """Δ accuracy and tensor-peak / speed / size ratios against full fine-tuning of the same model on the same
-    device (its most accurate configuration when there are several); blank where there is none there."""
-    columns = ["accuracy_mean", "tensor_peak_bytes", "tokens_per_s", "adapter_bytes", "label"]
-    full = (table[table["technique"] == REFERENCE].sort_values("accuracy_mean", ascending=False)
-            .drop_duplicates(SCOPE)[[*SCOPE, *columns]])
+    """Δ accuracy (validation and test) and tensor-peak / speed / size ratios against full fine-tuning in the same
+    scope (its configuration best on validation when there are several); blank where there is none there."""
+    columns = ["accuracy_mean", "test_accuracy_mean", "tensor_peak_bytes", "tokens_per_s", "adapter_bytes", "label"]
+    full = best_on_validation(table[table["technique"] == REFERENCE], SCOPE)[[*SCOPE, *columns]]
     ref = table[SCOPE].merge(full, on=SCOPE, how="left")
     ref.index = table.index
     return table.assign(
         delta_accuracy=table["accuracy_mean"] - ref["accuracy_mean"],
+        delta_test_accuracy=table["test_accuracy_mean"] - ref["test_accuracy_mean"],
         memory_ratio=table["tensor_peak_bytes"] / ref["tensor_peak_bytes"],
         speed_ratio=table["tokens_per_s"] / ref["tokens_per_s"],
         size_ratio=table["adapter_bytes"] / ref["adapter_bytes"],
@@ -285,12 +220,15 @@ def time_range(runs: pd.DataFrame) -> tuple[pd.Timestamp | None, pd.Timestamp | 
 def results_table(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """results.csv: one row per run, its configuration's figures, then every metric and param as logged."""
     means = ["tensor_peak_bytes", *memory.AT_PEAK]  # the configuration's means behind its ratio and breakdown
-    stats = table[["group", "label", "n", "accuracy_mean", "accuracy_ci95", "accuracy_low", "accuracy_high", *means,
-                   "delta_accuracy", "memory_ratio", "speed_ratio", "size_ratio", "reference"]]
+    test = ["test_accuracy_n", "test_accuracy_mean", "test_accuracy_ci95", "test_accuracy_low", "test_accuracy_high"]
+    stats = table[["group", "label", "n", "accuracy_mean", "accuracy_ci95", "accuracy_low", "accuracy_high", *test,
+                   *means, "delta_accuracy", "delta_test_accuracy", "memory_ratio", "speed_ratio", "size_ratio",
+                   "reference"]]
     stats = stats.rename(columns={"label": "configuration", "n": "group_n"}).rename(
-        columns=lambda c: f"group_{c}" if c.startswith("accuracy") or c in means else c)
+        columns=lambda c: f"group_{c}" if c.startswith(("accuracy", "test_")) or c in means else c)
     identity = runs[["run_id", "run_name", "status", "superseded", "note", "experiment_name", "dataset", "model",
-                     "device", "technique", "r", "target_modules", "config", "seed", "group", "peak_module",
+                     "device", "fair_id", "stage", "technique", "r", "target_modules", "config", "lr", "lr_chosen",
+                     "chosen_on", "seed", "group", "peak_module",
                      "peak_phase", "failure", "error", "sweep_id", "git_sha", "start_time", "end_time"]]
     merged = identity.merge(stats, on="group", how="left").astype({"group_n": "Int64"})
     logged = raw.set_index("run_id").loc[runs["run_id"]]  # the sweep parents left out, as in `runs`

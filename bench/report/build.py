@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import analyse, load, memory, plots, prediction, render, variants
+from bench.report import analyse, columns, fair_sections, load, memory, plots, prediction, render, tuned, variants
 from bench.report import report_hint as hint
 from bench.report.formats import when
 from bench.report.render import Section, empty, esc
@@ -43,7 +43,8 @@ def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out:
     runs = analyse.tidy(raw)
     if runs.empty:
         raise load.StoreError("only a sweep's parent run so far: no cell of the sweep has started")
-    table = analyse.headline(runs)
+    # A fair comparison's tuning runs are a search for a rate, not results: only its curves show them.
+    table = analyse.headline(runs[runs["stage"] != tuned.TUNE])
     loss_ids = analyse.pick_runs(runs, table, per_group=LOSS_RUNS_PER_CONFIG, cap=LOSS_RUNS_MAX)
     histories = load.metric_histories(uri, loss_ids, "train/loss")
     timelines = load.timelines(uri, analyse.pick_runs(runs, table, per_group=1, cap=TIMELINE_RUNS_MAX))
@@ -78,26 +79,19 @@ def _several(runs: pd.DataFrame) -> dict[str, bool]:
 
 def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, several: dict[str, bool], *,
               histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame]) -> list[Section]:
-    return [
-        Section("headline", "Headline",
-                "One row per configuration (runs that differ only by seed, on one device). Accuracy: mean over "
-                "seeds with a two-sided 95 % Student-t interval; a single run has no interval. Other figures are "
-                "means. Memory is the training tensor peak (live tensor bytes on the training device; blank where a "
-                "run did not log it); the process's own figures follow under their own names. Δ and ratios compare "
-                "with full fine-tuning of the same model on the same device (its most accurate configuration if "
-                "there are several) and are blank where there is none. A green edge marks the Pareto frontier.",
-                render.table_html(table, render.headline_columns(**several), "headline-table",
-                                  row_classes=["frontier" if on else "" for on in table["pareto"]])
-                if len(table) else empty("No run finished with an eval/accuracy yet.")),
-        _variant_section(table, several=several),
-        _plot_section("pareto", "Accuracy vs memory", "Mean accuracy (95 % CI bars) against the mean training "
-                      "tensor peak; stars and a dashed step line (one per data set and device) mark configurations "
-                      "no other on the same device beats on both.", plots.pareto(table),
+    headline = fair_sections.tuned_section(table, runs)
+    fair = [s for s in (headline, fair_sections.lr_section(runs)) if s is not None]  # first, where there is one
+    return fair + [
+        _headline_section(table, several, untuned=headline is not None),
+        _variant_section(table, runs, several=several),
+        _plot_section("pareto", "Accuracy vs memory", "Mean validation accuracy (eval/accuracy, 95 % CI bars) "
+                      "against the mean training tensor peak; stars and a dashed step line (one per data set and "
+                      "device) mark configurations no other on the same device beats on both.", plots.pareto(table),
                       "No configuration has both an accuracy and a training tensor peak (mem/tensor_peak_bytes)."),
         _breakdown_section(runs, table),
         _prediction_section(runs, table),
-        _plot_section("rank", "Rank sweep", "Accuracy and training tensor peak against LoRA rank r, one line per "
-                      "technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
+        _plot_section("rank", "Rank sweep", "Validation accuracy and training tensor peak against LoRA rank r, one "
+                      "line per technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
                       "Needs finished adapter runs at two ranks or more."),
         _target_section(table),
         _plot_section("loss", "Loss curves", f"train/loss per optimizer step, coloured by technique; up to "
@@ -109,25 +103,51 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, severa
         Section("failures", "Failures", "Runs that did not finish: the failure kind (oom, nan, config, error) "
                 "and the error message.", _failures(runs)),
         Section("runs", "All runs", "Every run in the report; click a header to sort, type to filter.",
-                render.table_html(runs, render.run_columns(**several), "runs-table")),
+                render.table_html(runs, columns.run_columns(**several), "runs-table")),
         Section("provenance", "Provenance", "Package versions, hardware, code version and sweep settings of "
                 "the runs (with run counts where they differ), and when they ran.", _provenance(raw, runs)),
     ]
+
+
+def _headline_section(table: pd.DataFrame, several: dict[str, bool], *, untuned: bool) -> Section:
+    """The headline of the runs outside a fair comparison: each technique at its configured rate, so labelled
+    `untuned` when a tuned headline stands above it."""
+    rows = table[table["stage"] == ""]
+    label = "Untuned: each technique at its configured learning rate (runs outside a fair comparison). " if untuned \
+        else ""
+    missing = ("No untuned run: every finished run belongs to the fair comparison above." if untuned
+               else "No run finished with an eval/accuracy yet.")
+    return Section("headline", "Headline (untuned)" if untuned else "Headline",
+                   f"{label}One row per configuration (runs that differ only by seed, on one device). Accuracy on "
+                   "the validation split (val, eval/accuracy) and, where runs logged it, on the test split (test, "
+                   "test/accuracy): mean over seeds with a two-sided 95 % Student-t interval; a single run has no "
+                   "interval. Other figures are means. Memory is the training tensor peak (live tensor bytes on the "
+                   "training device; blank where a run did not log it); the process's own figures follow under their "
+                   "own names. Δ and ratios compare with full fine-tuning of the same model on the same device (its "
+                   "configuration best on validation if there are several) and are blank where there is none. A "
+                   "green edge marks the Pareto frontier.",
+                   render.table_html(rows, columns.headline_columns(**several, test=_has_test(rows)), "headline-table",
+                                     row_classes=["frontier" if on else "" for on in rows["pareto"]])
+                   if len(rows) else empty(missing))
 
 
 def _plot_section(anchor: str, heading: str, intro: str, figure: plots.Figure | None, missing: str) -> Section:
     return Section(anchor, heading, intro, plots.figure_html(f"plot-{anchor}", figure) if figure else empty(missing))
 
 
-def _variant_section(table: pd.DataFrame, *, several: dict[str, bool]) -> Section:
-    rows = variants.variant_comparison(table)
-    body = (render.table_html(rows, render.variant_columns(**several), "variants-table") if len(rows)
+def _variant_section(table: pd.DataFrame, runs: pd.DataFrame, *, several: dict[str, bool]) -> Section:
+    rows = variants.variant_comparison(table, runs)
+    body = (render.table_html(rows, columns.variant_columns(**several, test=_has_test(rows)), "variants-table")
+            if len(rows)
             else empty(f"Needs a finished variant ({', '.join(variants.PARENT)}) and its parent "
                        f"({' or '.join(sorted(set(variants.PARENT.values())))}) at the same rank and targets, "
                        "on the same device."))
     return Section("variants", "Variants against their parent", "Each variant beside the technique it modifies "
-                   f"({_parent_pairs()}) on the same model, device, rank and targets. Δ is variant minus parent; the "
-                   "interval says whether seeds support the difference; memory × compares training tensor peaks.",
+                   f"({_parent_pairs()}) on the same model, device, rank and targets (tuned beside tuned); the "
+                   "parent's configuration is the one best on validation. Δ is variant minus parent, on validation "
+                   "and, where logged, on test; its 95 % interval is a paired t over per-seed differences where the "
+                   "seeds match one to one (a shared seed is a shared batch order), Welch otherwise, as each cell "
+                   "says; memory × compares training tensor peaks.",
                    body)
 
 
@@ -135,7 +155,7 @@ def _breakdown_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
     rows = memory.breakdown(runs, table)
     figure = plots.memory_breakdown(rows)
     body = (plots.figure_html("plot-breakdown", figure)
-            + render.table_html(rows, render.breakdown_columns(), "breakdown-table") if figure
+            + render.table_html(rows, columns.breakdown_columns(), "breakdown-table") if figure
             else empty("No configuration logged its tensor peak by category (mem/at_peak/*)."))
     return Section("breakdown", "Memory at the peak", "What the live tensors were at the moment of the training "
                    "tensor peak, per configuration (means over seeds, MiB): parameters, buffers, gradients, optimizer "
@@ -169,8 +189,8 @@ def _parent_pairs() -> str:
 def _target_section(table: pd.DataFrame) -> Section:
     picked = analyse.target_slice(table)
     figure = plots.target_comparison(*picked) if picked else None
-    return _plot_section("targets", "Target modules", "Accuracy (95 % CI bars) and trainable parameters per "
-                         "target-module preset, at the rank where most presets were run.", figure,
+    return _plot_section("targets", "Target modules", "Validation accuracy (95 % CI bars) and trainable parameters "
+                         "per target-module preset, at the rank where most presets were run.", figure,
                          "Needs finished adapter runs with two target-module presets at the same rank.")
 
 
@@ -189,7 +209,7 @@ def _failures(runs: pd.DataFrame) -> str:
     failed = analyse.failures(runs)
     if failed.empty:
         return empty("None: every run finished.")
-    return render.table_html(failed, render.FAILURE_COLUMNS, "failures-table")
+    return render.table_html(failed, columns.FAILURE_COLUMNS, "failures-table")
 
 
 def _span(runs: pd.DataFrame) -> str:
@@ -203,20 +223,33 @@ def _provenance(raw: pd.DataFrame, runs: pd.DataFrame) -> str:
     return f'<div class="scroll"><table class="provenance"><tbody>{rows}</tbody></table></div>'
 
 
+def _has_test(frame: pd.DataFrame) -> bool:
+    """Whether some row logged test/accuracy: only then do tables add test columns beside validation."""
+    return bool(len(frame) and frame["test_accuracy_mean"].notna().any())
+
+
 def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table: pd.DataFrame,
              several: dict[str, bool]) -> str:
-    """summary.md: the headline, the variants and the memory at the peak as Markdown tables."""
-    columns = [c for c in render.headline_columns(**several)
-               if c.field not in ("trainable_pct", "weight_bits_per_param", "model_bits_per_param")]
+    """summary.md: the tuned headline (when there is one), the headline, the variants and the memory at the peak as
+    Markdown tables."""
+    tuned_part = fair_sections.tuned_markdown(table, runs)
+    untuned = table[table["stage"] == ""]
+    shown = [c for c in columns.headline_columns(**several, test=_has_test(untuned))
+             if c.field not in ("trainable_pct", "weight_bits_per_param", "model_bits_per_param")]
     about = "\n".join(f"- {k}: {render.markdown_text(v)}" for k, v in facts)
     failed = analyse.failures(runs)
     tail = f"\n\n{len(failed)} run(s) did not finish; see index.html." if len(failed) else ""
-    rows, parts = variants.variant_comparison(table), memory.breakdown(runs, table)
+    rows, parts = variants.variant_comparison(table, runs), memory.breakdown(runs, table)
     against = (f"\n\n## Variants against their parent\n\n"
-               f"{render.markdown_table(rows, render.variant_columns(**several))}" if len(rows) else "")
+               f"{render.markdown_table(rows, columns.variant_columns(**several, test=_has_test(rows)))}"
+               if len(rows) else "")
     at_peak = (f"\n\n## Memory at the peak\n\nMiB per category at the training tensor peak, means over seeds; "
                f"phase and module from the run named.\n\n"
-               f"{render.markdown_table(parts, render.breakdown_columns())}" if len(parts) else "")
-    return (f"# {render.markdown_text(title)}\n\n{about}\n\nAccuracy in %: mean over seeds ± the 95 % Student-t "
-            f"half-width [low, high]. Memory: the training tensor peak. Δ and ratios against full fine-tuning of the "
-            f"same model on the same device.\n\n{render.markdown_table(table, columns)}{at_peak}{against}{tail}\n")
+               f"{render.markdown_table(parts, columns.breakdown_columns())}" if len(parts) else "")
+    heading = ("## Headline (untuned): each technique at its configured learning rate\n\n" if tuned_part
+               else "## Headline\n\n")
+    return (f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{heading}Accuracy in %: val is the validation "
+            f"split (eval/accuracy, what every choice is made on), test the test split (test/accuracy); mean over "
+            f"seeds ± the 95 % Student-t half-width [low, high]. Memory: the training tensor peak. Δ and ratios "
+            f"against full fine-tuning of the same model on the same device.\n\n"
+            f"{render.markdown_table(untuned, shown)}{at_peak}{against}{tail}\n")

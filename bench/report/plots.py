@@ -93,14 +93,14 @@ def pareto(table: pd.DataFrame) -> Figure | None:
             "marker": {"color": color(technique), "size": [14 if p else 9 for p in part["pareto"]],
                        "symbol": ["star" if p else "circle" for p in part["pareto"]],
                        "line": {"width": 1, "color": "#333"}},
-            "hovertemplate": "%{text}<br>accuracy %{y:.2f} %<br>tensor peak %{x:,.1f} MiB<extra></extra>"})
+            "hovertemplate": "%{text}<br>val accuracy %{y:.2f} %<br>tensor peak %{x:,.1f} MiB<extra></extra>"})
     traces += _frontiers(rows[rows["pareto"]], several_devices=table["device"].nunique() > 1)
     low, high = rows["tensor_peak_bytes"].min() / MIB, rows["tensor_peak_bytes"].max() / MIB
     ticks = _log_ticks(low, high)
     xaxis = _axis("tensor peak (MiB)", type="log", tickvals=ticks, ticktext=[f"{t:,g}" for t in ticks]) \
         if high > 8 * max(low, 1e-9) else _axis("tensor peak (MiB)")
-    return {"data": traces, "layout": _layout("Accuracy against training tensor peak (★ on the Pareto frontier)",
-                                              xaxis=xaxis, yaxis=_axis("accuracy (%)"))}
+    title = "Validation accuracy against training tensor peak (★ on the Pareto frontier)"
+    return {"data": traces, "layout": _layout(title, xaxis=xaxis, yaxis=_axis("val accuracy (%)"))}
 
 
 def _frontiers(front: pd.DataFrame, *, several_devices: bool) -> list[dict[str, Any]]:
@@ -143,12 +143,12 @@ def rank_sweep(lines: list[tuple[str, pd.DataFrame]]) -> Figure | None:
                  "line": {"color": PALETTE[index % len(PALETTE)]}, "x": numbers(rows["r"])}
         traces.append({**style, "y": numbers(rows["accuracy_mean"], 100),
                        "error_y": {"type": "data", "array": numbers(rows["accuracy_ci95"].fillna(0), 100)},
-                       "hovertemplate": "r=%{x}<br>accuracy %{y:.2f} %<extra>%{fullData.name}</extra>"})
+                       "hovertemplate": "r=%{x}<br>val accuracy %{y:.2f} %<extra>%{fullData.name}</extra>"})
         traces.append({**style, "y": numbers(rows["tensor_peak_bytes"], 1 / MIB), "xaxis": "x2", "yaxis": "y2",
                        "showlegend": False, "hovertemplate": "r=%{x}<br>%{y:,.1f} MiB<extra>%{fullData.name}</extra>"})
     ticks = sorted(float(r) for r in ranks)
     xaxis = _axis("LoRA rank r", type="log", tickvals=ticks, ticktext=[f"{r:g}" for r in ticks])
-    return {"data": traces, "layout": _two_panels("Rank sweep", "accuracy (%)", "tensor peak (MiB)", xaxis)}
+    return {"data": traces, "layout": _two_panels("Rank sweep", "val accuracy (%)", "tensor peak (MiB)", xaxis)}
 
 
 def target_comparison(rank: float, rows: pd.DataFrame) -> Figure:
@@ -162,11 +162,11 @@ def target_comparison(rank: float, rows: pd.DataFrame) -> Figure:
                  "x": [text(t) for t in part["target_modules"]]}
         traces.append({**style, "y": numbers(part["accuracy_mean"], 100),
                        "error_y": {"type": "data", "array": numbers(part["accuracy_ci95"].fillna(0), 100)},
-                       "hovertemplate": "%{x}<br>accuracy %{y:.2f} %<extra>%{fullData.name}</extra>"})
+                       "hovertemplate": "%{x}<br>val accuracy %{y:.2f} %<extra>%{fullData.name}</extra>"})
         traces.append({**style, "y": numbers(part["trainable_params"]), "xaxis": "x2", "yaxis": "y2",
                        "showlegend": False,
                        "hovertemplate": "%{x}<br>%{y:,.0f} trainable<extra>%{fullData.name}</extra>"})
-    layout = _two_panels(f"Target modules at r={rank:g}", "accuracy (%)", "trainable parameters",
+    layout = _two_panels(f"Target modules at r={rank:g}", "val accuracy (%)", "trainable parameters",
                          _axis("target modules", type="category"))
     return {"data": traces, "layout": {**layout, "barmode": "group"}}
 
@@ -224,6 +224,28 @@ def prediction_scatter(found: pd.DataFrame, runs: pd.DataFrame, band: float) -> 
     return {"data": traces, "layout": _layout(
         "Measured training tensor peak against the plan's prediction", xaxis=_axis("predicted (MiB)", **scale),
         yaxis=_axis("measured (MiB)", **scale))}
+
+
+def lr_sensitivity(points: pd.DataFrame, line_names: list[str]) -> Figure | None:
+    """Validation accuracy against learning rate (log axis), one line per technique (`line_names`: one per row of
+    `points`, `bench.report.tuned.lr_points`), the chosen rate a star."""
+    if points.empty:
+        return None
+    traces = []
+    for name, rows in points.assign(line=line_names).groupby("line", sort=False):
+        technique, chosen = str(rows["technique"].iloc[0]), rows["chosen"].tolist()
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": text(name), "x": numbers(rows["lr"]),
+                       "y": numbers(rows["accuracy"], 100), "customdata": numbers(rows["n"]),
+                       "line": {"color": color(technique)},
+                       "marker": {"color": color(technique), "size": [15 if c else 7 for c in chosen],
+                                  "symbol": ["star" if c else "circle" for c in chosen],
+                                  "line": {"width": 1, "color": "#333"}},
+                       "hovertemplate": "lr %{x:.3g}<br>val accuracy %{y:.2f} %<br>runs %{customdata}"
+                                        "<extra>%{fullData.name}</extra>"})
+    rates = sorted(set(points["lr"]))
+    xaxis = _axis("learning rate (trainer.lr)", type="log", tickvals=rates, ticktext=[f"{r:g}" for r in rates])
+    return {"data": traces, "layout": _layout("Validation accuracy against learning rate (★ the rate chosen)",
+                                              xaxis=xaxis, yaxis=_axis("val accuracy (%, eval/accuracy)"))}
 
 
 def _thin(frame: pd.DataFrame) -> pd.DataFrame:

@@ -118,9 +118,10 @@ def test_local_jsonl_with_configured_column_names(tmp_path) -> None:
     spec = DataConfig(name="sft-local", source="local", path=path, prompt_column="question",
                       response_column="answer", eval_fraction=0.25)
     splits = load_sft_splits(spec)
-    assert len(splits.train) + len(splits.eval) == 20  # a duplicate prompt and an empty answer are dropped
+    # a duplicate prompt and an empty answer are dropped
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == 20
     assert splits.labels is None and splits.majority_baseline is None
-    assert {p.prompt for p in splits.train}.isdisjoint({p.prompt for p in splits.eval})
+    assert {p.prompt for p in splits.train}.isdisjoint({p.prompt for p in splits.eval + splits.test})
 
 
 def test_local_jsonl_with_labels_gets_label_answers(tmp_path) -> None:
@@ -140,7 +141,7 @@ def test_chat_messages_column(tmp_path) -> None:
                                                                                          for t in turns]),
                       messages_column="messages", eval_fraction=0.2)
     splits = load_sft_splits(spec)
-    pairs = splits.train + splits.eval
+    pairs = splits.train + splits.eval + splits.test
     assert len(pairs) == 10
     assert all(p.prompt[-1]["role"] == "user" and p.response.startswith("hello") for p in pairs)
 

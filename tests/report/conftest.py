@@ -1,10 +1,12 @@
-"""One synthetic store and its report for the report tests (they only read them)."""
+"""One synthetic store and its reports for the report tests (they only read them): experiment `cmp` (sweeps,
+devices, memory) and experiment `fair` (a fair comparison)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from fair_store import FAIR_EXPERIMENT, build_fair
 from report_store import EXPERIMENT, build_store
 
 from bench.cli import main
@@ -13,7 +15,9 @@ from bench.cli import main
 @pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     folder = tmp_path_factory.mktemp("report-store")
-    return build_store(folder), folder
+    uri = build_store(folder)
+    build_fair(folder, uri)
+    return uri, folder
 
 
 @pytest.fixture(scope="session")
@@ -22,4 +26,13 @@ def report(store: tuple[str, Path]) -> Path:
     uri, folder = store
     out = folder / "report"
     assert main(["report", "--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def fair_report(store: tuple[str, Path]) -> Path:
+    """The report of the fair comparison's experiment, written the same way."""
+    uri, folder = store
+    out = folder / "fair-report"
+    assert main(["report", "--experiment", FAIR_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
     return out

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 EXPERIMENT, SWEEP = "cmp", "sw1"
+FAIR_ID = "fair-minilm-1"  # fair/id of the fair comparison in `fair_store`
 EVIL_NAME = "<script>document.title='PWNED'</script>"
 EVIL_TARGET = "<img src=x onerror=\"document.title='PWNED'\">"
 BASE_MS = 1_750_000_000_000  # 2025-06-15 15:06:40 UTC
@@ -49,6 +50,10 @@ class Run:
     rss: float | None = None
     device: str = "cpu"  # the hw/device tag
     legacy: bool = False
+    test: float | None = None  # test/accuracy, logged after training from the held-out split
+    lr: float | None = None  # trainer.lr; None: the technique's usual rate
+    stage: str = ""  # fair/stage of a fair comparison (tune or final); blank outside one
+    params: dict[str, str] = field(default_factory=dict)  # params besides those every run logs
 
     @property
     def gpu(self) -> str | None:
@@ -148,22 +153,30 @@ def finished_groups(runs: list[Run] = RUNS) -> dict[tuple, list[Run]]:
 
 
 def _params(run: Run) -> dict[str, str]:
+    usual = "5e-05" if run.technique == "full" else "0.002"
     params = {"method.name": run.technique, "method.alpha": "16", "model.name": run.model, "data.name": "tweets",
-              "seed": str(run.seed), "trainer.lr": "5e-05" if run.technique == "full" else "0.002",
+              "seed": str(run.seed), "trainer.lr": usual if run.lr is None else str(run.lr),
               "output_dir": f"outputs/{run.technique}-{run.seed}-{id(run)}", "tracker.experiment": EXPERIMENT}
     if run.technique != "full":  # as `bench run` logs them: full fine-tuning has no LoRA knobs
         params.update({"method.r": str(run.r), "method.target_modules": str(run.targets)})
-    return params
+    return {**params, **run.params}
 
 
-def _tags(run: Run, parent: str) -> dict[str, str]:
-    config_hash = hashlib.sha256(repr((run.key, run.seed)).encode()).hexdigest()[:12]
+def _tags(run: Run, parent: str | None) -> dict[str, str]:
+    # The stage is left out on purpose: a final run at the rate and seed a tuning run had repeats its config, and
+    # must not make the tuning run a superseded one.
+    identity = (run.key, run.seed, run.lr, sorted(run.params.items()))
+    config_hash = hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
     tags = {"technique": run.technique, "model": run.model, "dataset": "tweets", "config_hash": config_hash,
             "git_sha": "abc1234", "version/torch": "2.13.0", "version/peft": "0.17.1", "hw/cpu": "Test CPU 9000",
             "hw/device": run.device, **({"hw/gpu": run.gpu} if run.gpu else {})}
     if run.accuracy is not None and not run.legacy:
         tags["mem/peak_module"], tags["mem/peak_phase"] = run.peak_where()
-    if run.model == "minilm":  # the sweep's cells: children of its parent run, without the sweep id
+    if run.stage:  # as the fair comparison tags its runs; a final run trains at the rate chosen for it
+        tags.update({"fair/id": FAIR_ID, "fair/stage": run.stage})
+        if run.stage == "final":
+            tags.update({"fair/lr_chosen": str(run.lr), "fair/chosen_on": "validation"})
+    if run.model == "minilm" and parent:  # the sweep's cells: children of its parent run, without the sweep id
         tags["mlflow.parentRunId"] = parent
     return {**tags, **{k: v for k, v in run.tags.items() if k != "timeline"}}
 
@@ -178,9 +191,17 @@ def _metrics(run: Run, start: int) -> list:
              "artifact/adapter_bytes": run.adapter, "train/time_s": 100.0 + run.seed, "eval/f1": run.accuracy - 0.05,
              "params/trainable": run.adapter / 4, "params/trainable_pct": 1.5,
              "mem/weight_bits_per_param": 4.13 if run.technique == "qlora" else 16.0,
-             **(_legacy_memory(run) if run.legacy else _memory(run)), **run.extra}
+             **(_legacy_memory(run) if run.legacy else _memory(run)), **_test(run), **run.extra}
     first_epoch = [Metric("eval/accuracy", run.accuracy - 0.1, start + 1, 4)]  # the last value must win
     return loss + first_epoch + [Metric(k, float(v), start + 9, 8) for k, v in final.items()]
+
+
+def _test(run: Run) -> dict[str, float]:
+    """test/*: the held-out split, evaluated once after training."""
+    if run.test is None:
+        return {}
+    return {"test/accuracy": run.test, "test/f1": run.test - 0.04, "test/loss": 1 - run.test,
+            "test/majority_baseline": 0.5}
 
 
 def _memory(run: Run) -> dict[str, float]:
@@ -204,7 +225,6 @@ def _legacy_memory(run: Run) -> dict[str, float]:
 def build_store(folder: Path, runs: list[Run] = RUNS) -> str:
     """The store: one experiment, a sweep parent, the runs (statuses, times, tags) and a timeline."""
     import mlflow
-    from mlflow.entities import Param, RunTag
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -213,6 +233,16 @@ def build_store(folder: Path, runs: list[Run] = RUNS) -> str:
     client.create_experiment("other", artifact_location=(folder / "other").as_uri())
     parent = client.create_run(experiment_id, start_time=BASE_MS, run_name=f"sweep-{SWEEP}", tags={
         "sweep_id": SWEEP, "sweep_role": "parent", "sweep_overrides": "method=full,lora,qlora seed=1,2,3"}).info.run_id
+    log_runs(client, experiment_id, runs, folder=folder, parent=parent)
+    client.log_metric(parent, "sweep/cells", 16)
+    client.set_terminated(parent, "FINISHED", end_time=BASE_MS + (len(runs) + 1) * 60_000)
+    return uri
+
+
+def log_runs(client: object, experiment_id: str, runs: list[Run], *, folder: Path, parent: str | None) -> None:
+    """Each run, a minute apart, with its metrics, params and tags, and a timeline where asked."""
+    from mlflow.entities import Param, RunTag
+
     for index, run in enumerate(runs, start=1):
         start = BASE_MS + index * 60_000
         run_id = client.create_run(experiment_id, start_time=start, run_name=run.name or None).info.run_id
@@ -223,9 +253,6 @@ def build_store(folder: Path, runs: list[Run] = RUNS) -> str:
             csv.write_text(TIMELINE_CSV)
             client.log_artifact(run_id, str(csv), "monitor")
         client.set_terminated(run_id, run.status, end_time=start + 30_000)
-    client.log_metric(parent, "sweep/cells", 16)
-    client.set_terminated(parent, "FINISHED", end_time=BASE_MS + (len(runs) + 1) * 60_000)
-    return uri
 
 
 class _Tables(HTMLParser):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import analyse, memory, report_hint
+from bench.report import analyse, intervals, memory, report_hint
 from bench.report.build import default_folder
 from bench.report.load import display_uri, resolve_uri
 from bench.report.render import Column, esc, markdown_table
@@ -17,7 +17,7 @@ from bench.report.render import Column, esc, markdown_table
 
 def test_t_value_is_students_97_5_percentile() -> None:
     for n in [*range(2, 40), 100, 101, 1000, 5001]:
-        assert analyse.t_value(n) == pytest.approx(stats.t.ppf(0.975, n - 1), rel=1e-12), n
+        assert intervals.t_value(n) == pytest.approx(stats.t.ppf(0.975, n - 1), rel=1e-12), n
 
 
 def test_pareto_frontier_keeps_only_undominated_points() -> None:

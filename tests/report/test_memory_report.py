@@ -114,7 +114,7 @@ def test_a_store_of_old_runs_reports_a_blank_tensor_peak(tmp_path: Path) -> None
     assert len(rows) == 2 and "peak memory" not in rows[0] and "device" not in rows[0]  # one device: no column
     for row in rows:  # mem/peak_bytes never stands in: the tensor peak, its ratio and the frontier stay blank
         assert row["tensor peak"][1] == row["memory ×"][1] == "" and row[ROW_CLASS][1] == ""
-        assert row["accuracy %"][1] and row["speed ×"][1]
+        assert row["val accuracy %"][1] and row["speed ×"][1]
     assert not re.search(r"3\.73 GiB|1\.40 GiB", page)  # 4.0e9 and 1.5e9 bytes, as a size would read
     assert 'id="plot-pareto"' not in page and 'id="plot-breakdown"' not in page
     assert "No configuration logged its tensor peak by category" in page

