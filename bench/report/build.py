@@ -81,8 +81,9 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, severa
               histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame]) -> list[Section]:
     headline = fair_sections.tuned_section(table, runs)
     fair = [s for s in (headline, fair_sections.lr_section(runs)) if s is not None]  # first, where there is one
-    return fair + [
-        _headline_section(table, several, untuned=headline is not None),
+    untuned = _headline_section(table, several, untuned=headline is not None)
+    # Below a tuned headline, an untuned table with no rows would only say so: leave it out.
+    return fair + ([untuned] if headline is None or (table["stage"] == "").any() else []) + [
         _variant_section(table, runs, several=several),
         _plot_section("pareto", "Accuracy vs memory", "Mean validation accuracy (eval/accuracy, 95 % CI bars) "
                       "against the mean training tensor peak; stars and a dashed step line (one per data set and "
@@ -248,8 +249,9 @@ def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table
                f"{render.markdown_table(parts, columns.breakdown_columns())}" if len(parts) else "")
     heading = ("## Headline (untuned): each technique at its configured learning rate\n\n" if tuned_part
                else "## Headline\n\n")
-    return (f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{heading}Accuracy in %: val is the validation "
-            f"split (eval/accuracy, what every choice is made on), test the test split (test/accuracy); mean over "
-            f"seeds ± the 95 % Student-t half-width [low, high]. Memory: the training tensor peak. Δ and ratios "
-            f"against full fine-tuning of the same model on the same device.\n\n"
-            f"{render.markdown_table(untuned, shown)}{at_peak}{against}{tail}\n")
+    headline = (f"{heading}Accuracy in %: val is the validation split (eval/accuracy, what every choice is made on), "
+                f"test the test split (test/accuracy); mean over seeds ± the 95 % Student-t half-width [low, high]. "
+                f"Memory: the training tensor peak. Δ and ratios against full fine-tuning of the same model on the "
+                f"same device.\n\n{render.markdown_table(untuned, shown)}"
+                if len(untuned) or not tuned_part else "")
+    return f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{headline}{at_peak}{against}{tail}\n"

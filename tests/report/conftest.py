@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fair_store import FAIR_EXPERIMENT, build_fair
+from fair_store import FAIR_EXPERIMENT, FAIR_ONLY_EXPERIMENT, build_fair
 from report_store import EXPERIMENT, build_store
 
 from bench.cli import main
@@ -35,4 +35,13 @@ def fair_report(store: tuple[str, Path]) -> Path:
     uri, folder = store
     out = folder / "fair-report"
     assert main(["report", "--experiment", FAIR_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def fair_only_report(store: tuple[str, Path]) -> Path:
+    """The report of a fair comparison with no untuned run beside it."""
+    uri, folder = store
+    out = folder / "fair-only-report"
+    assert main(["report", "--experiment", FAIR_ONLY_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
     return out

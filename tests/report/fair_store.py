@@ -12,6 +12,7 @@ from pathlib import Path
 from report_store import Run, log_runs
 
 FAIR_EXPERIMENT = "fair"
+FAIR_ONLY_EXPERIMENT = "fair-only"  # the same comparison with no untuned run beside it
 TECHNIQUES = ("full", "lora", "dora", "qlora")  # the report's order: full; lora and its variants; qlora
 _SHAPE = {"full": (None, None, 4.0e9, 1000.0, 90e6), "lora": (8, "qv", 1.5e9, 1500.0, 300e3),
           "dora": (8, "qv", 1.7e9, 1200.0, 310e3), "qlora": (8, "qv", 0.9e9, 900.0, 300e3)}
@@ -47,21 +48,22 @@ def _run(technique: str, seed: int, val: float | None, test: float | None, *, lr
                stage=stage, params={} if alpha == 16 else {"method.alpha": str(alpha)})
 
 
-def fair_runs() -> list[Run]:
-    """Every run of the fair experiment, tuning first, as the comparison runs them."""
+def fair_runs(*, untuned: bool = True) -> list[Run]:
+    """Every run of the fair experiment, tuning first, as the comparison runs them; `untuned` adds the runs beside."""
     runs = [_run(t, 1, val, test, lr=lr, stage="tune") for t in TECHNIQUES for lr, (val, test) in TUNE[t].items()]
     technique, lr, val, test = TUNE_SEED_2
     runs.append(_run(technique, 2, val, test, lr=lr, stage="tune"))
     runs += [_run(t, seed, val, test, lr=CHOSEN[t], stage="final") for t in TECHNIQUES
              for seed, (val, test) in FINAL[t].items()]
     runs.append(_run("qlora", 3, None, None, lr=CHOSEN["qlora"], stage="final", status="FAILED"))
-    return runs + [_run(t, seed, val, test, alpha=alpha) for t, alpha, seed, val, test in UNTUNED]
+    return runs + [_run(t, seed, val, test, alpha=alpha) for t, alpha, seed, val, test in UNTUNED if untuned]
 
 
 def build_fair(folder: Path, uri: str) -> None:
-    """Add the fair experiment to the store at `uri` (made by `report_store.build_store`)."""
+    """Add the fair experiments to the store at `uri` (made by `report_store.build_store`)."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    experiment_id = client.create_experiment(FAIR_EXPERIMENT, artifact_location=(folder / "fair").as_uri())
-    log_runs(client, experiment_id, fair_runs(), folder=folder, parent=None)
+    for name, untuned in ((FAIR_EXPERIMENT, True), (FAIR_ONLY_EXPERIMENT, False)):
+        experiment_id = client.create_experiment(name, artifact_location=(folder / name).as_uri())
+        log_runs(client, experiment_id, fair_runs(untuned=untuned), folder=folder, parent=None)

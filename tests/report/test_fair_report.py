@@ -118,6 +118,13 @@ def test_the_tuned_headline_comes_first_and_the_other_is_labelled_untuned(fair_r
     assert "test accuracy %" not in plain  # no run logged test/*: no empty test columns
 
 
+def test_a_comparison_with_no_untuned_run_leaves_the_untuned_headline_out(fair_only_report: Path) -> None:
+    page = (fair_only_report / "index.html").read_text()
+    assert '<section id="tuned">' in page and '<section id="headline">' not in page
+    summary = (fair_only_report / "summary.md").read_text()
+    assert "## Tuned" in summary and "## Headline" not in summary
+
+
 def test_one_learning_rate_curve_per_technique_with_the_chosen_rate_starred(fair_report: Path) -> None:
     data, layout = plot((fair_report / "index.html").read_text(), "plot-lr")
     assert [trace["name"] for trace in data] == list(TECHNIQUES)
