@@ -58,6 +58,10 @@ class ClassificationTask:
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
         return next(iter(data.eval_data))
 
+    def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
+        loader = data.test_data
+        return loader.collate_fn([loader.dataset[i] for i in range(min(rows, len(loader.dataset)))])
+
     def result_line(self, final: dict[str, float]) -> str:
         return (f"eval/accuracy {final['eval/accuracy']:.4f}, "
                 f"majority baseline {final['eval/majority_baseline']:.4f}; "

@@ -29,7 +29,7 @@ commands:
 Results go to MLflow (default: ./mlflow.db). Browse them with:
   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
 """
-GROUPS = ("model", "method", "data", "trainer", "tracker", "monitor", "sweep", "experiment")
+GROUPS = ("model", "method", "data", "trainer", "tracker", "monitor", "deploy", "sweep", "experiment")
 
 
 def conf_dir() -> Path:

@@ -282,6 +282,25 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """What serving the trained model costs (bench/deploy): measured after training, outside its figures; none of
+    it changes what is trained."""
+
+    measure: bool = True  # size, load time, merge fidelity and serving speed of every form the model ships in
+    throughput_batch: int = 32  # rows per call for a classifier's throughput (latency is at batch 1)
+    new_tokens: int = 32  # a causal LM's greedy generation: tokens per call
+    max_seconds: float = 2.0  # measured time per serving figure; at least min_repeats calls each
+    min_repeats: int = 40  # p90's distribution-free 95 % interval needs 36 calls
+    load_repeats: int = 3  # loads of each form from disk; the median is logged
+    fidelity_rows: int = 64  # test rows whose logits are compared between forms (accuracy uses the whole split)
+    keep: bool = False  # keep the merged forms on disk under output_dir/deploy (a merged 8B model is 16 GB)
+
+    def __post_init__(self) -> None:
+        for key in ("throughput_batch", "new_tokens", "max_seconds", "min_repeats", "load_repeats", "fidelity_rows"):
+            _check_positive(f"deploy.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One benchmark run: a model, a technique, a data set, a trainer and a tracker."""
 
@@ -294,6 +313,7 @@ class RunConfig:
     output_dir: str = "outputs"  # where the run writes what it ships (adapter or weights)
     force: bool = False  # in a sweep, rerun cells that already FINISHED with the same config hash
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     dry_run: bool = False  # print the predicted peak memory and stop: nothing is loaded, trained or recorded
     task: Task = "classification"  # classification: a head on the encoder; causal_lm: SFT of a decoder's LM head
 
@@ -309,7 +329,7 @@ class RunConfig:
         """Build the typed config from Hydra's resolved dict, rejecting unknown keys."""
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kinds = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
-                 "trainer": TrainerConfig, "tracker": TrackerConfig, "monitor": MonitorConfig}
+                 "trainer": TrainerConfig, "tracker": TrackerConfig, "monitor": MonitorConfig, "deploy": DeployConfig}
         unknown = sorted(set(raw) - set(sections) - {"hydra"})
         if unknown:
             raise ConfigError(f"unknown top-level config keys {unknown}; valid keys: {', '.join(sections)}")
@@ -319,18 +339,20 @@ class RunConfig:
                    task=str(raw.get("task", "classification")))
 
     def effective(self) -> dict[str, Any]:
-        """The config as it affects the result: no tracker, monitor or output paths, only the technique's own knobs."""
+        """The config as it affects the result: no tracker, monitor, deploy or output paths, only the technique's own
+        knobs."""
         values = dataclasses.asdict(self)
         values["method"] = self.method.effective()
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
-        return {k: v for k, v in values.items() if k not in ("tracker", "output_dir", "force", "monitor", "dry_run")}
+        outside = ("tracker", "output_dir", "force", "monitor", "deploy", "dry_run")
+        return {k: v for k, v in values.items() if k not in outside}
 
     def flat(self) -> dict[str, Any]:
-        """The effective config, the tracker and the monitor, as flat `section.key` pairs, for MLflow params."""
+        """The effective config, the tracker, the monitor and deploy, as flat `section.key` pairs, for MLflow params."""
         return flatten({**self.effective(), "tracker": dataclasses.asdict(self.tracker),
-                         "monitor": dataclasses.asdict(self.monitor)})
+                         "monitor": dataclasses.asdict(self.monitor), "deploy": dataclasses.asdict(self.deploy)})
 
     def hash(self, hardware: dict[str, str]) -> str:
         """A stable hash of everything that changes the result (not where it is recorded): the effective config

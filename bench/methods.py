@@ -201,16 +201,21 @@ def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
     return weights
 
 
-def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: Any, skip: list[str]) -> Any:
+def nf4_quantization(method: MethodConfig, *, compute_dtype: Any, skip: list[str]) -> Any:
+    """bitsandbytes' 4-bit config of a technique: the base a run trains on, and a merged model quantized again."""
     from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(
+    return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=method.quant_type, bnb_4bit_use_double_quant=method.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
         # The head stays in float: a new classifier must train in full; an LM head is often the embedding
         # matrix itself (tied weights), which 4-bit would untie.
         llm_int8_skip_modules=skip,
     )
+
+
+def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: Any, skip: list[str]) -> Any:
+    quantization = nf4_quantization(method, compute_dtype=compute_dtype, skip=skip)
     model = load(dtype=compute_dtype, quantization=quantization)
     disable_cpu_4bit_repacking(model)
     # No `prepare_model_for_kbit_training`: it upcasts every frozen non-quantized weight (embeddings

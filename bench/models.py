@@ -173,8 +173,9 @@ def skeleton_heads(model: Any) -> list[str]:
 
 
 def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[str], dtype: Any, device: Any,
-                    quantization: Any = None) -> Any:
-    """`AutoModelForSequenceClassification` with our label set; the head is new if the checkpoint has none."""
+                    quantization: Any = None, new_head: bool = True) -> Any:
+    """`AutoModelForSequenceClassification` with our label set; the head is new if the checkpoint has none.
+    `new_head=False` (a folder bench saved, head included) refuses any weight whose shape does not match."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -184,7 +185,7 @@ def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[
         return AutoModelForSequenceClassification.from_pretrained(
             location.source, **hub_options(spec), dtype=dtype,
             device_map={"": str(device)},  # load straight onto the device; 4-bit models cannot be moved later
-            quantization_config=quantization, ignore_mismatched_sizes=True, **label_maps(labels))
+            ignore_mismatched_sizes=new_head, **_quantized(quantization), **label_maps(labels))
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -195,4 +196,10 @@ def load_causal_lm(*, location: ModelLocation, spec: ModelConfig, dtype: Any, de
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(location.source, **hub_options(spec), dtype=dtype,
-                                                device_map={"": str(device)}, quantization_config=quantization)
+                                                device_map={"": str(device)}, **_quantized(quantization))
+
+
+def _quantized(quantization: Any) -> dict[str, Any]:
+    """`quantization_config` only when there is one: an explicit None would override the config.json of a model
+    saved in 4 bits, and transformers would then load its packed weights as mismatched shapes."""
+    return {} if quantization is None else {"quantization_config": quantization}

@@ -14,16 +14,14 @@ import importlib
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, RunConfig
 from bench.models import ModelLocation
+from bench.shipping import save_initial_adapter, ship
 from bench.task import Task, TaskData
-
-INITIAL_ADAPTER = "initial_adapter"  # PiSSA/OLoRA's adapter as initialised, for the conversion when shipped
 
 
 def _check_output_dir(output_dir: str) -> Path:
@@ -216,7 +214,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
                                evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
                 if cfg.method.uses_adapter:
-                    _ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
+                    ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
                           upload=cfg.tracker.log_model)
                 raise
     finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
@@ -233,10 +231,17 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
         from bench.variants.qalora import merge_error
 
         measured.update(merge_error(built.model, task.sample_batch(data), **measure))
-    shipped = _ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
+    shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
+    deployed: dict[str, float] = {}
+    if cfg.deploy.measure:  # after shipping, outside the training figures: what serving each form costs
+        from bench.deploy.measure import deploy_after_training
+
+        deployed, deploy_tags = deploy_after_training(cfg, task, data, built, location=prepared.location,
+                                                      device=device, output_dir=output_dir)
+        tracker.set_tags(deploy_tags)
     final = {**static, **measured, **result.final_eval, **before, **after, **tested,
-             "artifact/adapter_bytes": shipped, **data.metrics}
+             "artifact/adapter_bytes": shipped, **data.metrics, **deployed}
     tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
                 result.steps)
     return final
@@ -267,32 +272,5 @@ def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type:
               "mem/model_bits_per_param": model_bits_per_param(built.model), **built.init_metrics}
     tracker.log(static)
     if cfg.method.technique.converted_on_save:
-        _save_initial_adapter(built.model, Path(cfg.output_dir))
+        save_initial_adapter(built.model, Path(cfg.output_dir))
     return built, static
-
-
-def _save_initial_adapter(model: Any, output_dir: Path) -> None:
-    """PiSSA and OLoRA change the base weights; keeping the adapter as initialised lets `_ship` convert the
-    trained one into a plain LoRA delta that works on the original, unchanged base (peft's conversion)."""
-    config = model.peft_config["default"]
-    init = config.init_lora_weights
-    config.init_lora_weights = True  # saved as an ordinary adapter: loading it must not run the SVD again
-    model.save_pretrained(output_dir / INITIAL_ADAPTER)
-    config.init_lora_weights = init
-
-
-def _ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upload: bool) -> int:
-    """Save what a user would ship (the adapter, or the full weights) and return its bytes on disk."""
-    from bench.footprint import directory_bytes
-
-    folder = output_dir / ("adapter" if uses_adapter else "model")
-    initial = output_dir / INITIAL_ADAPTER
-    with warnings.catch_warnings():
-        # PiSSA/OLoRA: saved as a plain LoRA delta of rank 2r against the original weights. peft loads the initial
-        # adapter beside the trained one for that and then warns that the two should be converted: they are.
-        warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights")
-        model.save_pretrained(folder, **({"path_initial_model_for_weight_conversion": str(initial)}
-                                         if initial.is_dir() else {}))
-    if upload:
-        tracker.log_artifacts(folder, folder.name)
-    return directory_bytes(folder)

@@ -60,6 +60,10 @@ class Task(Protocol):
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
         """One evaluation batch of model inputs, for checks on the trained model (a merge's error)."""
 
+    def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
+        """The first `rows` rows of the test split as one padded batch of model inputs, labels included: what
+        `bench.deploy` compares the served forms on and times them with."""
+
     def result_line(self, final: dict[str, float]) -> str:
         """The headline figures of a finished run, for the line that says where the results are."""
 

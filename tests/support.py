@@ -15,14 +15,17 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-# Tests compose the real config, then shrink it: a 2-layer random model, a few rows, a couple of steps.
+# Tests compose the real config, then shrink it: a 2-layer random model, a few rows, a couple of steps, and no
+# deployment measurement (tests/deploy turn it on).
 TINY = ["model=tiny-bert", "data.max_train_samples=48", "data.max_eval_samples=24", "data.max_test_samples=24",
-        "data.max_length=32", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1"]
+        "data.max_length=32", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1",
+        "deploy.measure=false"]
 # The same for a causal LM: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
 # data.max_length=32 cuts every SFT pair of the tweets, so every batch is as long as the plan assumes.
 TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12",
                "data.max_test_samples=12", "data.max_length=32", "data.general_eval_chunks=3", "trainer.batch_size=8",
-               "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1", "trainer.eval_batch_size=16", "tracker.log_model=false"]
+               "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1", "trainer.eval_batch_size=16",
+               "tracker.log_model=false", "deploy.measure=false"]
 
 # Every metric the walking-skeleton issue requires on every run.
 REQUIRED_METRICS = (

@@ -85,6 +85,11 @@ class CausalTask:
 
         return collate(data.eval_data.rows[:self.cfg.trainer.eval_batch_size], pad_id=self._pad_id)
 
+    def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
+        from bench.causal.encode import collate
+
+        return collate(data.test_data.rows[:rows], pad_id=self._pad_id)
+
     def result_line(self, final: dict[str, float]) -> str:
         accuracy, tested = final.get("eval/accuracy", math.nan), final.get("test/accuracy", math.nan)
         labelled = "" if math.isnan(accuracy) else f"eval/accuracy {accuracy:.4f}, "

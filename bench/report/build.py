@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench.report import analyse, columns, fair_sections, load, memory, plots, prediction, render, tuned, variants
 from bench.report import report_hint as hint
+from bench.report.deploy import Deployment, deploy_markdown, deploy_section, deployment
 from bench.report.formats import when
 from bench.report.render import Section, empty, esc
 
@@ -51,12 +52,13 @@ def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out:
     title = f"bench report: {sweep_id or experiment or load.DEFAULT_EXPERIMENT}"
     facts = _facts(raw, runs, uri=uri, experiment=experiment, sweep_id=sweep_id)
     several = _several(runs)
-    sections = _sections(raw, runs, table, several, histories=histories, timelines=timelines)
+    deployed = deployment(raw, runs)
+    sections = _sections(raw, runs, table, several, histories=histories, timelines=timelines, deployed=deployed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.html").write_text(render.page(title=title, facts=facts, sections=sections,
                                                 plotly_js=plots.plotly_js()), encoding="utf-8")
     analyse.results_table(raw, runs, table).to_csv(out / "results.csv", index=False)
-    (out / "summary.md").write_text(_summary(title, facts, runs, table, several), encoding="utf-8")
+    (out / "summary.md").write_text(_summary(title, facts, runs, table, several, deployed), encoding="utf-8")
     finished = int((runs["status"] == "FINISHED").sum())
     return Built(out, len(runs), finished, len(table), time.perf_counter() - started)
 
@@ -78,13 +80,15 @@ def _several(runs: pd.DataFrame) -> dict[str, bool]:
 
 
 def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, several: dict[str, bool], *,
-              histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame]) -> list[Section]:
+              histories: dict[str, pd.DataFrame], timelines: dict[str, pd.DataFrame],
+              deployed: Deployment) -> list[Section]:
     headline = fair_sections.tuned_section(table, runs)
     fair = [s for s in (headline, fair_sections.lr_section(runs)) if s is not None]  # first, where there is one
     untuned = _headline_section(table, several, untuned=headline is not None)
     # Below a tuned headline, an untuned table with no rows would only say so: leave it out.
     return fair + ([untuned] if headline is None or (table["stage"] == "").any() else []) + [
         _variant_section(table, runs, several=several),
+        deploy_section(deployed, several),
         _plot_section("pareto", "Accuracy vs memory", "Mean validation accuracy (eval/accuracy, 95 % CI bars) "
                       "against the mean training tensor peak; stars and a dashed step line (one per data set and "
                       "device) mark configurations no other on the same device beats on both.", plots.pareto(table),
@@ -230,9 +234,9 @@ def _has_test(frame: pd.DataFrame) -> bool:
 
 
 def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table: pd.DataFrame,
-             several: dict[str, bool]) -> str:
-    """summary.md: the tuned headline (when there is one), the headline, the variants and the memory at the peak as
-    Markdown tables."""
+             several: dict[str, bool], deployed: Deployment) -> str:
+    """summary.md: the tuned headline (when there is one), the headline, the variants, the memory at the peak and the
+    deployment cost as Markdown tables."""
     tuned_part = fair_sections.tuned_markdown(table, runs)
     untuned = table[table["stage"] == ""]
     shown = [c for c in columns.headline_columns(**several, test=_has_test(untuned))
@@ -254,4 +258,6 @@ def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table
                 f"Memory: the training tensor peak. Δ and ratios against full fine-tuning of the same model on the "
                 f"same device.\n\n{render.markdown_table(untuned, shown)}"
                 if len(untuned) or not tuned_part else "")
-    return f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{headline}{at_peak}{against}{tail}\n"
+    serving = deploy_markdown(deployed, several)
+    serving = f"\n\n{serving}" if serving else ""
+    return f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{headline}{at_peak}{against}{serving}{tail}\n"

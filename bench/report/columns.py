@@ -4,12 +4,16 @@ is made on), `test` is test/* (the held-out split, only ever reported)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bench.report import memory
 from bench.report.formats import count, decimal, mib, percent, plain, points, ratio, seconds, size, when
 from bench.report.render import Column, ci, delta
 
 VAL = "the validation split (eval/accuracy), which every choice in the report is made on"
 TEST = "the held-out test split (test/accuracy), never chosen on"
+QUANTILE = ("mean over seeds of each run's distribution-free 95 % interval of the quantile (order statistics of "
+            "the timed requests); for one seed, exactly that interval")
 PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed differences where the seeds match one "
            "to one (a shared seed is a shared batch order), Welch otherwise; the cell says which")
 
@@ -164,3 +168,65 @@ def tuned_columns(*, several_datasets: bool, several_devices: bool = False, seve
         Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK),
         Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
         Column("trainable", "trainable_params", count, True, "params/trainable")]
+
+
+def milliseconds(v: float) -> str:  # serving latency: hundredths of a millisecond matter on a small model
+    return f"{v:,.2f}"
+
+
+def rate(v: float) -> str:  # rows or tokens per second
+    return f"{v:,.1f}"
+
+
+def _serving(title: str, field: str, form: Callable[[float], str], hint: str, *, batch: float | None = None,
+             quantile: bool = False) -> list[Column]:
+    """A serving figure (`p50 ms @1` when every row shares the batch) and its interval, as text."""
+    logged = (f"mean over seeds of each run's 95 % interval (deploy/<form>/{field}_low, _high); for one seed, "
+              "that interval")
+    return [Column(f"{title} @{batch:g}" if batch is not None else title, field, form, True, hint),
+            Column(f"{title} 95 % interval", f"{field}_interval", hint=QUANTILE if quantile else logged)]
+
+
+def deploy_columns(*, several_datasets: bool, several_devices: bool = False, latency_batch: float | None = None,
+                   throughput_batch: float | None = None) -> list[Column]:
+    """Columns of the deployment-cost table, one row per configuration and form (`bench.report.deploy`). A batch
+    every row shares goes into the serving headers (`p50 ms @1`); one that varies (None) gets a column instead.
+    Classifier and causal-LM figures are both declared; a table shows those some row has."""
+    batches = [Column(title, field, plain, True, hint) for title, field, batch, hint in (
+        ("latency batch", "latency_batch", latency_batch, "deploy/latency_batch: rows per timed request"),
+        ("throughput batch", "throughput_batch", throughput_batch, "deploy/throughput_batch: rows per batch of "
+         "rows/s")) if batch is None]
+    return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
+        Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
+        Column("targets", "target_modules"),
+        Column("config", "config", hint="params that differ besides rank and targets"),
+        Column("form", "form", hint="base: the base model alone; unmerged: base + adapter as peft serves it; merged16: "
+               "the adapter merged into 16-bit weights; merged4: the merge quantized again to 4 bits; full: full "
+               "fine-tuning's checkpoint"),
+        Column("n", "n", count, True, "finished runs (seeds) that measured this form", keep=True),
+        Column("size", "bytes", size, True, "deploy/<form>/bytes: on disk, what you ship in this form; unmerged: "
+               "the adapter alone (the base, shared by every adapter, is the base form's size)"),
+        Column("load", "load_s", lambda v: f"{v:,.2f} s", True,
+               "deploy/<form>/load_s: median seconds from disk until ready to serve"),
+        Column("test accuracy %", "accuracy", percent, True, f"deploy/<form>/accuracy: this form on {TEST}"),
+        Column("Δ accuracy vs unmerged", "accuracy_delta", points, True,
+               "deploy/<form>/accuracy_delta: this form minus the unmerged form of the same run (merge fidelity)"),
+        Column("max |logit diff|", "max_abs_logit_diff", lambda v: f"{v:.3g}", True, "deploy/<form>/"
+               "max_abs_logit_diff: the largest absolute logit difference on the test split, of a merged form from "
+               "the unmerged model (what merging changed), of the unmerged form and full fine-tuning's checkpoint from "
+               "the trained model in memory (what saving and loading changed); deploy/max_abs_logit is the logits' "
+               "own scale"),
+        Column("perplexity", "perplexity", decimal, True, "deploy/<form>/perplexity: causal LMs, on the test split"),
+        *batches,
+        *_serving("p50 ms", "latency_p50_ms", milliseconds, "deploy/<form>/latency_p50_ms: median latency of a "
+                  "request", batch=latency_batch, quantile=True),
+        *_serving("p90 ms", "latency_p90_ms", milliseconds, "deploy/<form>/latency_p90_ms: 90th percentile "
+                  "latency of a request", batch=latency_batch, quantile=True),
+        *_serving("rows/s", "rows_per_s", rate, "deploy/<form>/rows_per_s: rows classified per second",
+                  batch=throughput_batch),
+        *_serving("TTFT ms", "ttft_ms", milliseconds, "deploy/<form>/ttft_ms: causal LMs, time to the first "
+                  "generated token"),
+        *_serving("gen tokens/s", "gen_tokens_per_s", rate, "deploy/<form>/gen_tokens_per_s: causal LMs, tokens "
+                  "generated per second (deploy/new_tokens per request)"),
+        Column("decode tokens/s", "decode_tokens_per_s", rate, True,
+               "deploy/<form>/decode_tokens_per_s: causal LMs, tokens per second of decoding")]

@@ -39,6 +39,8 @@ def test_each_technique_records_every_metric(technique: str, technique_run) -> N
     for tag in ("model", "dataset", "config_hash", "git_sha", "version/torch", "version/peft", "hw/cpu"):
         assert run[f"tags.{tag}"], tag
     assert run["params.method.name"] == technique and run["params.trainer.max_steps"] == "2"
+    assert run["params.deploy.measure"] == "False"  # TINY turns it off: nothing of deploy is measured or logged
+    assert not [c for c in runs.columns if c.startswith(("metrics.deploy/", "tags.deploy/"))]
     history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
     assert [m.step for m in history] == [1, 2]  # one point per optimizer step
     shipped = "adapter" if technique != "full" else "model"
