@@ -22,37 +22,33 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     return uri, folder
 
 
+def _write_report(store: tuple[str, Path], experiment: str, folder_name: str) -> Path:
+    """The report of one experiment of the store, written through the real `bench report` entry point."""
+    uri, folder = store
+    out = folder / folder_name
+    assert main(["report", "--experiment", experiment, "--tracking-uri", uri, "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def report(store: tuple[str, Path]) -> Path:
-    """The report of the experiment, written through the real `bench report` entry point."""
-    uri, folder = store
-    out = folder / "report"
-    assert main(["report", "--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
-    return out
+    """The report of the experiment with sweeps, devices and memory figures."""
+    return _write_report(store, EXPERIMENT, "report")
 
 
 @pytest.fixture(scope="session")
 def fair_report(store: tuple[str, Path]) -> Path:
-    """The report of the fair comparison's experiment, written the same way."""
-    uri, folder = store
-    out = folder / "fair-report"
-    assert main(["report", "--experiment", FAIR_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
-    return out
+    """The report of the fair comparison's experiment."""
+    return _write_report(store, FAIR_EXPERIMENT, "fair-report")
 
 
 @pytest.fixture(scope="session")
 def fair_only_report(store: tuple[str, Path]) -> Path:
     """The report of a fair comparison with no untuned run beside it."""
-    uri, folder = store
-    out = folder / "fair-only-report"
-    assert main(["report", "--experiment", FAIR_ONLY_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
-    return out
+    return _write_report(store, FAIR_ONLY_EXPERIMENT, "fair-only-report")
 
 
 @pytest.fixture(scope="session")
 def deploy_report(store: tuple[str, Path]) -> Path:
     """The report of the experiment whose runs measured their deployment forms."""
-    uri, folder = store
-    out = folder / "deploy-report"
-    assert main(["report", "--experiment", DEPLOY_EXPERIMENT, "--tracking-uri", uri, "--out", str(out)]) == 0
-    return out
+    return _write_report(store, DEPLOY_EXPERIMENT, "deploy-report")
