@@ -9,7 +9,7 @@ from support import TINY, finished_runs, run_cli_here
 
 from bench.fair_select import TuneResult, choose_rates
 
-COMPARISON = ["experiment=fair-minilm", *TINY, "data.max_test_samples=24", "fair.techniques=[full,lora]",
+COMPARISON = ["experiment=fair-minilm", *TINY, "fair.techniques=[full,lora]",
               "fair.grid={full:[1e-4,1e-3],lora:[1e-3,1e-2]}", "fair.seeds=[1,2]"]
 
 
