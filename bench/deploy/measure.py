@@ -8,7 +8,8 @@ measured as a user would serve it:
   trained model in memory (what shipping lost), every merged form against `unmerged` (what merging lost), with
   `accuracy_delta` against `unmerged` (a fraction, as accuracy is) and `deploy/max_abs_logit` the scale;
 - serving speed (bench.deploy.speed): a classifier's latency at batch 1 and rows/s at `deploy.throughput_batch`,
-  a causal LM's time to first token and greedy tokens/s for `deploy.new_tokens`; `base` (the base alone) only this.
+  a causal LM's time to first token and greedy tokens/s for `deploy.new_tokens`; `base` (the base alone) only this,
+  and for a causal LM (whose base keeps its pretrained head) also its scores on the test split.
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ def _measure(bench: _Bench, form: str, model: Any, *, size: int, load_s: float |
     if load_s is not None:
         measured.update({f"{prefix}load_s": load_s, f"{prefix}load_n": float(bench.options.load_repeats)})
     logits = None
-    if against is not None or form == "unmerged":
+    if form == "base" and bench.causal:  # a causal LM's base keeps its pretrained head: what training added shows
+        measured.update({f"{prefix}{name}": value for name, value in bench.scores(model).items()})
+    elif against is not None or form == "unmerged":
         logits = bench.logits(model)
         if against is not None:
             measured[f"{prefix}max_abs_logit_diff"] = float((logits - against).abs().max())
