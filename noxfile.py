@@ -47,14 +47,16 @@ def smollm2(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def browser(session: nox.Session) -> None:
-    """The HTML report in headless Chromium; installs Debian's chromium first when it is missing."""
+    """The HTML report and the MLflow UI over a small sweep in headless Chromium; installs Debian's chromium first
+    when it is missing. The UI's screenshots go to reports/mlflow-ui/ (not tracked)."""
     if not shutil.which("chromium"):
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         session.run(*sudo, "apt-get", "update", external=True)
         session.run(*sudo, "apt-get", "install", "-y", "chromium", external=True)
     _install(session, ".[test]")
-    session.run("pytest", "-m", "browser", "tests/report", *session.posargs,
-                env={"BENCH_SCREENSHOTS": "reports/screenshots"})
+    session.run("pytest", "-m", "browser", "tests/report", "tests/ui", *session.posargs,
+                env={"BENCH_SCREENSHOTS": "reports/screenshots", "BENCH_UI_SCREENSHOTS": "reports/mlflow-ui"})
+    session.log("MLflow UI screenshots: reports/mlflow-ui/mlflow-ui-runs.png, reports/mlflow-ui/mlflow-ui-report.png")
 
 
 @nox.session(default=False)
@@ -96,4 +98,6 @@ def demo(session: nox.Session) -> None:
 def ui(session: nox.Session) -> None:
     """The MLflow UI on ./mlflow.db, bound to localhost only."""
     session.install("mlflow")
+    session.log("open http://127.0.0.1:5000 and choose 'Model training' at the top of the sidebar once (the browser "
+                "remembers it): experiments then open on their runs, not on GenAI traces")
     session.run("mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1", *session.posargs)

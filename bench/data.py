@@ -45,7 +45,8 @@ def load_splits(spec: DataConfig) -> Splits:
 
     frames = {name: None if raw is None else _clean(raw, spec, name) for name, raw in read_frames(spec).items()}
     labels = _label_set([frame for frame in frames.values() if frame is not None], spec)
-    parts = three_splits(frames, spec, key="text")
+    parts = three_splits(frames, spec, key="text", floor=True)  # labelled text: its splits are scored by accuracy
+    check_two_labels(parts.train, spec)
     ids = {label: i for i, label in enumerate(labels)}
     train, evaluation, test = (part.assign(label_id=part["label"].map(ids))[["text", "label_id"]]
                                for part in (parts.train, parts.eval, parts.test))
@@ -86,11 +87,43 @@ def _read_file(path: Path, spec: DataConfig, *, key: str) -> Any:
     suffix = "".join(path.suffixes[-1:]).lower()
     if suffix not in LOCAL_FORMATS:
         raise ConfigError(f"{key}={str(path)!r} has format {suffix!r}; valid formats: {', '.join(LOCAL_FORMATS)}")
-    if suffix == ".csv":
-        return pd.read_csv(path, encoding=spec.encoding)
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_json(path, lines=suffix == ".jsonl")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, encoding=spec.encoding)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=suffix == ".jsonl", encoding=spec.encoding)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{key}={str(path)!r} is not text in data.encoding={spec.encoding!r} (byte "
+                          f"{error.object[error.start:error.start + 1]!r} at offset {error.start}: {error.reason}); "
+                          f"{_encoding_hint(path, spec.encoding)}") from None
+    except ValueError as error:  # pandas' ParserError and EmptyDataError, a JSON or Parquet file that is not one
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ConfigError(f"{key}={str(path)!r} cannot be read as {suffix}: {detail}") from None
+
+
+def _encoding_hint(path: Path, encoding: str) -> str:
+    """What to set `data.encoding` to, judged from the file's first megabyte: a byte-order mark names it, a NUL
+    byte says the file is not text at all, and cp1252 (Windows' Western European) decodes most other files."""
+    import codecs
+
+    with path.open("rb") as file:
+        head = file.read(1 << 20)
+    boms = {codecs.BOM_UTF8: "utf-8-sig", codecs.BOM_UTF16_LE: "utf-16", codecs.BOM_UTF16_BE: "utf-16"}
+    for bom, name in boms.items():
+        if head.startswith(bom):
+            return f"the file starts with a {name} byte-order mark: set data.encoding={name}"
+    if b"\x00" in head:
+        return "it holds NUL bytes, so it is not a text file (a binary or compressed one?)"
+    for name in ("utf-8", "cp1252"):
+        if codecs.lookup(name).name == codecs.lookup(encoding).name:
+            continue
+        try:
+            codecs.getincrementaldecoder(name)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        return f"it reads as {name}: set data.encoding={name}"
+    return "set data.encoding to the file's encoding, e.g. latin-1"
 
 
 def _read_hub(spec: DataConfig, split: str) -> Any:
@@ -124,6 +157,11 @@ def _clean(raw: Any, spec: DataConfig, split: str = "train") -> Any:
 
 def _label_set(frames: list[Any], spec: DataConfig) -> list[str]:
     found = sorted(set().union(*(frame["label"].unique() for frame in frames)))
+    if len(found) < 2:
+        rows = sum(len(frame) for frame in frames)
+        raise ConfigError(f"data={spec.name}: data.label_column={spec.label_column!r} holds a single label, "
+                          f"{found[0]!r}, in all {rows} rows; a model cannot learn to tell labels apart from one "
+                          "(is data.label_column the right column?)")
     if spec.labels is None:
         return found
     labels = [str(label) for label in spec.labels]
@@ -131,6 +169,17 @@ def _label_set(frames: list[Any], spec: DataConfig) -> list[str]:
     if unknown:
         raise ConfigError(f"data={spec.name}: labels {unknown} are not in data.labels={labels}")
     return labels
+
+
+def check_two_labels(train: Any, spec: DataConfig, *, column: str = "label_column") -> None:
+    """The train split must hold two labels or more: a model trained on one label learns nothing (a split that came
+    as a file, or a cap, can leave the train split one label where the data set has more). `column`: the data key
+    the labels come from (an SFT file's answers: `response_column`)."""
+    found = sorted(train["label"].unique())
+    if len(found) < 2:
+        raise ConfigError(f"data={spec.name}: the train split's {len(train)} rows hold a single label of "
+                          f"data.{column}={getattr(spec, column)!r}, {found[0]!r}; a model cannot learn to tell "
+                          "labels apart from one (raise data.max_train_samples, or give a train file with every label)")
 
 
 def make_loaders(splits: Splits, *, tokenizer: Any, max_length: int, batch_size: int, eval_batch_size: int,

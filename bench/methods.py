@@ -23,7 +23,7 @@ from bench.models import (
     skeleton_heads,
 )
 from bench.precision import run_dtypes
-from bench.targets import check_targets_match, resolve_targets
+from bench.targets import check_rank_fits, check_targets_match, resolve_targets
 
 # The library each quantized base needs.
 BASE_PACKAGES = {"nf4": "bitsandbytes", "int4-affine": "hqq"}
@@ -71,32 +71,40 @@ SHORT_GROUP_TOKENS = 256
 def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: ModelLocation, task: str,
                       max_length: int) -> None:
     """Checks that need the architecture but no weights or data, on a skeleton built on the meta device:
-    LongLoRA needs a Llama-style decoder; QA-LoRA's groups must tile every quantized layer's inputs."""
+    LongLoRA needs a Llama-style decoder; QA-LoRA's groups must tile every quantized layer's inputs; no adapter's
+    rank may exceed what its layers can hold."""
     if method.name == "longlora" and max_length * method.attn_group_ratio < SHORT_GROUP_TOKENS:
         print(f"warning: method=longlora with data.max_length={max_length} and method.attn_group_ratio="
               f"{method.attn_group_ratio:g} trains with groups of at most {max_length * method.attn_group_ratio:.0f} "
               f"tokens; S²-Attn is meant for long sequences (the paper: groups of 2,048 tokens), and groups under "
               f"{SHORT_GROUP_TOKENS} start from a much higher loss than full attention", file=sys.stderr)
-    if method.name not in ("longlora", "qalora"):
+    if not method.uses_adapter:
         return
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    config = model_config(spec, location, None if task == "causal_lm" else ["0", "1"])
+    try:
+        config = model_config(spec, location, None if task == "causal_lm" else ["0", "1"])
+    except (OSError, ValueError, KeyError):
+        if method.name in ("longlora", "qalora"):
+            raise
+        return  # the run reads the config again after the data, and fails there, on record, saying why
     if method.name == "longlora":
         from bench.variants.longlora import check_longlora_supported
 
         check_longlora_supported(config.model_type, task)
-        return
-    from bench.variants.qalora import adapted_linear_names, check_group_size
-
     causal = task == "causal_lm"
     with init_empty_weights():
         skeleton = (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_config(config)
     skip = ["lm_head"] if causal else skeleton_heads(skeleton)
-    targets = adapted_linear_names(skeleton, targets=resolve_targets(method.target_modules, config.model_type),
-                                   skip=skip)
-    check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
+    targets = resolve_targets(method.target_modules, config.model_type)
+    if method.name == "qalora":
+        from bench.variants.qalora import adapted_linear_names, check_group_size
+
+        targets = adapted_linear_names(skeleton, targets=targets, skip=skip)
+        check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
+    check_rank_fits(skeleton, targets=targets, r=method.r, skip=skip,
+                    group_size=method.group_size if method.name == "qalora" else None)
 
 
 class PretrainedWeights:

@@ -55,6 +55,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     from bench.models import resolve_location
     from bench.precision import pick_device
     from bench.tracking import Tracker
+    from bench.ui_meta import result_note, run_subject, run_title, ui_link, view_line
 
     # Everything that can be checked without loading weights or data is checked here, in a second.
     device = pick_device(cfg.trainer.device)
@@ -72,12 +73,16 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
         return dry_run(cfg, device=device)
     output_dir = _check_output_dir(cfg.output_dir)
     task = task_for(cfg)
-    run_name = cfg.tracker.run_name or f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
-    with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id) as tracker:
+    identity = {"technique": cfg.method.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+                "rank": cfg.method.r if cfg.method.uses_adapter else None}
+    run_name = cfg.tracker.run_name or run_title(**identity)  # `lora r=8 · minilm · tweets · s42`
+    subject = run_subject(**identity)
+    with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id, subject=subject) as tracker:
         tracker.log(start_metrics or {})
         metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
+        tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
-          f"({task.result_line(metrics)})\nview: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1")
+          f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
 
 
@@ -120,6 +125,7 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     task.check_model(cfg.model, location)
     data = task.load_data()
     tracker.log(data.metrics)
+    _log_inputs(cfg, task, data, tracker=tracker)
     tokenizer = load_tokenizer(cfg.model, location)
     if location.is_tiny:
         location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=data.head_labels, seed=cfg.seed)
@@ -131,6 +137,17 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     tracker.set_tags(data.tags)
     _import_before_baseline(cfg, task, config)
     return _Prepared(data, location, config.model_type, plan, config)
+
+
+def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> None:
+    """The splits as MLflow dataset inputs (a digest, schema and row count each, not the rows), for the UI's
+    Dataset column; like the plan, never a reason to fail the run: an error is the tag `inputs/error`."""
+    from bench.datasets_input import dataset_inputs
+
+    try:
+        tracker.log_inputs(dataset_inputs(task.input_frames(data), cfg.data))
+    except Exception as error:  # noqa: BLE001 - data MLflow cannot describe still trains and is measured
+        tracker.set_tags({"inputs/error": f"{type(error).__name__}: {error}"[:1000]})
 
 
 def _predict(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:

@@ -55,9 +55,10 @@ def split_metrics(rows: dict[str, int], dropped: dict[str, int]) -> dict[str, fl
             **{f"data/near_duplicates_dropped_{name}": dropped[name] for name in SPLITS}}
 
 
-def three_splits(frames: dict[str, Any], spec: DataConfig, *, key: str) -> ThreeSplits:
+def three_splits(frames: dict[str, Any], spec: DataConfig, *, key: str, floor: bool = False) -> ThreeSplits:
     """`frames`: the cleaned `train` source and, where the data set comes split, `eval` and `test` (None: carved
-    out of train). `key`: the column compared for near-duplicates; the `label` column is the stratum."""
+    out of train). `key`: the column compared for near-duplicates; the `label` column is the stratum. `floor`:
+    refuse a validation or test split too small to score (`check_scored_rows`)."""
     carved = _carve(frames, spec)
     kept, dropped = drop_near_duplicates(carved, key=key)
     caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "test": spec.max_test_samples}
@@ -66,7 +67,52 @@ def three_splits(frames: dict[str, Any], spec: DataConfig, *, key: str) -> Three
         counts = ", ".join(f"{len(final[name])} {name}" for name in SPLITS)
         raise ConfigError(f"data={spec.name}: a split is empty ({counts} rows; near-duplicates dropped: "
                           f"{sum(dropped.values())})")
+    for name in ("eval", "test"):
+        given, capped = frames.get(name) is not None, len(kept[name]) > len(final[name])
+        check_scored_rows(final[name], name, spec, key=_size_key(name, spec, given=given, capped=capped),
+                          refuse=floor and not (given or capped))
     return ThreeSplits(**final, dropped=dropped)
+
+
+# An accuracy on n rows is uncertain by up to 1.96 * sqrt(0.25 / n) (the normal approximation's 95 % interval at
+# an accuracy of 0.5, its widest): ±44 pp on 5 rows, ±20 pp on 24, ±6.9 pp on 200, ±3.1 pp on 1,000.
+MIN_SCORED_ROWS = 5  # fewer, carved by a fraction from labelled text: refused (steps of 20+ pp, ±44 pp)
+FEW_SCORED_ROWS = 200  # fewer: a warning with the count and the interval's half-width
+
+
+def half_width_pp(rows: int) -> float:
+    """The widest 95 % interval half-width, in percentage points, that an accuracy on `rows` rows has."""
+    return 196 * (0.25 / rows) ** 0.5
+
+
+def check_scored_rows(frame: Any, name: str, spec: DataConfig, *, key: str, refuse: bool = True) -> None:
+    """The validation and test splits are what accuracies are computed on. With `refuse`, one under MIN_SCORED_ROWS
+    rows is refused: a labelled data set's split that a fraction carved so small cannot have been meant (a cap,
+    `data.max_*_samples`, or a file is what was asked for: tests and smoke runs shrink a run on purpose, and the
+    caller passes refuse=False). Under FEW_SCORED_ROWS a warning on stderr gives the count and how wide the
+    accuracy's interval is, for labelled rows (a causal LM's free-form answers are scored by loss)."""
+    import sys
+
+    rows, split = len(frame), {"eval": "validation", "test": "test"}[name]
+    if rows < MIN_SCORED_ROWS and refuse:
+        raise ConfigError(f"data={spec.name}: the {split} split has {rows} rows ({key}); an accuracy on fewer than "
+                          f"{MIN_SCORED_ROWS} rows is not worth reporting (±{half_width_pp(rows):.0f} pp at 95 %); "
+                          f"give it more rows")
+    labelled = frame["label"].astype(str).ne("").any()
+    if rows < FEW_SCORED_ROWS and labelled:
+        print(f"warning: data={spec.name}: the {split} split has {rows} rows ({key}); an accuracy on {rows} rows is "
+              f"uncertain by up to ±{half_width_pp(rows):.1f} pp (95 % interval), and {FEW_SCORED_ROWS} rows bring it "
+              f"to ±{half_width_pp(FEW_SCORED_ROWS):.1f} pp", file=sys.stderr)
+
+
+def _size_key(name: str, spec: DataConfig, *, given: bool, capped: bool) -> str:
+    """The key that sized a split, for a message about its size."""
+    if capped:
+        return f"data.max_{name}_samples={getattr(spec, f'max_{name}_samples')}"
+    if given:
+        key = f"{name}_path" if spec.source == "local" else f"hub_{name}_split"
+        return f"data.{key}={getattr(spec, key)}"
+    return f"data.{name}_fraction={getattr(spec, f'{name}_fraction')}"
 
 
 def drop_near_duplicates(frames: dict[str, Any], *, key: str) -> tuple[dict[str, Any], dict[str, int]]:

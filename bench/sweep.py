@@ -10,13 +10,17 @@ Hydra runs the grid; this module only adds what Hydra does not know about MLflow
   `bench.isolation`), so no cell's memory figures carry what an earlier cell left in a process. A process that
   dies without a result leaves its run RUNNING: `close_crashed_cell` finds it among the parent's children by its
   `process/pid` tag and closes it FAILED.
-- `on_multirun_end` closes the parent with the cell counts and says how to get the report.
+- `on_multirun_end` gives the parent the data sets its cells logged, writes the sweep's report into its artifacts
+  (`report/index.html`, which the MLflow UI shows; `tracker.log_report=false` turns it off), closes it with the
+  cell counts and says where the report is.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 SWEEP_FILE = "bench_sweep.json"
+REPORT_ARTIFACT = "report"  # the parent run's artifact folder holding the sweep's report (index.html, ...)
 LAST_SUMMARY: dict[str, int] = {}  # read by the CLI after Hydra returns, to set the exit code
 ACTIVE: list[SweepContext] = []  # the sweep this process launched, until it ends (for Ctrl-C)
 
@@ -57,6 +62,14 @@ def count_cells(overrides: list[str]) -> int:
     return math.prod(sizes.values()) if sizes else 1
 
 
+def swept_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that make the grid (`method=full,lora`), as given; not `tracker.tags={a:1,b:2}`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [text for text, override in zip(overrides, parsed, strict=True) if override.is_sweep_override()]
+
+
 def _client(uri: str) -> Any:
     import mlflow
 
@@ -76,8 +89,9 @@ class SweepCallback(Callback):
         # `force=true` reruns the cells of the same sweep, so it must not make it a different sweep.
         identity = [o for o in overrides if not o.startswith("force=")]
         sweep_id = config_hash({"overrides": identity, "experiment": experiment})
-        parent = _find_or_create_parent(uri, experiment, sweep_id, overrides)
-        context = SweepContext(sweep_id, parent, count_cells(overrides), uri, experiment)
+        cells = count_cells(overrides)
+        parent = _find_or_create_parent(uri, experiment, sweep_id, overrides, cells)
+        context = SweepContext(sweep_id, parent, cells, uri, experiment)
         folder = Path(config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
@@ -85,6 +99,10 @@ class SweepCallback(Callback):
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from bench.report import report_hint
+        from bench.store import redact_text
+        from bench.ui_meta import NOTE, sweep_note, ui_link, view_line
+
         context = load_context(Path(config.hydra.sweep.dir))
         if context is None:
             return
@@ -94,12 +112,55 @@ class SweepCallback(Callback):
         client = _client(context.tracking_uri)
         for key, value in summary.items():
             client.log_metric(context.parent_run_id, f"sweep/{key}", value)
+        hint = report_hint(context.experiment, context.sweep_id)
+        experiment_id = client.get_run(context.parent_run_id).info.experiment_id
+        _log_cell_inputs(client, context, experiment_id)
+        logged = log_report(context) if summary["cells"] and config.tracker.get("log_report", True) else None
+        overrides = sweep_overrides(config)
+        client.set_tag(context.parent_run_id, NOTE, redact_text(sweep_note(
+            sweep_id=context.sweep_id, overrides=overrides, swept=swept_overrides(overrides), summary=summary,
+            total_cells=context.total_cells, report=logged, hint=hint)))
         client.set_terminated(context.parent_run_id, "FAILED" if summary["failed"] == summary["cells"] else "FINISHED")
         ACTIVE.clear()
-        from bench.report import report_hint
+        where = (f" (its report: {ui_link(experiment_id, context.parent_run_id, artifact=logged)})" if logged else "")
         print(f"sweep {context.sweep_id} done: {summary['finished']} finished, {summary['failed']} failed "
               f"of {summary['cells']} distinct cells, in experiment '{context.experiment}' at {context.tracking_uri}\n"
-              f"report: {report_hint(context.experiment, context.sweep_id)}")
+              f"report: {hint}\n{view_line(context.tracking_uri, ui_link(experiment_id))}{where}")
+
+
+def log_report(context: SweepContext) -> str | None:
+    """Write the sweep's report (`bench report --sweep <id>`) into the parent run's artifacts, where the MLflow
+    UI shows it; returns its artifact path, or None, with a warning, when it could not: a report is never a
+    reason to fail a sweep whose cells ran."""
+    from bench.report.build import build_report
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-report-") as folder:
+            build_report(uri=context.tracking_uri, experiment=context.experiment, sweep_id=context.sweep_id,
+                         out=Path(folder))
+            _client(context.tracking_uri).log_artifacts(context.parent_run_id, folder, REPORT_ARTIFACT)
+    except Exception as error:  # noqa: BLE001 - no runs to report, an unwritable artifact store, a report bug
+        print(f"warning: the sweep's report was not logged to its parent run ({type(error).__name__}: {error}); "
+              "`bench report` still writes it", file=sys.stderr)
+        return None
+    return f"{REPORT_ARTIFACT}/index.html"
+
+
+def _log_cell_inputs(client: Any, context: SweepContext, experiment_id: str) -> None:
+    """The data sets the cells logged, once each, on the parent run too: the runs table's one row per sweep then
+    shows them, and filtering on a data set keeps the sweep's row. Never a reason to fail the sweep."""
+    from bench.datasets_input import distinct_inputs
+    from bench.store import retrying
+
+    try:
+        cells = retrying(lambda: client.search_runs(
+            [experiment_id], f"tags.mlflow.parentRunId = '{context.parent_run_id}'", max_results=1000))
+        inputs = distinct_inputs(item for run in cells for item in run.inputs.dataset_inputs)
+        if inputs:
+            retrying(lambda: client.log_inputs(context.parent_run_id, datasets=inputs))
+    except Exception as error:  # noqa: BLE001 - the cells' own inputs are recorded either way
+        print(f"warning: the sweep's data sets were not logged to its parent run ({type(error).__name__}: {error})",
+              file=sys.stderr)
 
 
 def interrupt_active_sweep() -> None:
@@ -115,26 +176,32 @@ def _tracker_spec(config: Any) -> Any:
     return TrackerConfig(uri=config.tracker.uri, experiment=str(config.tracker.experiment))
 
 
-def _find_or_create_parent(uri: str, experiment: str, sweep_id: str, overrides: list[str]) -> str:
+def _find_or_create_parent(uri: str, experiment: str, sweep_id: str, overrides: list[str], cells: int) -> str:
     """The parent run of this sweep: reopened when the same sweep runs again, created otherwise."""
 
     from bench.store import check_reachable, open_store, process_tags, redact_text
+    from bench.ui_meta import NOTE, mark_training_experiment, sweep_note, sweep_title
 
     check_reachable(uri)
     # Created here, in the launching process, before any cell starts.
-    experiment_id = open_store(uri, experiment).experiment_id
+    found_experiment = open_store(uri, experiment)
+    experiment_id = found_experiment.experiment_id
     client = _client(uri)
+    mark_training_experiment(client, found_experiment)  # the UI opens it on its runs, not on GenAI traces
     found = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
                                max_results=1)
-    tags = {**process_tags(), "sweep_id": sweep_id, "sweep_role": "parent",
-            "sweep_overrides": redact_text(" ".join(overrides))}
+    clean, swept = [redact_text(o) for o in overrides], [redact_text(o) for o in swept_overrides(overrides)]
+    running = sweep_note(sweep_id=sweep_id, overrides=clean, swept=swept, summary=None, total_cells=cells, report=None,
+                         hint="")
+    tags = {**process_tags(), "sweep_id": sweep_id, "sweep_role": "parent", "sweep_overrides": " ".join(clean),
+            NOTE: running}
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
-        for key, value in process_tags().items():  # this process owns it now
+        for key, value in {**process_tags(), NOTE: running}.items():  # this process owns it now
             client.set_tag(run_id, key, value)
         return run_id
-    return client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags).info.run_id
+    return client.create_run(experiment_id, run_name=sweep_title(swept, sweep_id), tags=tags).info.run_id
 
 
 def load_context(folder: Path) -> SweepContext | None:
@@ -187,7 +254,11 @@ def close_crashed_cell(context: SweepContext, *, pid: int, since: float, error: 
     if run.status in ("RUNNING", "KILLED"):
         from mlflow.entities import RunTag
 
-        tags = [RunTag("failure", "crash"), RunTag("error", error)]
+        from bench.ui_meta import NOTE, failed_note
+
+        subject = found[0].data.tags.get(NOTE, "").partition(": ")[0]  # what the run is, before how it ended
+        tags = [RunTag("failure", "crash"), RunTag("error", error),
+                *([RunTag(NOTE, failed_note(subject, failure="failed (crash)", error=error))] if subject else [])]
         retrying(lambda: client.log_batch(run.run_id, tags=tags))
         retrying(lambda: client.set_terminated(run.run_id, "FAILED"))
     return True

@@ -40,6 +40,10 @@ class Task(Protocol):
     def load_data(self) -> TaskData:
         """Read, clean and split the data (no tokenizer yet)."""
 
+    def input_frames(self, data: TaskData) -> dict[str, Any]:
+        """The rows of each split as the run reads them (`train`, `validation`, `test` -> a pandas frame with the
+        task's target column), for the run's MLflow dataset inputs (`bench.datasets_input`)."""
+
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         """Tokenize and batch everything the run will read, before the model loads."""
 

@@ -18,6 +18,7 @@ from bench.store import (
     resolve_uri,
     retrying,
 )
+from bench.ui_meta import NOTE, failed_note, mark_training_experiment
 
 _BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
 
@@ -41,12 +42,15 @@ def failure_kind(error: BaseException) -> str:
 
 
 class Tracker:
-    """`with Tracker(spec, run_name=...) as tracker:` one MLflow run, closed FINISHED, FAILED or KILLED."""
+    """`with Tracker(spec, run_name=...) as tracker:` one MLflow run, closed FINISHED, FAILED or KILLED.
+    `subject`: what the run is, in words (`LoRA r=8 on minilm, tweets (seed 42)`): its description in the MLflow
+    UI from the start, completed by `describe` or, when the run fails, by how it ended."""
 
-    def __init__(self, spec: TrackerConfig, *, run_name: str, parent_run_id: str | None = None) -> None:
+    def __init__(self, spec: TrackerConfig, *, run_name: str, parent_run_id: str | None = None,
+                 subject: str | None = None) -> None:
         self.spec, self.run_name, self.uri = spec, run_name, tracking_uri(spec)
-        self.parent_run_id = parent_run_id
-        self.run_id = ""
+        self.parent_run_id, self.subject = parent_run_id, subject
+        self.run_id, self.experiment_id = "", ""
         self._pending: list[Any] = []
         self._client: Any = None
 
@@ -56,12 +60,16 @@ class Tracker:
         check_reachable(self.uri)
         logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter on a new store
         experiment = open_store(self.uri, self.spec.experiment)
+        self.experiment_id = experiment.experiment_id
         self._client = mlflow.MlflowClient(self.uri)
+        mark_training_experiment(self._client, experiment)  # the UI opens it on its runs, not on GenAI traces
         retrying(lambda: close_stale_runs(self._client, experiment.experiment_id))
         # the caller's tags (a fair comparison's fair/*) go on at creation, so no run is ever seen without them
         tags = {**{key: _as_text(value) for key, value in redact(self.spec.tags).items()}, **process_tags()}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id  # nests the run under its sweep in the UI
+        if self.subject:
+            tags[NOTE] = redact_text(self.subject)
         name = redact_text(self.run_name)
         run = retrying(lambda: self._client.create_run(experiment.experiment_id, run_name=name, tags=tags))
         self.run_id = run.info.run_id
@@ -80,6 +88,14 @@ class Tracker:
 
         items = [RunTag(k, _as_text(v)) for k, v in sorted(redact(tags).items())]
         retrying(lambda: self._client.log_batch(self.run_id, tags=items))
+
+    def describe(self, text: str) -> None:
+        """The run's description in the MLflow UI (`mlflow.note.content`)."""
+        self.set_tags({NOTE: text})
+
+    def log_inputs(self, inputs: list[Any]) -> None:
+        """MLflow `DatasetInput`s (`bench.datasets_input`): the UI's Dataset column and dataset filter."""
+        retrying(lambda: self._client.log_inputs(self.run_id, datasets=inputs))
 
     def log(self, metrics: dict[str, float], step: int = 0) -> None:
         """Queue metrics; they are written in batches, so logging costs the loop almost nothing."""
@@ -113,11 +129,16 @@ class Tracker:
             retrying(lambda: self._client.set_terminated(self.run_id, "FINISHED"))
             return
         if isinstance(error, KeyboardInterrupt | SystemExit):
-            self.set_tags({"failure": "killed", "error": f"interrupted ({type(error).__name__})"})
+            self.set_tags({"failure": "killed", "error": f"interrupted ({type(error).__name__})",
+                           **self._failed_note("interrupted", "")})
             retrying(lambda: self._client.set_terminated(self.run_id, "KILLED"))
             return
-        self.set_tags({"failure": failure_kind(error), "error": f"{type(error).__name__}: {error}"[:4000]})
+        kind, message = failure_kind(error), f"{type(error).__name__}: {error}"
+        self.set_tags({"failure": kind, "error": message[:4000], **self._failed_note(f"failed ({kind})", message)})
         retrying(lambda: self._client.set_terminated(self.run_id, "FAILED"))
+
+    def _failed_note(self, ending: str, message: str) -> dict[str, str]:
+        return {NOTE: failed_note(self.subject, failure=ending, error=message)} if self.subject else {}
 
 
 def _as_text(value: Any) -> str:

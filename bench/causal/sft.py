@@ -72,6 +72,10 @@ def load_sft_splits(spec: DataConfig) -> SftSplits:
         if labels is not None and frame is not None:
             frame["label"] = frame["response"].str.strip()
     parts = three_splits(frames, spec, key="prompt")
+    if labels is not None:
+        from bench.data import check_two_labels
+
+        check_two_labels(parts.train, spec, column="response_column")
     answers = [spec.response_template.format(label=label) for label in labels] if labels else None
     decode = json.loads if spec.messages_column else str  # chat turns were stored as JSON text
 
@@ -119,7 +123,8 @@ def _pairs_frame(raw: Any, spec: DataConfig) -> Any:
         raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
                           f"{', '.join(map(str, raw.columns))} (set {hint})")
     if spec.messages_column:
-        split = [_split_chat(turns) for turns in raw[spec.messages_column]]
+        split = [_split_chat(turns, row=row, column=spec.messages_column)
+                 for row, turns in enumerate(raw[spec.messages_column])]
         rows = [(json.dumps(p), r) for p, r in split if p is not None]
     else:
         rows = [(str(p).strip(), str(r)) for p, r in zip(raw[spec.prompt_column], raw[spec.response_column],
@@ -139,10 +144,14 @@ def _present(value: Any) -> bool:
     return value is not None and value == value and str(value).strip() != ""  # value == value: not NaN
 
 
-def _split_chat(turns: Any) -> tuple[list[dict[str, str]] | None, str]:
+def _split_chat(turns: Any, *, row: int, column: str) -> tuple[list[dict[str, str]] | None, str]:
     """(turns before the last assistant turn, its content); (None, '') when there is no assistant turn."""
-    turns = [] if turns is None else list(turns)  # a hub data set's column arrives as a numpy array of dicts
-    turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
+    try:
+        turns = [] if turns is None else list(turns)  # a hub data set's column arrives as a numpy array of dicts
+        turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
+    except (TypeError, KeyError, IndexError):
+        raise ConfigError(f"data.messages_column={column!r}: row {row} is not a list of {{role, content}} turns: "
+                          f"{str(turns)[:80]!r}") from None
     last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
     if not last:  # None, or an assistant turn with nothing before it
         return None, ""

@@ -37,6 +37,20 @@ class CausalTask:
         splits = load_sft_splits(self.cfg.data)
         return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(), tags={"labels": str(splits.labels)})
 
+    def input_frames(self, data: TaskData) -> dict[str, Any]:
+        import json
+
+        import pandas as pd
+
+        def frame(pairs: list[Any]) -> Any:  # a chat prompt (its turns) as its JSON text
+            prompts = [p.prompt if isinstance(p.prompt, str) else json.dumps(p.prompt, ensure_ascii=False)
+                       for p in pairs]
+            return pd.DataFrame({"prompt": prompts, "response": [p.response for p in pairs]},
+                                columns=["prompt", "response"])
+
+        splits = data.splits
+        return {"train": frame(splits.train), "validation": frame(splits.eval), "test": frame(splits.test)}
+
     def make_batches(self, data: TaskData, tokenizer: Any) -> None:
         """Every batch the run needs, made before the model loads, so the monitor's baseline holds the data and
         its net peaks are the model's and the training's alone."""

@@ -1,7 +1,8 @@
 """Bad input gets one line naming the bad value and the valid choices, a non-zero exit, no traceback.
 
-The full catalogue of bad values is in tests/reliability/test_validation.py. The unknown-choice and
-unknown-command cases run as real processes; the rest go through `bench.cli.main` in this process."""
+The full catalogue of bad values is in tests/reliability/test_validation.py, and the table of each class of bad
+input in tests/e2e/test_bad_config_table.py. The unknown-choice, wrong-type and unknown-command cases run as real
+processes; the rest go through `bench.cli.main` in this process."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ from support import TINY, assert_one_error_line, finished_runs, run_cli, run_cli
 ])
 def test_unknown_group_choice(override: str, needles: tuple[str, ...], tmp_path) -> None:
     assert_one_error_line(run_cli(override, cwd=tmp_path), *needles)
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_wrong_type_in_a_real_process(sweep: bool, tmp_path) -> None:
+    """A text for a number, as its own process, alone and in one value of a sweep: the schema refuses it while the
+    config composes (no traceback, no store), and Hydra's exit and ours agree on exit code 2."""
+    overrides = ["-m", "trainer.lr=1e-3,abc"] if sweep else ["trainer.lr=abc"]
+    result = run_cli(*overrides, *TINY, f"tracker.uri=sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert_one_error_line(result, "trainer.lr=abc", "a number")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_error_inside_a_run_is_recorded_as_a_failed_run(store: str, tmp_path) -> None:
