@@ -292,7 +292,7 @@ class TrackerConfig:
 
     uri: str | None = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
     experiment: str = "bench"
-    run_name: str | None = None  # None = `<technique>-<model>-<dataset>-s<seed>`
+    run_name: str | None = None  # None = `<technique> [r=<rank>] · <model> · <data> · s<seed>`
     log_model: bool = True  # upload the adapter (or full weights) as a run artifact
     log_report: bool = True  # a sweep's end logs its HTML report to the parent run (artifact report/index.html)
     # extra tags on the run, e.g. the fair comparison's `fair/id` and `fair/stage` (bench.fair); not in the hash
