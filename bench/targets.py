@@ -108,28 +108,20 @@ def check_targets_match(model: Any, targets: str | list[str]) -> None:
                           f"its linear layers are: {', '.join(linear_module_names(model))}")
 
 
-def check_rank_fits(model: Any, *, targets: str | list[str], r: int, skip: list[str] | tuple[str, ...] = (),
-                    group_size: int | None = None) -> None:
+def check_rank_fits(model: Any, *, targets: str | list[str], r: int, skip: list[str] | tuple[str, ...] = ()) -> None:
     """Refuse a LoRA rank that a targeted linear layer cannot hold: the update B·A has rank at most
-    min(in_features, out_features), so a larger `method.r` only adds parameters. QA-LoRA's adapter sees the
-    input pooled into in_features / group_size values. Targets that match nothing are left to
-    `check_targets_match`."""
+    min(in_features, out_features), so a larger `method.r` only adds parameters. Targets that match nothing are
+    left to `check_targets_match`."""
     import torch
 
     linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     chosen = select_modules(list(linears), targets, skip=skip)
     if not chosen:
         return
-
-    def dims(name: str) -> tuple[int, int]:
-        layer = linears[name]
-        return layer.in_features // (group_size or 1), layer.out_features
-
-    name = min(chosen, key=lambda name: min(dims(name)))
-    largest = min(dims(name))
+    name = min(chosen, key=lambda name: min(linears[name].in_features, linears[name].out_features))
+    layer = linears[name]
+    largest = min(layer.in_features, layer.out_features)
     if r > largest:
-        layer = linears[name]
-        pooled = f", pooled by method.group_size={group_size} to {dims(name)[0]} inputs" if group_size else ""
         raise ConfigError(f"method.r={r} exceeds the smallest dimension of the targeted layer {name} (in_features="
-                          f"{layer.in_features}, out_features={layer.out_features}{pooled}); its update B·A cannot "
+                          f"{layer.in_features}, out_features={layer.out_features}); its update B·A cannot "
                           f"have a rank above {largest}, so the largest valid rank is method.r={largest}")

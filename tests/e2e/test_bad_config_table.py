@@ -101,8 +101,7 @@ TABLE: dict[str, list[tuple[list[str], tuple[str, ...]]]] = {
         (["method.r=65"], ("method.r=65", "in_features=64, out_features=64", "method.r=64")),
         (["method=dora", "method.r=512", "method.target_modules=mlp"], ("method.r=512", "intermediate.dense",
                                                                         "method.r=64")),
-        (["method=qalora", "method.group_size=16", "method.r=8"], ("method.r=8", "method.group_size=16",
-                                                                  "method.r=4")),
+        (["method=qalora", "method.r=128"], ("method.r=128", "in_features=64, out_features=64", "method.r=64")),
     ],
     "validation or test split too small": [
         (_local("good.csv", "data.eval_fraction=0.05"), ("validation split has 3 rows", "data.eval_fraction=0.05")),
