@@ -40,7 +40,10 @@ class _Bench:
     causal: bool
 
     def __post_init__(self) -> None:
+        """The inputs every form is compared and timed on, made once (speed.py drops their labels)."""
         self.batch = self.task.test_batch(self.data, self.options.fidelity_rows)
+        self.single = self.task.test_batch(self.data, 1)
+        self.throughput = None if self.causal else self.task.test_batch(self.data, self.options.throughput_batch)
 
     def logits(self, model: Any) -> Any:
         """Logits of the fidelity rows on the CPU in fp32; padded positions of a causal LM zeroed."""
@@ -64,12 +67,9 @@ class _Bench:
         timing = {"min_repeats": self.options.min_repeats, "max_seconds": self.options.max_seconds}
         common = {"device": self.device, "autocast_dtype": self.autocast_dtype, "prefix": prefix, **timing}
         if self.causal:
-            return speed.serving_generator(model, prompt=_prompt(self.task.test_batch(self.data, 1)),
-                                           new_tokens=self.options.new_tokens, **common)
-        single = {k: v for k, v in self.task.test_batch(self.data, 1).items() if k != "labels"}
-        batch = {k: v for k, v in self.task.test_batch(self.data, self.options.throughput_batch).items()
-                 if k != "labels"}
-        return speed.serving_classifier(model, single=single, batch=batch, **common)
+            return speed.serving_generator(model, prompt=_prompt(self.single), new_tokens=self.options.new_tokens,
+                                           **common)
+        return speed.serving_classifier(model, single=self.single, batch=self.throughput, **common)
 
 
 def measure_deployment(cfg: RunConfig, task: Task, data: TaskData, trained: Any, *, source: Source,
