@@ -309,9 +309,14 @@ class MonitorConfig:
     # Which steps the tensor-level accounting watches (bench.monitor.tensors): largest = the first two and each
     # step with a larger batch than all before it; every; off (no mem/tensor_peak_bytes)
     tensors: TensorPolicy = "largest"
+    # torch's profiler over `profile_steps` optimizer steps right after warm-up (bench.profile): the step time split
+    # by category (prof/<category>_ms, _pct) and a Perfetto trace; those steps stay out of every throughput figure
+    profile: bool = False
+    profile_steps: int = 3
 
     def __post_init__(self) -> None:
         _check_positive("monitor.interval_s", self.interval_s)
+        _check_positive("monitor.profile_steps", self.profile_steps)
         _check_choice("monitor.tensors", self.tensors, TensorPolicy)
         if self.warmup_steps < 0:
             raise ConfigError(f"monitor.warmup_steps={self.warmup_steps!r} is not valid; it must be >= 0")

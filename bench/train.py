@@ -26,6 +26,7 @@ from bench.config import TrainerConfig
 from bench.footprint import training_state_bytes
 from bench.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 from bench.monitor.throughput import StepTimer
+from bench.profile.scopes import fetched, scope
 
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[..., dict[str, float]]  # (model, eval_loader, *, device, autocast_dtype) -> eval/* metrics
@@ -37,10 +38,10 @@ class StepHooks(Protocol):
     def on_train_start(self, model: Any, optimizer: Any) -> None:
         """Once, before the first step: what a step's memory accounting must know about."""
 
-    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[bool]:
+    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[str]:
         """Around one micro-batch of optimizer step `step` (batch already on the device): its forward and
-        backward, and for the last micro-batch of the step the optimizer's update. Yields whether it is watched
-        by the memory accounting, which slows it, so that its step's time stays out of the throughput."""
+        backward, and for the last micro-batch of the step the optimizer's update. Yields why the step's time
+        must stay out of the throughput ("watched" by the memory accounting, "profiled"), or "" when it counts."""
 
     def evaluation(self) -> AbstractContextManager[None]:
         """Around each evaluation between epochs: not training, for the memory and energy figures."""
@@ -56,8 +57,8 @@ class _NoHooks:
     def on_train_start(self, model: Any, optimizer: Any) -> None:
         pass
 
-    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[bool]:
-        return contextlib.nullcontext(False)
+    def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[str]:
+        return contextlib.nullcontext("")
 
     def evaluation(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -155,11 +156,11 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     clock.start()
     timer.start()
     for _epoch in range(trainer.epochs):
-        for group in micro_batch_groups(train_loader, accumulate):
-            loss, watched, (samples, tokens) = stepper.step(group, result)
+        for group in fetched(micro_batch_groups(train_loader, accumulate)):
+            loss, untimed, (samples, tokens) = stepper.step(group, result)
             result.steps += 1
             result.tokens, result.samples = result.tokens + tokens, result.samples + samples
-            timer.step(samples, tokens, timed=not watched)
+            timer.step(samples, tokens, untimed=untimed)
             hooks.on_step(result.steps)
             pending.append((result.steps, loss))
             if result.steps % trainer.log_every == 0 or result.steps == total_steps:
@@ -195,25 +196,27 @@ class OptimizerStep:
     max_grad_norm: float
     autocast: Any
 
-    def step(self, group: list[dict[str, Any]], result: TrainResult) -> tuple[Any, bool, tuple[int, int]]:
+    def step(self, group: list[dict[str, Any]], result: TrainResult) -> tuple[Any, str, tuple[int, int]]:
         """Forward and backward on each micro-batch of `group` (host batches), then one update. Returns the mean
-        of the micro-batches' losses (still on the device), whether any micro-batch was watched, and the
+        of the micro-batches' losses (still on the device), why the step is not timed ("" if it is), and the
         samples and non-padding tokens of them all."""
-        losses, watched_any, samples, tokens = [], False, 0, 0
+        losses, untimed, samples, tokens = [], "", 0, 0
         for index, host_batch in enumerate(group):
             samples += len(host_batch["labels"])
             tokens += int(host_batch["attention_mask"].sum())  # host copy: no sync
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
-            with self.hooks.step(result.steps + 1, batch) as watched:
+            with scope("data_host"):
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
+            with self.hooks.step(result.steps + 1, batch) as reason:
                 with self.autocast:
                     loss = self.model(**batch).loss
                 # every micro-batch weighs the same, a leftover partial group's too; unscaled alone (k=1 as ever)
                 (loss / len(group) if len(group) > 1 else loss).backward()
                 if index == len(group) - 1:
-                    self._update(result)
+                    with scope("optimizer"):
+                        self._update(result)
             losses.append(loss.detach())
-            watched_any = watched_any or watched
-        return _mean(losses), watched_any, (samples, tokens)
+            untimed = untimed or reason
+        return _mean(losses), untimed, (samples, tokens)
 
     def _update(self, result: TrainResult) -> None:
         """Clip, step the optimizer and the schedule, clear the gradients."""

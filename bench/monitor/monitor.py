@@ -62,6 +62,8 @@ class Monitor:
         self._times: dict[str, float] = {}
         self._flush_at: tuple[float, float] = (0.0, 0.0)
         self._modules: set[str] = set()
+        self.profiler = _profiler(device, spec, timeline_dir)
+        self._model: Any = None
 
     @classmethod
     def for_device(cls, device: Any, spec: MonitorConfig | None = None, *, timeline_dir: Path | None = None,
@@ -108,18 +110,22 @@ class Monitor:
     def on_train_start(self, model: Any, optimizer: Any) -> None:
         if self.tensors is not None:
             self.tensors.start(model, optimizer)
+        self._model = model
+        self._profile_after(0)
 
     @contextlib.contextmanager
-    def step(self, step: int, batch: dict[str, Any]) -> Iterator[bool]:
+    def step(self, step: int, batch: dict[str, Any]) -> Iterator[str]:
+        profiled = "profiled" if self.profiler is not None and self.profiler.covers(step) else ""
         if self.tensors is None:
-            yield False
+            yield profiled
             return
         with self.tensors.step(step, batch):
-            yield self.tensors.watching()
+            yield "watched" if self.tensors.watching() else profiled
 
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:
         """An evaluation between epochs: its own phase, outside training's peaks, time and energy."""
+        self._stop_profile()  # a profile is of training steps: one that reaches an epoch's end stops there
         self.training.leave()
         self._enter_phase("eval")
         try:
@@ -130,9 +136,29 @@ class Monitor:
             self.training.enter()
 
     def on_step(self, step: int) -> None:
-        """The loop's step counter, stamped on each timeline row (a plain attribute write: free)."""
+        """The loop's step counter, stamped on each timeline row (a plain attribute write: free); the profiled
+        window opens and closes at step ends."""
         if self.sampler is not None:
             self.sampler.step = step
+        if self.profiler is not None:
+            self.profiler.step_ended(step)
+            self._profile_after(step)
+
+    def _profile_after(self, step: int) -> None:
+        """Step `step` ended (0: training starts): open or close the profiled window. Its steps are out of the
+        training segment too, so the profiler's cost is in no energy or utilisation figure."""
+        if self.profiler is None:
+            return
+        if step == self.profiler.first_step - 1:
+            self.training.leave()
+            self.profiler.start(self._model)
+        elif step == self.profiler.last_step:
+            self._stop_profile()
+
+    def _stop_profile(self) -> None:
+        if self.profiler is not None and self.profiler.recording:
+            self.profiler.stop()
+            self.training.enter()
 
     def on_flush(self, step: int) -> dict[str, float]:
         """Coarse metrics since the last flush, for the MLflow UI's charts: memory peaks, mean util and power."""
@@ -155,6 +181,8 @@ class Monitor:
         try:
             if self.sampler is not None:
                 self.sampler.stop()
+            if self.profiler is not None:  # after training, before the artifacts are uploaded
+                self.profiler.finish()
         finally:
             self.peaks.split(self._phase)
             self.backend.close()
@@ -164,13 +192,13 @@ class Monitor:
         from bench.monitor.summary import monitor_metrics
 
         assert self.sampler is not None, "summary() needs a finished `with Monitor...` block"
-        return monitor_metrics(self)
+        return {**monitor_metrics(self), **(self.profiler.metrics() if self.profiler is not None else {})}
 
     def tags(self) -> dict[str, str]:
         """`monitor/backend`, `monitor/reason`, where the tensor peak was, and anything that did not work."""
         from bench.monitor.summary import monitor_tags
 
-        return monitor_tags(self)
+        return {**monitor_tags(self), **(self.profiler.tags() if self.profiler is not None else {})}
 
     @property
     def times(self) -> dict[str, float]:
@@ -181,3 +209,15 @@ class Monitor:
     def sampling(self) -> bool:
         """Whether the sampler thread ran (means over samples exist)."""
         return self._sample
+
+
+def _profiler(device: Any, spec: MonitorConfig, timeline_dir: Path | None) -> Any:
+    """The profiled window after warm-up, when `monitor.profile` asks for one; its files go beside the timeline."""
+    if not spec.profile:
+        return None
+    import tempfile
+
+    from bench.profile.profiler import StepProfiler
+
+    folder = (timeline_dir if timeline_dir is not None else Path(tempfile.mkdtemp(prefix="bench-profile-")))
+    return StepProfiler(device, first_step=spec.warmup_steps + 1, steps=spec.profile_steps, folder=folder / "profile")

@@ -30,11 +30,13 @@ def run_metrics(*, result: Any, monitor: Any, plan: Any) -> tuple[dict[str, floa
 
 
 def upload_timeline(monitor: Any, tracker: Any) -> None:
-    """`monitor/timeline.csv` into the run's artifacts, if the monitor wrote one. Called on failure too, so
-    a store error here is reported, never raised over the run's own error."""
-    if monitor.timeline is None or not monitor.timeline.exists():
-        return
+    """`monitor/timeline.csv` and `monitor/profile/` (the trace) into the run's artifacts, where the monitor wrote
+    them. Called on failure too, so a store error here is reported, never raised over the run's own error."""
+    folders = {path.parent for path in (monitor.timeline,) if path is not None and path.exists()}
+    if monitor.profiler is not None and monitor.profiler.folder.exists():
+        folders.add(monitor.profiler.folder.parent)
     try:
-        tracker.log_artifacts(monitor.timeline.parent, "monitor")
+        for folder in folders:
+            tracker.log_artifacts(folder, "monitor")
     except Exception as error:  # noqa: BLE001
         print(f"warning: the monitor timeline was not uploaded: {type(error).__name__}: {error}", file=sys.stderr)

@@ -29,15 +29,16 @@ def percentile(values: list[float], q: float) -> float:
 class StepTimer:
     """`start()` before the first step and after each evaluation; `step(samples, tokens)` after each step.
 
-    Left out of the figures besides the warm-up: steps the memory accounting watched (`timed=False`: they run
-    slower under its dispatch mode), and on CUDA the first step after an evaluation, which regrows the
-    allocator's cache that the monitor empties when a phase starts."""
+    Left out of the figures besides the warm-up: steps the memory accounting watched (`untimed="watched"`: they
+    run slower under its dispatch mode), steps profiled (`untimed="profiled"`: the profiler and its hooks slow
+    them), and on CUDA the first step after an evaluation, which regrows the allocator's cache that the monitor
+    empties when a phase starts."""
 
     def __init__(self, device: Any, *, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
         self.durations: list[float] = []  # seconds, one per step, in order
         self._work: list[tuple[int, int]] = []  # (samples, tokens) per step
-        self._untimed: list[str] = []  # per step: "" when it counts, else why not (watched, regrow)
+        self._untimed: list[str] = []  # per step: "" when it counts, else why not (watched, profiled, regrow)
         self._regrow = False
         self._cuda = device.type == "cuda"
         self._stream = None
@@ -62,8 +63,8 @@ class StepTimer:
         self._regrow = self._cuda and bool(self._work)  # after an evaluation, not at the very start
         self._mark = self._now()
 
-    def step(self, samples: int, tokens: int, *, timed: bool = True) -> None:
-        """One optimizer step ended; `timed=False` leaves it out of the figures (a watched step)."""
+    def step(self, samples: int, tokens: int, *, untimed: str = "") -> None:
+        """One optimizer step ended; `untimed` (why: "watched", "profiled") leaves it out of the figures."""
         mark = self._now()
         if self._cuda:
             self._pending.append((self._mark, mark))
@@ -71,7 +72,7 @@ class StepTimer:
             self.durations.append(mark - self._mark)
         self._mark = mark
         self._work.append((samples, tokens))
-        self._untimed.append("" if timed and not self._regrow else "watched" if not timed else "regrow")
+        self._untimed.append(untimed or ("regrow" if self._regrow else ""))
         self._regrow = False
 
     def collect(self) -> None:
@@ -95,4 +96,5 @@ class StepTimer:
                 "train/tokens_per_s": sum(t for _, t in work) / seconds if seconds else math.nan,
                 "train/samples_per_s": sum(s for s, _ in work) / seconds if seconds else math.nan,
                 "train/timed_steps": len(timed), "train/warmup_steps_excluded": skip,
-                "train/watched_steps_excluded": excluded}
+                "train/watched_steps_excluded": excluded,
+                "train/profiled_steps_excluded": self._untimed[skip:].count("profiled")}

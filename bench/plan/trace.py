@@ -84,9 +84,9 @@ class _Watched:
         self.accounting = accounting
 
     @contextlib.contextmanager
-    def step(self, step: int, batch: dict[str, Any]) -> Iterator[bool]:
+    def step(self, step: int, batch: dict[str, Any]) -> Iterator[str]:
         with self.accounting.step(step, batch):
-            yield True
+            yield "watched"
 
 
 def trace_steps(built: Any, trainer: Any, *, batch: dict[str, Any], device: Any, steps: int = 2) -> Any:

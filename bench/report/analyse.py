@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from bench.report import memory
+from bench.report import memory, step_time
 from bench.report.compare import best_on_validation
 from bench.report.intervals import mean_interval
 from bench.report.labels import config_labels, labels, several
@@ -22,6 +22,7 @@ METRICS = {
     "tokens_per_s": "metrics.train/tokens_per_s", "train_time_s": "metrics.train/time_s",
     "trainable_params": "metrics.params/trainable", "trainable_pct": "metrics.params/trainable_pct",
     "adapter_bytes": "metrics.artifact/adapter_bytes", "energy_j": "metrics.gpu/energy_j", **memory.METRICS,
+    **step_time.METRICS,
 }
 # One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together;
 # so is the stage of a fair comparison (`fair/stage`: blank outside one), so tuned and untuned runs never do either.

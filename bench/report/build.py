@@ -10,7 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import analyse, columns, fair_sections, load, memory, plots, prediction, render, tuned, variants
+from bench.report import (
+    analyse,
+    columns,
+    fair_sections,
+    load,
+    memory,
+    plots,
+    prediction,
+    render,
+    step_time,
+    tuned,
+    variants,
+)
 from bench.report import report_hint as hint
 from bench.report.deploy import Deployment, deploy_markdown, deploy_section, deployment
 from bench.report.formats import when
@@ -94,6 +106,7 @@ def _sections(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, severa
                       "device) mark configurations no other on the same device beats on both.", plots.pareto(table),
                       "No configuration has both an accuracy and a training tensor peak (mem/tensor_peak_bytes)."),
         _breakdown_section(runs, table),
+        step_time.section(table),
         _prediction_section(runs, table),
         _plot_section("rank", "Rank sweep", "Validation accuracy and training tensor peak against LoRA rank r, one "
                       "line per technique and target-module preset.", plots.rank_sweep(analyse.rank_lines(table)),
@@ -260,4 +273,6 @@ def _summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table
                 if len(untuned) or not tuned_part else "")
     serving = deploy_markdown(deployed, several)
     serving = f"\n\n{serving}" if serving else ""
-    return f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{headline}{at_peak}{against}{serving}{tail}\n"
+    time = step_time.markdown(table)
+    return (f"# {render.markdown_text(title)}\n\n{about}\n\n{tuned_part}{headline}{at_peak}{against}{time}{serving}"
+            f"{tail}\n")

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import ConfigError
+from bench.profile.scopes import scope
 
 ATTENTION_NAME = "longlora_s2"  # the `attn_implementation` key (no "sdpa" in it: transformers treats those apart)
 RATIO_ATTRIBUTE = "longlora_group_ratio"  # set on each attention module by `enable_s2_attention`
@@ -173,20 +174,28 @@ def _grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     """Attention within groups for the heads that share one shift; tensors [B, T, h, D] in and out."""
     batch, seq_len, heads, head_dim = query.shape
     groups = math.ceil(seq_len / size)
-    grouped = [_to_groups(tensor, shift=shift, slots=groups * size, size=size) for tensor in (query, key, value)]
-    if shift == 0 and allowed is None and groups * size == seq_len:
-        # Plain causal blocks: sdpa's own causal kernel, no mask to build or read.
+    with scope("adapter"):  # the shift and the grouping are S²-Attn's own work; attention within groups is not
+        grouped = [_to_groups(tensor, shift=shift, slots=groups * size, size=size) for tensor in (query, key, value)]
+        mask = None if shift == 0 and allowed is None and groups * size == seq_len else \
+            _grouped_mask(allowed, batch=batch, seq_len=seq_len, size=size, shift=shift, device=query.device)
+    if mask is None:  # plain causal blocks: sdpa's own causal kernel, no mask to build or read
         output = F.scaled_dot_product_attention(*grouped, is_causal=True, dropout_p=dropout, scale=scaling)
     else:
-        if allowed is None:  # the same for every layer and step of this length: built once
-            mask = _unpadded_group_mask(seq_len, size, shift, query.device)
-        else:
-            mask = group_mask(group_positions(seq_len, size, shift, device=query.device), allowed, seq_len)
-        mask = mask.expand(batch, groups, size, size)
-        mask = mask.reshape(batch * groups, 1, size, size)  # one mask per (sequence, group), shared by the heads
         output = F.scaled_dot_product_attention(*grouped, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    output = output.transpose(1, 2).reshape(batch, groups * size, heads, head_dim)[:, :seq_len]
-    return roll_tokens(output, shift) if shift else output
+    with scope("adapter"):
+        output = output.transpose(1, 2).reshape(batch, groups * size, heads, head_dim)[:, :seq_len]
+        return roll_tokens(output, shift) if shift else output
+
+
+def _grouped_mask(allowed: torch.Tensor | None, *, batch: int, seq_len: int, size: int, shift: int,
+                  device: torch.device) -> torch.Tensor:
+    """[batch * groups, 1, G, G]: one mask per (sequence, group), shared by the heads."""
+    groups = math.ceil(seq_len / size)
+    if allowed is None:  # the same for every layer and step of this length: built once
+        mask = _unpadded_group_mask(seq_len, size, shift, device)
+    else:
+        mask = group_mask(group_positions(seq_len, size, shift, device=device), allowed, seq_len)
+    return mask.expand(batch, groups, size, size).reshape(batch * groups, 1, size, size)
 
 
 def _to_groups(tensor: torch.Tensor, *, shift: int, slots: int, size: int) -> torch.Tensor:

@@ -195,7 +195,7 @@ class _GradientsBeforeUpdate:
             lambda *_: self.grads.append([p.grad.clone() for p in trainable if p.grad is not None]))
 
     def step(self, step: int, batch: dict[str, Any]) -> Any:
-        return contextlib.nullcontext(False)
+        return contextlib.nullcontext("")
 
     def evaluation(self) -> Any:
         return contextlib.nullcontext()

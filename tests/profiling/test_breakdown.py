@@ -1,0 +1,64 @@
+"""The split of a profile into categories, on events made by hand (the rules one by one) and on real models (which
+modules each technique's layers are scoped as)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.profile.breakdown import BACKWARD_ROOT, Event, categorise, split
+from bench.profile.categories import CATEGORIES, module_categories
+
+
+def test_backward_ops_are_charged_to_the_forward_op_that_recorded_them() -> None:
+    events = [Event("bench::adapter", 100, sequence_nr=-1, thread=1),
+              Event("aten::mm", 50, parent=0, sequence_nr=7, thread=1),
+              Event("bench::base_matmul", 10, thread=1), Event("aten::addmm", 40, parent=2, sequence_nr=8, thread=1),
+              Event(f"{BACKWARD_ROOT}MmBackward0", 5, sequence_nr=7, thread=1, forward_thread=1),
+              Event("aten::mm", 60, parent=4, thread=1),
+              Event(f"{BACKWARD_ROOT}AddmmBackward0", 5, sequence_nr=8, thread=1, forward_thread=1),
+              Event(f"{BACKWARD_ROOT}torch::autograd::AccumulateGrad", 3, thread=1)]
+    assert categorise(events) == ["adapter", "adapter", "base_matmul", "base_matmul", "adapter", "adapter",
+                                  "base_matmul", "other"]
+
+
+def test_dequantization_is_found_by_name_in_any_scope_and_in_backward() -> None:
+    """QLoRA's backward dequantizes the 4-bit weight again, inside MatMul4Bit's backward."""
+    events = [Event("bench::base_matmul", 10, thread=1),
+              Event("bitsandbytes::dequantize_4bit", 70, parent=0, sequence_nr=3, thread=1),
+              Event("aten::linear", 20, parent=0, sequence_nr=4, thread=1),
+              Event(f"{BACKWARD_ROOT}MatMul4BitBackward", 5, sequence_nr=4, thread=1, forward_thread=1),
+              Event("bitsandbytes::dequantize_4bit", 65, parent=3, thread=1),
+              Event("aten::mm", 25, parent=3, thread=1)]
+    assert categorise(events) == ["base_matmul", "dequant", "base_matmul", "base_matmul", "dequant", "base_matmul"]
+
+
+def test_the_uncovered_window_is_host_work_and_other_threads_are_not_the_step() -> None:
+    events = [Event("bench::attention", 1000, thread=1), Event("bench::optimizer", 500, thread=1),
+              Event("aten::empty", 9999, thread=2)]  # a sampler thread's query: not the step's time
+    per_step = split(events, window_us=4000, steps=2)
+    assert set(per_step) == set(CATEGORIES)
+    assert per_step["attention"] == 0.5 and per_step["optimizer"] == 0.25
+    assert per_step["data_host"] == pytest.approx(1.25)  # 4 ms window - 1.5 ms covered, over 2 steps
+    assert sum(per_step.values()) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("technique", ["lora", "dora"])
+def test_peft_layers_are_scoped_as_adapter_base_and_attention(technique: str) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=64, vocab_size=50))
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["query", "value"], use_dora=technique == "dora"))
+    scoped = module_categories(model)
+    query = "base_model.model.bert.encoder.layer.0.attention.self.query"
+    assert scoped[query] == "adapter" and scoped[f"{query}.base_layer"] == "base_matmul"
+    assert scoped[f"{query}.lora_A.default"] == scoped[f"{query}.lora_B.default"] == "adapter"
+    if technique == "dora":
+        assert scoped[f"{query}.lora_magnitude_vector.default"] == "adapter"
+    assert scoped["base_model.model.bert.encoder.layer.0.attention.self"] == "attention"
+    assert "base_model.model.bert.encoder.layer.0.attention" not in scoped  # it holds the output dense and norm
+    assert scoped["base_model.model.bert.encoder.layer.0.attention.output.dense"] == "base_matmul"
+    assert scoped[""] == "other"
