@@ -120,7 +120,10 @@ class Monitor:
             yield profiled
             return
         with self.tensors.step(step, batch):
-            yield "watched" if self.tensors.watching() else profiled
+            watched = self.tensors.watching()
+            if watched and self.profiler is not None and self.profiler.recording:  # slower ops: the profile says so
+                self.profiler.watched_steps.add(step)
+            yield "watched" if watched else profiled
 
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:

@@ -42,6 +42,7 @@ class StepProfiler:
         self.recording = self.done = False
         self._last_seen = 0
         self._figures: dict[str, float] = {}
+        self.watched_steps: set[int] = set()  # profiled steps the tensor accounting watched too (slower ops)
 
     @property
     def cuda(self) -> bool:
@@ -118,8 +119,12 @@ class StepProfiler:
             return {"prof/skipped": f"training ended at step {self._last_seen}, before the profiled steps "
                                     f"{self.first_step}-{self.last_step} (monitor.warmup_steps + 1 on)"}
         files = [TRACE, OPS] + ([MEMORY_SNAPSHOT] if self.cuda else [])
-        return {"prof/window": f"steps {self.first_step}-{self.first_step + self.profiled - 1}",
+        tags = {"prof/window": f"steps {self.first_step}-{self.first_step + self.profiled - 1}",
                 "prof/artifacts": ", ".join(f"monitor/profile/{name}" for name in files)}
+        if self.watched_steps:
+            tags["prof/note"] = (f"step(s) {', '.join(map(str, sorted(self.watched_steps)))} of the window were also "
+                                 "watched by the tensor accounting, whose dispatch mode slows every op")
+        return tags
 
 
 def _write_ops(path: Path, rows: list[tuple[str, str, float, float]]) -> None:

@@ -22,9 +22,11 @@ CPU = torch.device("cpu")
 SLEEP_MS = {"attention": 12.0, "base_matmul": 8.0, "dequant": 7.0, "adapter": 6.0 + 10.0,  # 10 in backward
             "other": 4.0, "optimizer": 5.0, "data_host": 9.0}
 # Each category must hold what its sleeps really took while the profiler recorded (a busy machine oversleeps, so
-# that is measured around each sleep): at most 0.5 ms less, at most 2 ms + 15 % more (the real ops around the
-# sleeps, the profiler's own ranges, and for data_host the loop's Python between steps).
-BELOW_MS, ABOVE_MS, ABOVE_SHARE = 0.5, 2.0, 0.15
+# that is measured around each sleep), at most 0.5 ms less. That bound is the sharp one: every category has a
+# sleep and the categories sum to the window, so a sleep charged to the wrong category leaves its own short.
+# Above, a category also holds its real ops, the profiler's ranges and, on a busy machine, the time slices other
+# processes took while it ran: at most 5 ms + 50 % more.
+BELOW_MS, ABOVE_MS, ABOVE_SHARE = 0.5, 5.0, 0.5
 SLEPT_MS: dict[str, float] = {}  # category -> milliseconds really slept inside the profiled window
 
 
@@ -153,8 +155,9 @@ def _evaluate(model, loader, *, device, autocast_dtype) -> dict[str, float]:  # 
     return {"eval/accuracy": 0.5}
 
 
-def _profiled(tmp_path, *, steps: int = 6, warmup: int = 1, profile_steps: int = 3):  # noqa: ANN001, ANN202
-    spec = MonitorConfig(enabled=False, tensors="off", warmup_steps=warmup, profile=True, profile_steps=profile_steps)
+def _profiled(tmp_path, *, steps: int = 6, warmup: int = 1, profile_steps: int = 3, tensors: str = "off"):  # noqa: ANN001, ANN202
+    spec = MonitorConfig(enabled=False, tensors=tensors, warmup_steps=warmup, profile=True,
+                         profile_steps=profile_steps)
     trainer = TrainerConfig(lr=1e-3, epochs=1, log_every=100, max_grad_norm=0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny ops stay µs: no parallel region waits for a core another process holds
@@ -211,3 +214,8 @@ def test_a_run_too_short_for_the_window_says_so(tmp_path) -> None:  # noqa: ANN0
 def test_a_window_cut_by_the_end_of_training_covers_the_steps_it_saw(tmp_path) -> None:  # noqa: ANN001
     figures, tags, _ = _profiled(tmp_path, steps=3, warmup=1, profile_steps=5)
     assert figures["prof/steps"] == 2 and tags["prof/window"] == "steps 2-3"
+
+
+def test_a_profiled_step_also_watched_by_the_tensor_accounting_is_named(tmp_path) -> None:  # noqa: ANN001
+    _, tags, _ = _profiled(tmp_path, steps=5, warmup=1, profile_steps=2, tensors="every")
+    assert tags["prof/note"].startswith("step(s) 2, 3 of the window were also watched")  # 4 follows the window
