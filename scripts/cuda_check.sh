@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t bench-cuda-XXXX)}
 WORK=$(mktemp -d -t bench-work-XXXX)  # the store, its artifacts and Hydra's folders: out of the checkout
 STORE="sqlite:///$WORK/mlflow.db"
-STEPS=${STEPS:-plan,minilm,smollm2,levers,1b,tests}
+STEPS=${STEPS:-plan,minilm,smollm2,levers,profile,1b,tests}
 export HF_HUB_OFFLINE=1 BENCH_CACHE="$WORK/cache" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DEADLINE=$((SECONDS + ${BUDGET:-520}))
@@ -97,6 +97,13 @@ if wanted levers; then
     tracker.experiment=cuda-levers "hydra.sweep.dir=$WORK/optimizers"
 fi
 
+if wanted profile; then
+  echo "== where the step time goes on CUDA (monitor.profile): LoRA, QLoRA, DoRA on the MiniLM shape"
+  bench run -m "${MINILM[@]}" method=lora,qlora,dora trainer.device=cuda trainer.max_steps=24 trainer.epochs=1 \
+    data.max_train_samples=1024 data.max_eval_samples=256 monitor.profile=true monitor.warmup_steps=10 \
+    "tracker.uri=$STORE" tracker.log_model=false tracker.experiment=cuda-profile "hydra.sweep.dir=$WORK/profile"
+fi
+
 if wanted 1b; then
   echo "== Llama-3.2-1B-shaped causal LM (MiniLM's vocabulary): LoRA and QLoRA at 4 x 512 tokens"
   bench run -m model=tiny-llama model.architecture.hidden_size=2048 model.architecture.num_hidden_layers=16 \
@@ -141,6 +148,27 @@ if runs:
     first = runs[0]
     for key in sorted(first.data.metrics):
         print(f"  {key:40s} {first.data.metrics[key]:.6g}")
+EOF
+
+echo "== per profiled run: ms per step by category (kernel time), and the files it kept"
+"$PY" - "$STORE" "$WORK" <<'EOF' || status=1
+import pathlib
+import sys
+
+import mlflow
+
+mlflow.set_tracking_uri(sys.argv[1])
+names = ("base_matmul", "dequant", "adapter", "attention", "optimizer", "data_host", "other")
+profiled = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if "prof/step_ms" in r.data.metrics]
+print(f"{'technique':10s} {'step':>8s}" + "".join(f"{n:>12s}" for n in names))
+for run in profiled:
+    m = run.data.metrics
+    print(f"{run.data.tags.get('technique', '?'):10s} {m['prof/step_ms']:8.2f}"
+          + "".join(f"{m.get(f'prof/{n}_ms', float('nan')):12.2f}" for n in names)
+          + f"  {run.data.tags.get('prof/window', '')} {run.data.tags.get('prof/note', '')}")
+for snapshot in sorted(pathlib.Path(sys.argv[2]).rglob("memory_snapshot.pickle")):
+    print(f"  {snapshot} ({snapshot.stat().st_size / 2**20:.1f} MiB)")
 EOF
 
 if wanted tests; then
