@@ -3,6 +3,7 @@ an optimizer whose state size is known in advance."""
 
 from __future__ import annotations
 
+import mmap
 import time
 from types import SimpleNamespace
 
@@ -20,9 +21,13 @@ CPU = torch.device("cpu")
 
 
 def _hold(megabytes: int, seconds: float) -> None:
-    block = torch.ones(megabytes * MB, dtype=torch.uint8)  # written, so every page is resident
-    time.sleep(seconds)
-    del block
+    """Hold `megabytes` of fresh, written pages. An anonymous mapping of its own, not the allocator's: malloc
+    may serve a block from memory an earlier test freed and left resident, which would raise no peak at all."""
+    with mmap.mmap(-1, megabytes * MB) as block:
+        pages = torch.frombuffer(block, dtype=torch.uint8)
+        pages.fill_(1)  # written, so every page is resident
+        time.sleep(seconds)
+        del pages  # the mapping closes with no view of it left
 
 
 def test_known_allocation_shows_as_peak_rss_increase() -> None:

@@ -83,7 +83,8 @@ def test_full_fine_tuning_collapses_rank_and_target_sweeps(store: str, tmp_path)
 PRESET_CELLS = {
     "sweep": {"techniques": 3, "ranks": 5, "targets": 3, "models": 3, "seeds": 3, "paper": 135, "variants": 8},
     # None: a fair comparison, whose cells are those of the stage sweeps it starts (tests/fair composes them)
-    "experiment": {"quick": 1, "smollm2-quick": 3, "techniques-minilm": 9, "variants-minilm": 24, "fair-minilm": None},
+    "experiment": {"quick": 1, "smollm2-quick": 3, "techniques-minilm": 9, "variants-minilm": 24, "fair-minilm": None,
+                   "profile-minilm": 4},
 }
 
 
