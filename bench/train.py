@@ -137,7 +137,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    apply_levers(model, trainer)
+    apply_levers(getattr(model, "module", model), trainer)  # a DDP wrapper's module: the model it wraps
     accumulate = trainer.grad_accum_steps
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
                       trainer.max_steps or math.inf)
@@ -240,7 +240,10 @@ def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar:
     """Read buffered losses in one transfer, log them, stop on NaN/inf, refresh the progress bar."""
     import torch
 
-    values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+    from bench.distributed.context import mean_over_ranks
+
+    # a distributed run logs every rank's loss averaged (one collective per flush): all ranks stop on a NaN together
+    values = mean_over_ranks(torch.stack([loss for _, loss in pending]).float()).cpu().tolist()
     for (step, _), value in zip(pending, values, strict=True):
         log({"train/loss": value}, step)
     bar.update(len(pending))
