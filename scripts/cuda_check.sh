@@ -3,7 +3,7 @@
 # on CUDA (each sweep cell in its own process) with the monitor and the tensor accounting on, and prints, per
 # run, the plan made before training beside what the run measured: the tensor peak, peak allocated and
 # reserved, NVML's view of the process, tokens/s and training-only energy. Then the memory levers (gradient
-# checkpointing, 8-bit and paged optimizers) and the tests marked `gpu`. The MLflow store comes back as
+# checkpointing, 8-bit and paged optimizers), one run on two processes (DDP, FSDP) and the tests marked `gpu`. The MLflow store comes back as
 # $OUT/store.tar.gz, so `bench report` can be built from it on any machine.
 #
 #   scripts/cuda_check.sh                         # everything, in the time budget
@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t bench-cuda-XXXX)}
 WORK=$(mktemp -d -t bench-work-XXXX)  # the store, its artifacts and Hydra's folders: out of the checkout
 STORE="sqlite:///$WORK/mlflow.db"
-STEPS=${STEPS:-plan,minilm,smollm2,levers,1b,tests}
+STEPS=${STEPS:-plan,minilm,dist,smollm2,levers,1b,tests}
 export HF_HUB_OFFLINE=1 BENCH_CACHE="$WORK/cache" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DEADLINE=$((SECONDS + ${BUDGET:-520}))
@@ -81,6 +81,23 @@ if wanted minilm; then
     data.max_train_samples=8192 data.max_eval_samples=1024 "tracker.uri=$STORE" tracker.log_model=false \
     tracker.experiment=cuda-minilm "hydra.sweep.dir=$WORK/minilm"
 fi
+if wanted dist; then
+  # Two ranks on the one GPU: NCCL refuses two ranks on one device, so bench picks gloo (CUDA tensors moved
+  # through the host; tag dist/backend). It runs the CUDA code path (devices, DDP's CUDA-event comm timing, FSDP2 on
+  # CUDA), not NCCL's speed. QLoRA is refused with fsdp (one line), so it runs under ddp.
+  echo "== one run on two processes sharing the GPU: DDP and FSDP (full, LoRA), and QLoRA under DDP"
+  bench run -m "${MINILM[@]}" method=full,lora trainer.strategy=ddp,fsdp trainer.nproc=2 trainer.device=cuda \
+    trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024 data.max_eval_samples=256 \
+    monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false tracker.experiment=cuda-dist \
+    "hydra.sweep.dir=$WORK/dist"
+  bench run "${MINILM[@]}" method=qlora trainer.strategy=ddp trainer.nproc=2 trainer.device=cuda \
+    trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024 data.max_eval_samples=256 \
+    monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false tracker.experiment=cuda-dist \
+    "hydra.run.dir=$WORK/dist-qlora"
+  bench run "${MINILM[@]}" method=qlora trainer.strategy=fsdp trainer.nproc=2 trainer.device=cuda \
+    "hydra.run.dir=$WORK/dist-refused" && { echo "FAILED: qlora with fsdp was not refused"; status=1; }
+fi
+
 if wanted smollm2; then
   echo "== SmolLM2-135M-shaped causal LM: full, LoRA, QLoRA"
   bench run -m "${SMOLLM2[@]}" method=full,lora,qlora trainer.device=cuda trainer.batch_size=8 \
@@ -136,6 +153,20 @@ for run in sorted(runs, key=lambda r: (r.info.experiment_id, r.data.tags.get("te
                 "monitor/reason", "gpu/energy_source", "gpu/energy_coverage"):
         if key in tags:
             print(f"    {key}: {tags[key][:300]}")
+dist = [run for run in runs if run.data.tags.get("dist/strategy")]
+if dist:
+    print("\nper rank (MiB, tokens/s, s):")
+for run in dist:
+    m, tags = run.data.metrics, run.data.tags
+    print(f"  {tags.get('technique', '?')} {tags['dist/strategy']} on {tags.get('dist/backend')}: {run.info.status}, "
+          f"{m.get('train/tokens_per_s', float('nan')):.0f} tokens/s in total, tensor peak (max) "
+          f"{m.get('mem/tensor_peak_bytes', float('nan')) / MIB:.1f}, plan {m.get('plan/peak_bytes', float('nan')) / MIB:.1f}")
+    for rank in range(int(m.get("dist/world_size", 0))):
+        own = {key.rpartition("/")[2]: value for key, value in m.items() if key.startswith(f"dist/rank{rank}/")}
+        print(f"    rank {rank}: tokens/s {own.get('tokens_per_s', float('nan')):.0f}, tensor peak "
+              f"{own.get('tensor_peak_bytes', float('nan')) / MIB:.1f}, params {own.get('params_bytes', 0) / MIB:.1f}, "
+              f"grads {own.get('grads_bytes', 0) / MIB:.1f}, optimizer {own.get('optimizer_bytes', 0) / MIB:.1f}, "
+              f"all-reduce {own.get('allreduce_s', float('nan')):.3f}")
 if runs:
     print("\nevery metric of the first run:")
     first = runs[0]
