@@ -4,11 +4,12 @@ and reads back how it ended.
 
 torchrun is the engine for the hard parts: it picks a free port for the ranks to meet, and when one rank fails it
 stops the others (SIGTERM, then SIGKILL). Each worker's entry point is wrapped in torch's `record`, so a rank's
-exception lands in its error file (`<log-dir>/<id>/attempt_0/<rank>/error.json`), which torchrun also prints as
-the "root cause". This process reads those files: the first failure by time is the one that ended the run (the
-other ranks then fail on a closed connection, a second or more later), and the MLflow run, which rank 0 opened and
-announced, is closed FAILED with `rank <r>: <error>`, whatever state rank 0 left it in (KILLED by torchrun's
-SIGTERM, or RUNNING when it was killed outright).
+exception lands in its error file, and torchrun's failure report (`bench.distributed.agent` keeps it) holds every
+failed rank: its error, or the signal that killed it, and when. The first failure is the one that ended the run;
+the other ranks then fail on a broken connection, as late as the same second, so within a second such
+consequences come last. The MLflow run, which rank 0 opened and announced, is closed FAILED with
+`rank <r>: <error>`, whatever state rank 0 left it in (KILLED by torchrun's SIGTERM, FAILED on the broken
+connection, or RUNNING when it was killed outright).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from typing import Any
 from bench.config import RunConfig
 from bench.distributed.ranks import RUN_FILE_ENV
 
-WORKER_MODULE = "bench.distributed.worker"
+WORKER_MODULE, AGENT_MODULE = "bench.distributed.worker", "bench.distributed.agent"
+# what a rank says when another one failed first: a consequence, not the cause
+CONSEQUENCES = ("Connection closed by peer", "Connection reset by peer", "DistBackendError", "communicator was aborted",
+                "SIGTERM")
 STOP_GRACE_S = 120  # how long an interrupted run may take to close before torchrun is killed
 
 
@@ -61,14 +65,14 @@ def launch(cfg: RunConfig, *, nproc: int, output_dir: Path, subject: str, parent
     spec = folder / "spec.json"
     spec.write_text(json.dumps({"config": asdict(cfg), "parent_run_id": parent_run_id,
                                 "start_metrics": start_metrics or {}, "result": str(folder / "result.json")}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               f"--log-dir={folder / 'logs'}", "-m", WORKER_MODULE, str(spec)]
+    command = [sys.executable, "-m", AGENT_MODULE, str(folder / "failures.json"), "--standalone",
+               f"--nproc_per_node={nproc}", f"--log-dir={folder / 'logs'}", "-m", WORKER_MODULE, str(spec)]
     returncode = _run(command, env={**os.environ, RUN_FILE_ENV: str(folder / "run_id")}, folder=folder,
                       cfg=cfg, subject=subject)
     if returncode == 0 and (folder / "result.json").is_file():
         return json.loads((folder / "result.json").read_text())
-    failure = first_failure(folder / "logs") or Failure(-1, f"torchrun exited with status {returncode} and no rank "
-                                                            "left an error report (killed by a signal?)")
+    failure = first_failure(folder / "failures.json") or Failure(-1, f"torchrun exited with status {returncode} "
+                                                                      "without a failure report")
     where = f"rank {failure.rank}" if failure.rank >= 0 else "a rank"
     error = RankFailed(f"{where}: {failure.error}")
     run_id = _announced(folder)
@@ -99,23 +103,18 @@ def _run(command: list[str], *, env: dict[str, str], folder: Path, cfg: RunConfi
         raise
 
 
-def first_failure(log_dir: Path) -> Failure | None:
-    """The rank whose error came first, from the error files torch's `record` wrote (one per failed rank, in a
-    folder named by its local rank: bench's torchrun runs on one node, so that is its rank). The timestamp in a
-    file has whole seconds; the file's own modification time breaks ties."""
-    found = []
-    for path in log_dir.glob("*/attempt_*/*/error.json"):
-        try:
-            message = json.loads(path.read_text()).get("message", {})
-        except (OSError, ValueError):
-            continue
-        text = message.get("message", "") if isinstance(message, dict) else str(message)
-        stamp = int((message.get("extraInfo", {}) if isinstance(message, dict) else {}).get("timestamp", 0) or 0)
-        found.append((stamp, path.stat().st_mtime, int(path.parent.name), text))
-    if not found:
+def first_failure(report: Path) -> Failure | None:
+    """The rank whose failure came first in torchrun's report (`bench.distributed.agent`); None without one. Its
+    timestamps have whole seconds: within one, a broken connection comes after any other failure, then the order
+    in which the error files were written (a rank killed by a signal wrote none, and comes first)."""
+    if not report.is_file():
         return None
-    _, _, rank, text = min(found)
-    return Failure(rank, text)
+    failures = json.loads(report.read_text())
+    if not failures:
+        return None
+    first = min(failures, key=lambda f: (f["timestamp"], any(c in f["message"] for c in CONSEQUENCES),
+                                         f["error_file_mtime"]))
+    return Failure(int(first["rank"]), first["message"])
 
 
 def _announced(folder: Path) -> str:

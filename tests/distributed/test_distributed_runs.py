@@ -109,34 +109,37 @@ def test_fsdp_ranks_each_hold_half_the_parameters_and_optimizer_state(ddp, fsdp)
 
 INJECT = '''
 import os
-if os.environ.get("RANK") == "1":  # a test's fault: rank 1 fails in the second optimizer step
+rank, fault = os.environ["FAULT"].split(":")
+if os.environ.get("RANK") == rank:  # a test's fault, in one rank, when training first logs its losses (step 3)
+    import signal
+
     import bench.train
 
-    _update = bench.train.OptimizerStep._update
+    def _failing(*args, **kwargs):
+        if fault == "raise":
+            raise RuntimeError(f"injected failure on rank {rank}")
+        os.kill(os.getpid(), signal.SIGKILL)  # killed outright, as the OOM killer does: no error file, run RUNNING
 
-    def _failing(self, result):
-        if result.steps >= 1:
-            raise RuntimeError("injected failure on rank 1")
-        _update(self, result)
-
-    bench.train.OptimizerStep._update = _failing
+    bench.train._flush = _failing
 '''
 
 
-def test_a_failure_on_rank_1_ends_the_run_failed_naming_the_rank(tmp_path) -> None:
+@pytest.mark.parametrize(("fault", "error"), [("1:raise", "rank 1: RuntimeError: injected failure on rank 1"),
+                                              ("0:kill", "rank 0: Signal 9 (SIGKILL)")])
+def test_a_failed_rank_ends_the_run_failed_naming_the_rank(fault: str, error: str, tmp_path) -> None:
     import os
 
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(INJECT)  # imported by every worker at start-up
     path = os.pathsep.join([str(tmp_path / "inject"), os.environ.get("PYTHONPATH", "")])
     result, store = _run(tmp_path, "trainer.strategy=ddp", "trainer.nproc=2", "trainer.batch_size=8",
-                         env={"PYTHONPATH": path})
+                         env={"PYTHONPATH": path, "FAULT": fault})
     assert result.returncode != 0
-    assert "rank 1: RuntimeError: injected failure on rank 1" in result.stderr
+    assert error in result.stderr
     runs = finished_runs(store)
     assert len(runs) == 1, runs[["run_id", "status"]]
     run = runs.iloc[0]
     assert run["status"] == "FAILED", run["status"]
-    assert run["tags.error"].startswith("rank 1: RuntimeError: injected failure on rank 1")
-    assert "rank 1" in run["tags.mlflow.note.content"]
-    assert run["metrics.params/total"] > 0  # it failed in training, after rank 0's run recorded the model
+    assert run["tags.error"].startswith(error), run["tags.error"]
+    assert error.partition(":")[0] in run["tags.mlflow.note.content"]
+    assert run["tags.architecture"] == "bert"  # it failed in training, after rank 0's run recorded the model
