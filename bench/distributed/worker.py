@@ -20,12 +20,12 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str]) -> int:
     """Run this rank's part of the run the spec at `argv[0]` describes."""
+    if os.environ.get("RANK", "0") != "0":  # one progress bar per run, rank 0's; tqdm reads it when imported
+        os.environ["TQDM_DISABLE"] = "1"
     from torch.distributed.elastic.multiprocessing.errors import record
 
     # torchrun stops the other ranks with SIGTERM when one fails: unwind, so rank 0 closes its run
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    if os.environ.get("RANK", "0") != "0":
-        os.environ["TQDM_DISABLE"] = "1"  # one progress bar per run: rank 0's
     return record(_run)(Path(argv[0]))
 
 
