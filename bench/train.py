@@ -137,7 +137,8 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    apply_levers(getattr(model, "module", model), trainer)  # a DDP wrapper's module: the model it wraps
+    inner = getattr(model, "module", model)  # the model a DDP wrapper wraps: what the levers and evaluation see
+    apply_levers(inner, trainer)
     accumulate = trainer.grad_accum_steps
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
                       trainer.max_steps or math.inf)
@@ -170,7 +171,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
                 break
         clock.pause()
         with hooks.evaluation():
-            result.final_eval = evaluate(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
+            result.final_eval = evaluate(inner, eval_loader, device=device, autocast_dtype=autocast_dtype)
         log(result.final_eval, result.steps)
         bar.set_postfix(loss=f"{result.last_loss:.4f}", acc=f"{result.final_eval.get('eval/accuracy', math.nan):.3f}")
         if result.steps >= total_steps:

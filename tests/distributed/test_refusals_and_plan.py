@@ -50,3 +50,15 @@ def test_plan_shards_parameters_gradients_and_optimizer_state_at_n_ranks() -> No
     assert fsdp.categories["activations"] == single.categories["activations"]
     assert fsdp.peak_bytes == sum(fsdp.categories.values())
     assert any("fsdp at 4 ranks" in note for note in fsdp.notes)
+
+
+def test_slurm_asks_for_one_task_with_nproc_gpus_per_cell() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("hydra-submitit-launcher is not installed (pip install 'bench[cluster]')")
+    config = compose(["hydra/launcher=slurm", "trainer.strategy=fsdp", "trainer.nproc=4", "output_dir=."],
+                     return_hydra_config=True)
+    launcher = config.hydra.launcher
+    # one task per cell: its process starts torchrun, which starts the 4 ranks on the task's node
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 1, 1)
