@@ -51,9 +51,14 @@ def per_rank(plan: Any, *, strategy: str, nproc: int, unit: int) -> Any:
                        notes=(*plan.notes, note))
     categories = _sharded(plan.categories, nproc=nproc, unit=unit)
     phases = {name: _sharded(found, nproc=nproc, unit=unit) for name, found in plan.phases.items()}
+    # sharding shrinks the optimizer's step most: another phase (the backward's activations) may peak now
+    phase, module = plan.peak_phase, plan.peak_module
+    highest = max(phases, key=lambda name: sum(phases[name].values()), default=None)
+    if highest is not None and sum(phases[highest].values()) > sum(categories.values()):
+        phase, module, categories = highest, plan.phase_modules.get(highest, ""), phases[highest]
     note = (f"fsdp at {nproc} ranks, per rank: parameters, gradients and optimizer state 1/{nproc} each, "
             f"activations whole, plus the largest unit ({unit / 2**20:.1f} MiB) gathered twice (its parameters and "
             "the all-gather buffer)")
     # the analytic formula knows a single process only: no second opinion on a sharded plan
     return replace(plan, categories=categories, phases=phases, peak_bytes=sum(categories.values()),
-                   analytic_peak_bytes=None, notes=(*plan.notes, note))
+                   peak_phase=phase, peak_module=module, analytic_peak_bytes=None, notes=(*plan.notes, note))

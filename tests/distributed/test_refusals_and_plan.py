@@ -37,18 +37,20 @@ def _plan(*overrides: str):
 def test_plan_shards_parameters_gradients_and_optimizer_state_at_n_ranks() -> None:
     single, ddp = _plan(), _plan("trainer.strategy=ddp", "trainer.nproc=4")
     fsdp = _plan("trainer.strategy=fsdp", "trainer.nproc=4")
-    # every DDP rank holds what one process holds at its batch, plus the gradient buckets (all the gradients' size)
-    buckets = max(found["grads"] for found in single.phases.values())
-    assert buckets > 0
-    assert ddp.categories == {**single.categories, "grads": single.categories["grads"] + buckets}
-    unit = fsdp.categories["temporaries"] - single.categories["temporaries"]  # the largest unit, gathered whole
+    alone = single.phases["forward"]
+    unit = fsdp.phases["forward"]["params"] - -(-alone["params"] // 4)  # the largest unit, gathered whole
     # tiny-bert's largest unit is its root: the embeddings (30,522 x 64 words), positions and the head, in fp32
     assert 30522 * 64 * 4 < unit < 1.1 * 30522 * 64 * 4
-    assert fsdp.categories["params"] == -(-single.categories["params"] // 4) + unit
-    for sharded in ("grads", "optimizer"):
-        assert fsdp.categories[sharded] == -(-single.categories[sharded] // 4)
-    assert fsdp.categories["activations"] == single.categories["activations"]
-    assert fsdp.peak_bytes == sum(fsdp.categories.values())
+    for phase, held in single.phases.items():  # every phase of the step, sharded the same way
+        sharded = fsdp.phases[phase]
+        assert sharded["params"] == -(-held["params"] // 4) + unit
+        assert sharded["temporaries"] == held["temporaries"] + unit  # the all-gather's buffer
+        for name in ("grads", "optimizer"):
+            assert sharded[name] == -(-held[name] // 4)
+        assert sharded["activations"] == held["activations"]
+    # the peak is the highest phase once sharded: the optimizer's step shrinks most
+    assert fsdp.peak_bytes == max(sum(found.values()) for found in fsdp.phases.values())
+    assert fsdp.categories == fsdp.phases[fsdp.peak_phase]
     assert any("fsdp at 4 ranks" in note for note in fsdp.notes)
 
 
