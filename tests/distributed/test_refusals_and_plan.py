@@ -36,6 +36,10 @@ def _plan(*overrides: str):
 
 def test_plan_shards_parameters_gradients_and_optimizer_state_at_n_ranks() -> None:
     single, ddp = _plan(), _plan("trainer.strategy=ddp", "trainer.nproc=4")
+    # every DDP rank holds what one process holds at its batch, plus the gradient buckets (all the gradients' size)
+    buckets = max(found["grads"] for found in single.phases.values())
+    assert buckets > 0
+    assert ddp.categories == {**single.categories, "grads": single.categories["grads"] + buckets}
     fsdp = _plan("trainer.strategy=fsdp", "trainer.nproc=4")
     alone = single.phases["forward"]
     unit = fsdp.phases["forward"]["params"] - -(-alone["params"] // 4)  # the largest unit, gathered whole
