@@ -247,7 +247,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
                                warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
                                evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
-                if cfg.method.uses_adapter:
+                if cfg.method.uses_adapter and ranks.ships_interrupted:
                     ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
                           upload=cfg.tracker.log_model)
                 raise

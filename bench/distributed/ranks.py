@@ -98,6 +98,13 @@ class RankRun:
     def distributed(self) -> bool:
         return self.strategy != "single"
 
+    @property
+    def ships_interrupted(self) -> bool:
+        """Whether an interrupted run saves its adapter here: in a single process, and on rank 0 of DDP, whose
+        model is whole; not on the other ranks (rank 0 saves it), nor under FSDP (its shards need every rank,
+        and an interrupt stops them all)."""
+        return not self.distributed or (self.strategy == "ddp" and rank_info().is_main)
+
     @classmethod
     def start(cls, trainer: TrainerConfig, device: Any) -> RankRun:
         """Join the process group where the strategy is distributed; the rank's own device."""
