@@ -82,20 +82,22 @@ if wanted minilm; then
     tracker.experiment=cuda-minilm "hydra.sweep.dir=$WORK/minilm"
 fi
 if wanted dist; then
-  # Two ranks on the one GPU: NCCL refuses two ranks on one device, so bench picks gloo (CUDA tensors moved
-  # through the host; tag dist/backend). It runs the CUDA code path (devices, DDP's CUDA-event comm timing, FSDP2 on
-  # CUDA), not NCCL's speed. QLoRA is refused with fsdp (one line), so it runs under ddp.
-  echo "== one run on two processes sharing the GPU: DDP and FSDP (full, LoRA), and QLoRA under DDP"
-  bench run -m "${MINILM[@]}" method=full,lora trainer.strategy=ddp,fsdp trainer.nproc=2 trainer.device=cuda \
-    trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024 data.max_eval_samples=256 \
-    monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false tracker.experiment=cuda-dist \
-    "hydra.sweep.dir=$WORK/dist"
-  bench run "${MINILM[@]}" method=qlora trainer.strategy=ddp trainer.nproc=2 trainer.device=cuda \
-    trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024 data.max_eval_samples=256 \
-    monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false tracker.experiment=cuda-dist \
-    "hydra.run.dir=$WORK/dist-qlora"
-  bench run "${MINILM[@]}" method=qlora trainer.strategy=fsdp trainer.nproc=2 trainer.device=cuda \
-    "hydra.run.dir=$WORK/dist-refused" && { echo "FAILED: qlora with fsdp was not refused"; status=1; }
+  # One GPU: DDP runs two ranks on it through gloo (NCCL refuses two ranks on one device; gloo all-reduces and
+  # broadcasts CUDA tensors, through the host), which runs the CUDA code path (each rank's device, DDP's CUDA-event
+  # all-reduce timing, QLoRA's 4-bit base under DDP), not NCCL's speed. FSDP needs all-gather and reduce-scatter,
+  # which gloo lacks for CUDA tensors: it runs as one rank on NCCL (fully_shard, DTensors and FSDP's streams on
+  # CUDA, nothing actually sharded), and two ranks on one GPU must be refused in one line, as qlora with fsdp.
+  echo "== one run on several processes: DDP on two ranks sharing the GPU, FSDP on one rank"
+  DIST=("${MINILM[@]}" trainer.device=cuda trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024
+        data.max_eval_samples=256 monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false
+        tracker.experiment=cuda-dist)
+  bench run -m "${DIST[@]}" method=full,lora,qlora trainer.strategy=ddp trainer.nproc=2 "hydra.sweep.dir=$WORK/ddp"
+  bench run -m "${DIST[@]}" method=full,lora trainer.strategy=fsdp trainer.nproc=1 "hydra.sweep.dir=$WORK/fsdp"
+  for refused in "method=full trainer.nproc=2" "method=qlora trainer.nproc=1"; do
+    # shellcheck disable=SC2086  # the words of $refused are overrides
+    timeout 120 "$PY" -m bench.cli run "${DIST[@]}" $refused trainer.strategy=fsdp "hydra.run.dir=$WORK/refused" \
+      2>&1 | grep '^error:' || { echo "FAILED: fsdp with $refused was not refused in one line"; status=1; }
+  done
 fi
 
 if wanted smollm2; then

@@ -39,14 +39,19 @@ def check_strategy(cfg: RunConfig, device: Any) -> None:
         raise ConfigError(f"trainer.optimizer={trainer.optimizer} with trainer.strategy=fsdp: bitsandbytes' "
                           "optimizers step on plain tensors, not on FSDP's sharded DTensors; use "
                           "trainer.optimizer=adamw with fsdp, or trainer.strategy=ddp")
-    if cfg.dry_run:
+    if cfg.dry_run or device.type != "cuda":
         return
-    if not under_launcher() and trainer.nproc > 1 and device.type == "cuda":
-        import torch
+    import torch
 
-        if torch.cuda.device_count() < trainer.nproc:
-            print(f"note: trainer.nproc={trainer.nproc} on {torch.cuda.device_count()} GPU(s): ranks share GPUs "
-                  "through gloo (slower than NCCL)", flush=True)
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size)) if under_launcher() else trainer.nproc
+    if ranks > torch.cuda.device_count():  # ranks share GPUs: gloo (NCCL refuses two ranks on one device)
+        if trainer.strategy == "fsdp":
+            raise ConfigError(f"trainer.strategy=fsdp with {ranks} ranks on {torch.cuda.device_count()} GPU(s): ranks "
+                              "that share a GPU talk through gloo, which all-reduces and broadcasts CUDA tensors but "
+                              "cannot all-gather or reduce-scatter them; give each rank a GPU of its own "
+                              "(trainer.nproc <= GPUs), or use trainer.strategy=ddp")
+        print(f"note: {ranks} ranks on {torch.cuda.device_count()} GPU(s) share them through gloo (slower than "
+              "NCCL)", flush=True)
 
 
 def needs_launch(trainer: TrainerConfig) -> bool:

@@ -59,3 +59,16 @@ def test_a_single_process_run_keeps_the_hash_it_had_before_distributed_runs() ->
     assert single.hash({}) != spread.hash({})
     # the launcher hands the workers the typed config as a dict: it comes back the same
     assert RunConfig.from_dict(dataclasses.asdict(spread)) == spread
+
+
+def test_fsdp_ranks_sharing_a_gpu_are_refused_and_ddp_ones_are_not(bare_env) -> None:
+    import torch
+
+    from bench.config import ConfigError
+    from bench.distributed.ranks import check_strategy
+
+    bare_env.setattr(torch.cuda, "device_count", lambda: 1)  # checked before any CUDA call: no GPU needed
+    with pytest.raises(ConfigError, match="cannot all-gather or reduce-scatter"):
+        check_strategy(_config("trainer.strategy=fsdp", "trainer.nproc=2"), torch.device("cuda"))
+    check_strategy(_config("trainer.strategy=fsdp", "trainer.nproc=1"), torch.device("cuda"))
+    check_strategy(_config("trainer.strategy=ddp", "trainer.nproc=2"), torch.device("cuda"))  # gloo moves them
