@@ -160,6 +160,8 @@ def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> 
     Dataset column; like the plan, never a reason to fail the run: an error is the tag `inputs/error`."""
     from bench.datasets_input import dataset_inputs
 
+    if not tracker.run_id:  # a rank other than 0 records nothing
+        return
     try:
         tracker.log_inputs(dataset_inputs(task.input_frames(data), cfg.data))
     except Exception as error:  # noqa: BLE001 - data MLflow cannot describe still trains and is measured
@@ -171,6 +173,8 @@ def _predict(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:
     `mem/predicted_peak_bytes` where it covers the task. Planning never fails a run: an error is a tag."""
     from bench.plan.engine import plan_memory
 
+    if not tracker.run_id:  # a rank other than 0 records nothing, so it plans nothing
+        return None
     try:
         plan = plan_memory(cfg, device=device, config=config)
     except Exception as error:  # noqa: BLE001 - a model the tracer cannot follow still trains and is measured
