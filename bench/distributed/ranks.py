@@ -30,6 +30,9 @@ def check_strategy(cfg: RunConfig, device: Any) -> None:
                           "each its own run; set trainer.strategy=ddp or trainer.strategy=fsdp")
     if trainer.strategy == "single":
         return
+    # FSDP2 unshards a Parameter subclass (bitsandbytes' Params4bit) into a plain Parameter, losing its quant_state:
+    # with uint8 storage fully_shard fails, with quant_storage in the compute dtype it trains on garbage, silently
+    # (axolotl-ai-cloud/axolotl#2992 patches bitsandbytes for it; huggingface/accelerate#3983)
     if trainer.strategy == "fsdp" and cfg.method.technique.quantized:
         raise ConfigError(f"method={cfg.method.name} with trainer.strategy=fsdp: FSDP2's fully_shard cannot shard "
                           f"{cfg.method.technique.base}'s packed 4-bit weights (they would lose their quantization "
