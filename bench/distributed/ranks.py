@@ -53,8 +53,9 @@ def check_strategy(cfg: RunConfig, device: Any) -> None:
                               "that share a GPU talk through gloo, which all-reduces and broadcasts CUDA tensors but "
                               "cannot all-gather or reduce-scatter them; give each rank a GPU of its own "
                               "(trainer.nproc <= GPUs), or use trainer.strategy=ddp")
-        print(f"note: {ranks} ranks on {torch.cuda.device_count()} GPU(s) share them through gloo (slower than "
-              "NCCL)", flush=True)
+        if not under_launcher():  # said once, by the process that starts the ranks; the run's tag dist/backend
+            print(f"note: {ranks} ranks on {torch.cuda.device_count()} GPU(s) share them through gloo (slower "
+                  "than NCCL)", flush=True)
 
 
 def needs_launch(trainer: TrainerConfig) -> bool:
