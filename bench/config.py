@@ -27,6 +27,7 @@ Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
 TensorPolicy = Literal["largest", "every", "off"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
+Strategy = Literal["single", "ddp", "fsdp"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
@@ -263,6 +264,10 @@ class TrainerConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward instead of keeping them
     optimizer: Optimizer = "adamw"  # adamw: torch-optimi (Kahan on 16-bit weights); the rest: bitsandbytes
     grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch k x batch_size)
+    # One run on several processes (bench.distributed): single; ddp (every rank holds the whole model, gradients
+    # averaged); fsdp (FSDP2's fully_shard: parameters, gradients and optimizer state sharded across the ranks).
+    strategy: Strategy = "single"
+    nproc: int = 1  # processes (GPUs) of the run, started through torchrun; batch_size is per process
 
     def __post_init__(self) -> None:
         _check_positive("trainer.lr", self.lr)
@@ -284,6 +289,11 @@ class TrainerConfig:
             raise ConfigError(f"trainer.max_grad_norm={self.max_grad_norm!r} is not valid; it must be >= 0")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"trainer.device={self.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+        _check_choice("trainer.strategy", self.strategy, Strategy)
+        _check_positive("trainer.nproc", self.nproc)
+        if self.strategy == "single" and self.nproc > 1:
+            raise ConfigError(f"trainer.nproc={self.nproc} needs a strategy that spreads one run over processes: "
+                              "trainer.strategy=ddp or trainer.strategy=fsdp")
 
 
 @dataclass(frozen=True)
@@ -388,6 +398,9 @@ class RunConfig:
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
+        if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
+            for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
+                del values["trainer"][key]
         outside = ("tracker", "output_dir", "force", "monitor", "deploy", "dry_run")
         return {k: v for k, v in values.items() if k not in outside}
 

@@ -116,8 +116,10 @@ def weights_bytes(model: Any) -> int:
 
 
 def _tensor_bytes(tensors: Any) -> int:
-    """Bytes of distinct storages among `tensors` (views of one buffer count once)."""
-    seen = {_storage_key(t): t.untyped_storage().nbytes() for t in tensors}
+    """Bytes of distinct storages among `tensors` (views of one buffer count once). A DTensor (FSDP's shard)
+    counts the part this rank holds."""
+    held = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    seen = {_storage_key(t): t.untyped_storage().nbytes() for t in held}
     return sum(seen.values())
 
 

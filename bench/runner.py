@@ -50,17 +50,18 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
                    start_metrics: dict[str, float] | None = None) -> dict[str, float]:
     """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything.
     `start_metrics`: what the caller measured before the run began (a sweep cell's process start), logged first."""
+    from bench.distributed.ranks import check_strategy, needs_launch, open_tracker
     from bench.levers import check_trainer_supported
     from bench.methods import check_method_fits, check_method_supported
     from bench.models import resolve_location
     from bench.precision import pick_device
-    from bench.tracking import Tracker
     from bench.ui_meta import result_note, run_subject, run_title, ui_link, view_line
 
     # Everything that can be checked without loading weights or data is checked here, in a second.
     device = pick_device(cfg.trainer.device)
     check_method_supported(cfg.method, device, cfg.task)
     check_trainer_supported(cfg.trainer, device)
+    check_strategy(cfg, device)
     location = resolve_location(cfg.model)
     check_method_fits(cfg.method, spec=cfg.model, location=location, task=cfg.task, max_length=cfg.data.max_length)
     if not location.has_weights and not cfg.dry_run:
@@ -77,10 +78,21 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
                 "rank": cfg.method.r if cfg.method.uses_adapter else None}
     run_name = cfg.tracker.run_name or run_title(**identity)  # `lora r=8 · minilm · tweets · s42`
     subject = run_subject(**identity)
-    with Tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id, subject=subject) as tracker:
+    if needs_launch(cfg.trainer):  # the run's processes, started through torchrun; they come back here as ranks
+        from bench.distributed.launch import launch
+
+        return launch(cfg, nproc=cfg.trainer.nproc, output_dir=output_dir, subject=subject,
+                      parent_run_id=parent_run_id, start_metrics=start_metrics)
+    # rank 0 alone records a distributed run (the other ranks' tracker does nothing): one MLflow run
+    with open_tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id, subject=subject) as tracker:
+        from bench.distributed.ranks import announce
+
+        announce(tracker.run_id)
         tracker.log(start_metrics or {})
         metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
         tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
+    if not tracker.run_id:  # a rank other than 0
+        return {"eval/accuracy": math.nan, **metrics}
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
           f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
@@ -91,9 +103,12 @@ def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, locat
     import torch
     from transformers import set_seed
 
+    from bench.distributed.ranks import RankRun
     from bench.precision import hardware_identity
     from bench.provenance import git_sha, hardware, package_versions
 
+    ranks = RankRun.start(cfg.trainer, device)  # a rank of a distributed run joins its group, on its own device
+    device = ranks.device
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     tracker.log_params(cfg.flat())
@@ -102,7 +117,8 @@ def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, locat
                       "config_hash": config_hash, "git_sha": git_sha(), **package_versions(), **hardware(device)})
     set_seed(cfg.seed)
     prepared = _prepare(cfg, task, tracker=tracker, device=device, location=location)
-    return _train_and_measure(cfg, task, prepared, tracker=tracker, device=device, output_dir=output_dir)
+    return _train_and_measure(cfg, task, prepared, tracker=tracker, device=device, output_dir=output_dir,
+                              ranks=ranks)
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,8 @@ def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> 
     Dataset column; like the plan, never a reason to fail the run: an error is the tag `inputs/error`."""
     from bench.datasets_input import dataset_inputs
 
+    if not tracker.run_id:  # a rank other than 0 records nothing
+        return
     try:
         tracker.log_inputs(dataset_inputs(task.input_frames(data), cfg.data))
     except Exception as error:  # noqa: BLE001 - data MLflow cannot describe still trains and is measured
@@ -155,6 +173,8 @@ def _predict(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:
     `mem/predicted_peak_bytes` where it covers the task. Planning never fails a run: an error is a tag."""
     from bench.plan.engine import plan_memory
 
+    if not tracker.run_id:  # a rank other than 0 records nothing, so it plans nothing
+        return None
     try:
         plan = plan_memory(cfg, device=device, config=config)
     except Exception as error:  # noqa: BLE001 - a model the tracer cannot follow still trains and is measured
@@ -205,14 +225,14 @@ def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
 
 
 def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Any, device: Any,
-                       output_dir: Path) -> dict[str, float]:
+                       output_dir: Path, ranks: Any) -> dict[str, float]:
     from bench.footprint import held_outside_parameters
     from bench.monitor import Monitor
     from bench.monitor.results import run_metrics, upload_timeline
     from bench.train import train
 
     data, plan = prepared.data, prepared.plan
-    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / "monitor",
+    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / ranks.folder("monitor"),
                                  static_tensors=held_outside_parameters)
     try:
         with monitor:
@@ -223,19 +243,28 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             tracker.log(before)
             tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # gap between sweep cells
             monitor.mark_training()
+            model, train_loader = ranks.prepare(built.model, data.train_loader, seed=cfg.seed)  # DDP, FSDP
             try:
-                result = train(model=built.model, train_loader=data.train_loader, eval_loader=data.eval_data,
+                result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
                                trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
                                log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
                                warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
                                evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
-                if cfg.method.uses_adapter:
+                if cfg.method.uses_adapter and ranks.ships_interrupted:
                     ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
                           upload=cfg.tracker.log_model)
                 raise
     finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
         upload_timeline(monitor, tracker)
+    if ranks.distributed:  # every rank's figures to rank 0, which goes on alone, on a plain model
+        from bench.distributed.ranks import NullTracker
+
+        built, rank_figures = ranks.finish(built, result=result, monitor=monitor, rebuild=lambda: _build(
+            cfg, tracker=NullTracker(), location=prepared.location, model_type=prepared.model_type,
+            labels=data.head_labels or [], device=device)[0])
+        if built is None:
+            return {}
     after = task.after_training(built.model, data, before, **measure)  # outside the training figures
     tracker.log(after, result.steps)
     tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
@@ -243,6 +272,8 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
     met = _plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
     measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
+    if ranks.distributed:
+        measured, tags = ranks.run_figures(rank_figures, measured, tags, plan=met)
     tracker.set_tags(tags)
     if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
         from bench.variants.qalora import merge_error
@@ -288,6 +319,6 @@ def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type:
               "mem/weight_bits_per_param": base_weight_bits_per_param(built.model),
               "mem/model_bits_per_param": model_bits_per_param(built.model), **built.init_metrics}
     tracker.log(static)
-    if cfg.method.technique.converted_on_save:
+    if cfg.method.technique.converted_on_save and tracker.run_id:  # rank 0 alone writes the run's files
         save_initial_adapter(built.model, Path(cfg.output_dir))
     return built, static

@@ -138,7 +138,8 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    apply_levers(model, trainer)
+    inner = getattr(model, "module", model)  # the model a DDP wrapper wraps: what the levers and evaluation see
+    apply_levers(inner, trainer)
     accumulate = trainer.grad_accum_steps
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
                       trainer.max_steps or math.inf)
@@ -171,7 +172,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
                 break
         clock.pause()
         with hooks.evaluation():
-            result.final_eval = evaluate(model, eval_loader, device=device, autocast_dtype=autocast_dtype)
+            result.final_eval = evaluate(inner, eval_loader, device=device, autocast_dtype=autocast_dtype)
         log(result.final_eval, result.steps)
         bar.set_postfix(loss=f"{result.last_loss:.4f}", acc=f"{result.final_eval.get('eval/accuracy', math.nan):.3f}")
         if result.steps >= total_steps:
@@ -243,7 +244,10 @@ def _flush(pending: list[tuple[int, Any]], result: TrainResult, log: LogFn, bar:
     """Read buffered losses in one transfer, log them, stop on NaN/inf, refresh the progress bar."""
     import torch
 
-    values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+    from bench.distributed.context import mean_over_ranks
+
+    # a distributed run logs every rank's loss averaged (one collective per flush): all ranks stop on a NaN together
+    values = mean_over_ranks(torch.stack([loss for _, loss in pending]).float()).cpu().tolist()
     for (step, _), value in zip(pending, values, strict=True):
         log({"train/loss": value}, step)
     bar.update(len(pending))

@@ -3,7 +3,7 @@
 # on CUDA (each sweep cell in its own process) with the monitor and the tensor accounting on, and prints, per
 # run, the plan made before training beside what the run measured: the tensor peak, peak allocated and
 # reserved, NVML's view of the process, tokens/s and training-only energy. Then the memory levers (gradient
-# checkpointing, 8-bit and paged optimizers) and the tests marked `gpu`. The MLflow store comes back as
+# checkpointing, 8-bit and paged optimizers), one run on two processes (DDP, FSDP) and the tests marked `gpu`. The MLflow store comes back as
 # $OUT/store.tar.gz, so `bench report` can be built from it on any machine.
 #
 #   scripts/cuda_check.sh                         # everything, in the time budget
@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t bench-cuda-XXXX)}
 WORK=$(mktemp -d -t bench-work-XXXX)  # the store, its artifacts and Hydra's folders: out of the checkout
 STORE="sqlite:///$WORK/mlflow.db"
-STEPS=${STEPS:-plan,minilm,smollm2,levers,profile,1b,tests}
+STEPS=${STEPS:-plan,minilm,dist,smollm2,levers,profile,1b,tests}
 export HF_HUB_OFFLINE=1 BENCH_CACHE="$WORK/cache" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DEADLINE=$((SECONDS + ${BUDGET:-520}))
@@ -81,6 +81,25 @@ if wanted minilm; then
     data.max_train_samples=8192 data.max_eval_samples=1024 "tracker.uri=$STORE" tracker.log_model=false \
     tracker.experiment=cuda-minilm "hydra.sweep.dir=$WORK/minilm"
 fi
+if wanted dist; then
+  # One GPU: DDP runs two ranks on it through gloo (NCCL refuses two ranks on one device; gloo all-reduces and
+  # broadcasts CUDA tensors, through the host), which runs the CUDA code path (each rank's device, DDP's CUDA-event
+  # all-reduce timing, QLoRA's 4-bit base under DDP), not NCCL's speed. FSDP needs all-gather and reduce-scatter,
+  # which gloo lacks for CUDA tensors: it runs as one rank on NCCL (fully_shard, DTensors and FSDP's streams on
+  # CUDA, nothing actually sharded), and two ranks on one GPU must be refused in one line, as qlora with fsdp.
+  echo "== one run on several processes: DDP on two ranks sharing the GPU, FSDP on one rank"
+  DIST=("${MINILM[@]}" trainer.device=cuda trainer.max_steps=30 trainer.epochs=1 data.max_train_samples=1024
+        data.max_eval_samples=256 monitor.warmup_steps=3 "tracker.uri=$STORE" tracker.log_model=false
+        tracker.experiment=cuda-dist)
+  bench run -m "${DIST[@]}" method=full,lora,qlora trainer.strategy=ddp trainer.nproc=2 "hydra.sweep.dir=$WORK/ddp"
+  bench run -m "${DIST[@]}" method=full,lora trainer.strategy=fsdp trainer.nproc=1 "hydra.sweep.dir=$WORK/fsdp"
+  for refused in "method=full trainer.nproc=2" "method=qlora trainer.nproc=1"; do
+    # shellcheck disable=SC2086  # the words of $refused are overrides
+    timeout 120 "$PY" -m bench.cli run "${DIST[@]}" $refused trainer.strategy=fsdp "hydra.run.dir=$WORK/refused" \
+      2>&1 | grep '^error:' || { echo "FAILED: fsdp with $refused was not refused in one line"; status=1; }
+  done
+fi
+
 if wanted smollm2; then
   echo "== SmolLM2-135M-shaped causal LM: full, LoRA, QLoRA"
   bench run -m "${SMOLLM2[@]}" method=full,lora,qlora trainer.device=cuda trainer.batch_size=8 \
@@ -143,6 +162,20 @@ for run in sorted(runs, key=lambda r: (r.info.experiment_id, r.data.tags.get("te
                 "monitor/reason", "gpu/energy_source", "gpu/energy_coverage"):
         if key in tags:
             print(f"    {key}: {tags[key][:300]}")
+dist = [run for run in runs if run.data.tags.get("dist/strategy")]
+if dist:
+    print("\nper rank (MiB, tokens/s, s):")
+for run in dist:
+    m, tags = run.data.metrics, run.data.tags
+    print(f"  {tags.get('technique', '?')} {tags['dist/strategy']} on {tags.get('dist/backend')}: {run.info.status}, "
+          f"{m.get('train/tokens_per_s', float('nan')):.0f} tokens/s in total, tensor peak (max) "
+          f"{m.get('mem/tensor_peak_bytes', float('nan')) / MIB:.1f}, plan {m.get('plan/peak_bytes', float('nan')) / MIB:.1f}")
+    for rank in range(int(m.get("dist/world_size", 0))):
+        own = {key.rpartition("/")[2]: value for key, value in m.items() if key.startswith(f"dist/rank{rank}/")}
+        print(f"    rank {rank}: tokens/s {own.get('tokens_per_s', float('nan')):.0f}, tensor peak "
+              f"{own.get('tensor_peak_bytes', float('nan')) / MIB:.1f}, params {own.get('params_bytes', 0) / MIB:.1f}, "
+              f"grads {own.get('grads_bytes', 0) / MIB:.1f}, optimizer {own.get('optimizer_bytes', 0) / MIB:.1f}, "
+              f"all-reduce {own.get('allreduce_s', float('nan')):.3f}")
 if runs:
     print("\nevery metric of the first run:")
     first = runs[0]

@@ -97,7 +97,22 @@ def plan_memory(cfg: RunConfig, *, device: Any, config: Any = None, batch_size: 
         plan = replace(plan, notes=(*plan.notes, f"{cfg.trainer.optimizer}: its state ({plan.paged_bytes / 2**30:.2f} "
                                     "GiB) lives in CUDA unified memory, paged to host RAM when the GPU runs short: "
                                     "left out of the peak"))
+    if cfg.trainer.strategy != "single":
+        plan = _per_rank(cfg, plan, config=config, device=device)
     return replace(plan, seconds=time.perf_counter() - started)
+
+
+def _per_rank(cfg: RunConfig, plan: MemoryPlan, *, config: Any, device: Any) -> MemoryPlan:
+    """What each rank of a distributed run holds (bench.distributed.plan); FSDP's units are sized on a two-layer
+    skeleton (a layer's size does not depend on the depth, nor does the root's)."""
+    from bench.distributed.plan import per_rank, unit_bytes
+
+    unit = 0
+    if cfg.trainer.strategy == "fsdp":
+        depth = getattr(config, "num_hidden_layers", None)
+        shallow = _with_depth(config, 2) if isinstance(depth, int) and depth > 2 else config
+        unit = unit_bytes(_skeleton(cfg, shallow, device).model)
+    return per_rank(plan, strategy=cfg.trainer.strategy, nproc=cfg.trainer.nproc, unit=unit)
 
 
 def _with_depth(config: Any, depth: int) -> Any:
