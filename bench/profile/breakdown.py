@@ -15,6 +15,7 @@ is then the time the GPU sat idle, waiting for the host.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from bench.profile.categories import CATEGORIES, category_of_range, is_dequant_op
 
 BACKWARD_ROOT = "autograd::engine::evaluate_function: "
+STEP_END = "bench::step_end"  # an instant the profiler records at each optimizer step's end
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Event:
     sequence_nr: int = -1
     thread: int = 0
     forward_thread: int = 0  # for a backward op: the thread of the forward op that recorded it
+    start_us: float = 0.0  # from the profiler's start
 
 
 def from_profiler(events: Iterable[Any], *, device_time: bool) -> list[Event]:
@@ -43,7 +46,8 @@ def from_profiler(events: Iterable[Any], *, device_time: bool) -> list[Event]:
     index = {id(event): i for i, event in enumerate(ordered)}
     return [Event(name=e.name, self_us=float(e.self_device_time_total if device_time else e.self_cpu_time_total),
                   parent=index.get(id(e.cpu_parent)) if e.cpu_parent is not None else None,
-                  sequence_nr=int(e.sequence_nr), thread=int(e.thread), forward_thread=int(e.fwd_thread or 0))
+                  sequence_nr=int(e.sequence_nr), thread=int(e.thread), forward_thread=int(e.fwd_thread or 0),
+                  start_us=float(e.time_range.start))
             for e in ordered]
 
 
@@ -68,14 +72,23 @@ def categorise(events: list[Event]) -> list[str]:
     return found
 
 
-def split(events: list[Event], *, window_us: float, steps: int) -> dict[str, float]:
+def split(events: list[Event], *, window_us: float, steps: int, left_out: frozenset[int] = frozenset()
+          ) -> dict[str, float]:
     """Milliseconds per step in each category (`CATEGORIES`, all present), over a window of `steps` steps that
-    lasted `window_us`: the uncovered part of the window is added to `data_host`."""
-    totals = dict.fromkeys(CATEGORIES, 0.0)
+    lasted `window_us`: the uncovered part of the window is added to `data_host`. Where the window holds step-end
+    markers (`STEP_END`), the steps are told apart by them and those in `left_out` (0 = the window's first) are
+    dropped with their events; the rest are averaged."""
     threads = _training_threads(events)
-    for event, category in zip(events, categorise(events), strict=True):
-        if event.thread in threads:
-            totals[category] += event.self_us
+    counted = [(e, c) for e, c in zip(events, categorise(events), strict=True)
+               if e.thread in threads and e.name != STEP_END]
+    ends = sorted(e.start_us for e in events if e.name == STEP_END)
+    if ends:
+        kept = [i for i in range(len(ends)) if i not in left_out] or list(range(len(ends)))
+        counted = [(e, c) for e, c in counted if bisect.bisect_right(ends, e.start_us) in kept]
+        window_us, steps = sum(ends[i] - (ends[i - 1] if i else 0.0) for i in kept), len(kept)
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event, category in counted:
+        totals[category] += event.self_us
     totals["data_host"] += max(window_us - sum(totals.values()), 0.0)
     return {category: us / 1000.0 / steps for category, us in totals.items()}
 

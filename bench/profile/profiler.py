@@ -3,8 +3,8 @@ scopes installed, then split by category (`bench.profile.breakdown`).
 
     profiler = StepProfiler(device, first_step=6, steps=3, folder=run_dir / "monitor" / "profile")
     profiler.start(model)    # after step 5 ends
-    ...steps 6, 7, 8...
-    profiler.stop()          # after step 8 ends; the events are read later, in metrics()
+    ...steps 6 (the profiler's warm-up, left out), 7, 8, 9...
+    profiler.stop()          # after step 9 ends; the events are split later, in finish()
 
 The window runs from the end of one step to the end of another, so each profiled step's data loading is in it.
 Its steps, and the first step after it (which pays for stopping the profiler), are kept out of every throughput
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.profile.breakdown import from_profiler, split, top_ops
+from bench.profile.breakdown import STEP_END, from_profiler, split, top_ops
 from bench.profile.categories import CATEGORIES
 
 TRACE = "trace.json.gz"
@@ -29,20 +29,23 @@ MEMORY_HISTORY_ENTRIES = 200_000  # allocator events kept; a few steps of a 7B m
 
 
 class StepProfiler:
-    """Profiles steps `first_step` .. `first_step + steps - 1` and says where their time went."""
+    """Records steps `first_step` .. `first_step + steps` and says where the time of all but the first went: the
+    first is the profiler's own warm-up (its lazy set-up lands there), as torch's `schedule(warmup=1)` leaves one
+    out."""
 
     def __init__(self, device: Any, *, first_step: int, steps: int, folder: Path) -> None:
         self.device, self.first_step, self.steps, self.folder = device, first_step, steps, folder
-        self.last_step = first_step + steps - 1
+        self.last_step = first_step + steps
         self._profile: Any = None
         self._scopes: Any = None
         self._started = 0.0
         self.window_s = 0.0
-        self.profiled = 0  # steps that ended inside the window
+        self.profiled = 0  # steps that ended inside the window, the warm-up step included
         self.recording = self.done = False
         self._last_seen = 0
         self._figures: dict[str, float] = {}
         self.watched_steps: set[int] = set()  # profiled steps the tensor accounting watched too (slower ops)
+        self.counted = 0  # profiled steps in the figures: the watched ones are left out
 
     @property
     def cuda(self) -> bool:
@@ -54,9 +57,15 @@ class StepProfiler:
         return self.recording or (self.done and step == self.first_step + self.profiled)
 
     def step_ended(self, step: int) -> None:
-        """Optimizer step `step` ended (before the window opens or closes at this step end)."""
+        """Optimizer step `step` ended (before the window opens or closes at this step end): inside the window, an
+        instant in the trace marks it, so the split can tell the steps apart."""
+        import torch
+
         self._last_seen = step
-        self.profiled += self.recording
+        if self.recording:
+            self.profiled += 1
+            with torch.profiler.record_function(STEP_END):
+                pass
 
     def start(self, model: Any) -> None:
         import torch
@@ -105,9 +114,12 @@ class StepProfiler:
         self._profile.export_chrome_trace(str(self.folder / TRACE))
         events = from_profiler(self._profile.events(), device_time=self.cuda)
         _write_ops(self.folder / OPS, top_ops(events, steps=self.profiled))
-        per_step = split(events, window_us=self.window_s * 1e6, steps=self.profiled)
+        # left out: the profiler's warm-up step, and steps the tensor accounting slowed
+        left_out = frozenset({0, *(step - self.first_step for step in self.watched_steps)})
+        per_step = split(events, window_us=self.window_s * 1e6, steps=self.profiled, left_out=left_out)
+        self.counted = self.profiled - len(left_out) if len(left_out) < self.profiled else self.profiled
         total = sum(per_step.values())
-        figures = {"prof/steps": float(self.profiled), "prof/step_ms": total}
+        figures = {"prof/steps": float(self.counted), "prof/step_ms": total}
         for category in CATEGORIES:
             figures[f"prof/{category}_ms"] = per_step[category]
             figures[f"prof/{category}_pct"] = 100.0 * per_step[category] / total if total else 0.0
@@ -117,13 +129,17 @@ class StepProfiler:
         """Which steps were profiled and where the files are, or why nothing was."""
         if not self.done or not self.profiled:
             return {"prof/skipped": f"training ended at step {self._last_seen}, before the profiled steps "
-                                    f"{self.first_step}-{self.last_step} (monitor.warmup_steps + 1 on)"}
+                                    f"{self.first_step + 1}-{self.last_step} (after monitor.warmup_steps and the "
+                                    "profiler's own warm-up step)"}
         files = [TRACE, OPS] + ([MEMORY_SNAPSHOT] if self.cuda else [])
-        tags = {"prof/window": f"steps {self.first_step}-{self.first_step + self.profiled - 1}",
+        first = self.first_step + (1 if self.profiled > 1 else 0)
+        tags = {"prof/window": f"steps {first}-{self.first_step + self.profiled - 1}",
                 "prof/artifacts": ", ".join(f"monitor/profile/{name}" for name in files)}
-        if self.watched_steps:
-            tags["prof/note"] = (f"step(s) {', '.join(map(str, sorted(self.watched_steps)))} of the window were also "
-                                 "watched by the tensor accounting, whose dispatch mode slows every op")
+        watched = sorted(step for step in self.watched_steps if step > self.first_step)
+        if watched:
+            left = "left out of the figures" if self.counted < self.profiled - 1 else "kept: no other step was profiled"
+            tags["prof/note"] = (f"step(s) {', '.join(map(str, watched))} of the window were also "
+                                 f"watched by the tensor accounting, whose dispatch mode slows every op ({left})")
         return tags
 
 

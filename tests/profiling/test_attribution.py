@@ -27,13 +27,15 @@ SLEEP_MS = {"attention": 12.0, "base_matmul": 8.0, "dequant": 7.0, "adapter": 6.
 # Above, a category also holds its real ops, the profiler's ranges and, on a busy machine, the time slices other
 # processes took while it ran: at most 5 ms + 50 % more.
 BELOW_MS, ABOVE_MS, ABOVE_SHARE = 0.5, 5.0, 0.5
-SLEPT_MS: dict[str, float] = {}  # category -> milliseconds really slept inside the profiled window
+SLEPT_MS: dict[str, float] = {}  # category -> milliseconds really slept in the steps the figures count
+COUNTED: set[int] = set()  # those steps
+STEP = [0]  # the step running now: the data loader counts its fetches, each step's first work
 
 
 def _sleep(category: str, share: float = 1.0) -> None:
     began = time.perf_counter()
     time.sleep(SLEEP_MS[category] * share / 1000.0)
-    if torch.autograd._profiler_enabled():
+    if STEP[0] in COUNTED:
         SLEPT_MS[category] = SLEPT_MS.get(category, 0.0) + 1000.0 * (time.perf_counter() - began)
 
 
@@ -132,6 +134,7 @@ class _SleepyBatches:
 
     def __iter__(self) -> Any:
         for _ in range(self.count):
+            STEP[0] += 1
             _sleep("data_host")
             yield {"input_ids": torch.randint(0, 10, (2, 3)), "attention_mask": torch.ones(2, 3, dtype=torch.long),
                    "labels": torch.zeros(2, dtype=torch.long)}
@@ -178,9 +181,12 @@ def _train_profiled(spec: MonitorConfig, trainer: TrainerConfig, *, steps: int, 
 
 def test_each_known_sleep_is_found_in_its_category(tmp_path) -> None:  # noqa: ANN001
     SLEPT_MS.clear()
+    STEP[0] = 0
+    COUNTED.clear()
+    COUNTED.update(range(3, 8))  # step 2 is the profiler's warm-up, left out of the figures
     # five profiled steps: a time slice another process takes from one of them weighs a fifth in the mean
-    figures, tags, _ = _profiled(tmp_path, steps=8, profile_steps=5)
-    assert figures["prof/steps"] == 5 and tags["prof/window"] == "steps 2-6"
+    figures, tags, _ = _profiled(tmp_path, steps=9, profile_steps=5)
+    assert figures["prof/steps"] == 5 and tags["prof/window"] == "steps 3-7"
     found = {category: figures[f"prof/{category}_ms"] for category in SLEEP_MS}
     slept = {category: SLEPT_MS[category] / 5 for category in SLEEP_MS}  # per profiled step
     assert slept["adapter"] >= SLEEP_MS["adapter"]  # the backward's sleep was in the window too
@@ -200,22 +206,22 @@ def test_each_known_sleep_is_found_in_its_category(tmp_path) -> None:  # noqa: A
 
 def test_profiled_steps_and_the_one_after_stay_out_of_the_throughput(tmp_path) -> None:  # noqa: ANN001
     _, _, result = _profiled(tmp_path, steps=8, warmup=1, profile_steps=3)
-    # 8 steps: 1 warm-up; 2-4 profiled and 5 pays for the profiler's stop; 6-8 timed
-    assert result.timing["train/profiled_steps_excluded"] == 4
-    assert result.timing["train/timed_steps"] == 3
+    # 8 steps: 1 warm-up; 2 the profiler's warm-up, 3-5 profiled and 6 pays for the profiler's stop; 7-8 timed
+    assert result.timing["train/profiled_steps_excluded"] == 5
+    assert result.timing["train/timed_steps"] == 2
 
 
 def test_a_run_too_short_for_the_window_says_so(tmp_path) -> None:  # noqa: ANN001
     figures, tags, _ = _profiled(tmp_path, steps=2, warmup=3)
     assert not any(key.startswith("prof/") for key in figures)
-    assert "before the profiled steps 4-6" in tags["prof/skipped"]
+    assert "before the profiled steps 5-7" in tags["prof/skipped"]
 
 
 def test_a_window_cut_by_the_end_of_training_covers_the_steps_it_saw(tmp_path) -> None:  # noqa: ANN001
-    figures, tags, _ = _profiled(tmp_path, steps=3, warmup=1, profile_steps=5)
-    assert figures["prof/steps"] == 2 and tags["prof/window"] == "steps 2-3"
+    figures, tags, _ = _profiled(tmp_path, steps=4, warmup=1, profile_steps=5)
+    assert figures["prof/steps"] == 2 and tags["prof/window"] == "steps 3-4"
 
 
 def test_a_profiled_step_also_watched_by_the_tensor_accounting_is_named(tmp_path) -> None:  # noqa: ANN001
-    _, tags, _ = _profiled(tmp_path, steps=5, warmup=1, profile_steps=2, tensors="every")
-    assert tags["prof/note"].startswith("step(s) 2, 3 of the window were also watched")  # 4 follows the window
+    _, tags, _ = _profiled(tmp_path, steps=6, warmup=1, profile_steps=2, tensors="every")
+    assert tags["prof/note"].startswith("step(s) 3, 4 of the window were also watched")  # 5 follows the window

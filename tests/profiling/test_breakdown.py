@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile.breakdown import BACKWARD_ROOT, Event, categorise, split
+from bench.profile.breakdown import BACKWARD_ROOT, STEP_END, Event, categorise, split
 from bench.profile.categories import CATEGORIES, module_categories
 
 
@@ -62,3 +62,15 @@ def test_peft_layers_are_scoped_as_adapter_base_and_attention(technique: str) ->
     assert "base_model.model.bert.encoder.layer.0.attention" not in scoped  # it holds the output dense and norm
     assert scoped["base_model.model.bert.encoder.layer.0.attention.output.dense"] == "base_matmul"
     assert scoped[""] == "other"
+
+
+def test_step_end_markers_split_the_window_and_left_out_steps_are_dropped() -> None:
+    """Three steps of 10 ms told apart by the markers; the first (the profiler's warm-up) and a watched one are
+    left out, so the figures are the one step that counts."""
+    events = [Event("bench::attention", 9000, thread=1, start_us=100), Event(STEP_END, 0, thread=1, start_us=10_000),
+              Event("bench::attention", 4000, thread=1, start_us=10_100), Event(STEP_END, 0, thread=1, start_us=20_000),
+              Event("bench::attention", 7000, thread=1, start_us=20_100), Event(STEP_END, 0, thread=1, start_us=30_000)]
+    assert split(events, window_us=30_000, steps=3, left_out=frozenset({0, 2})) == pytest.approx(
+        {**dict.fromkeys(CATEGORIES, 0.0), "attention": 4.0, "data_host": 6.0})
+    whole = split(events, window_us=30_000, steps=3)  # nothing left out: the mean of the three
+    assert whole["attention"] == pytest.approx(20 / 3) and sum(whole.values()) == pytest.approx(10.0)
