@@ -24,9 +24,10 @@ def _install(session: nox.Session, target: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on CPU, against a non-editable install (which proves conf/ ships in the wheel)."""
+    """The test suite on CPU, against a non-editable install (which proves conf/ ships in the wheel), on every core:
+    each test file runs whole in one worker, so a file's shared fixtures are built once."""
     _install(session, ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadfile", *session.posargs)
 
 
 @nox.session(default=False)

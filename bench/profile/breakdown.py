@@ -6,7 +6,8 @@ Each event's own (self) time goes to one category, chosen in this order:
 2. the category of the range it is (`bench::<category>`), so the innermost scope decides;
 3. its parent's category;
 4. for the root of a backward op (`autograd::engine::evaluate_function: ...`), the category of the forward op
-   with the same autograd sequence number: backward costs are charged to what made them;
+   that made its autograd node (the last to record the node's sequence number): backward costs are charged to
+   what made them;
 5. `other`.
 The window's wall time not covered by any event's self time is host work (Python between ops, the loop, the
 hooks): it joins `data_host`. On CUDA the times are the kernels' (device self time), and the rest of the window
@@ -65,8 +66,12 @@ def categorise(events: list[Event]) -> list[str]:
         if own is None and event.name.startswith(BACKWARD_ROOT):
             own = forward.get((event.forward_thread, event.sequence_nr))
         category = own or "other"
-        if not backward and event.sequence_nr >= 0:
-            forward.setdefault((event.thread, event.sequence_nr), category)
+        if not backward and event.sequence_nr >= 0 and (parent is None or
+                                                         events[parent].sequence_nr != event.sequence_nr):
+            # An op records the sequence number the next autograd node will take, so an op that makes no node
+            # shares it with the one that does, which comes later: the last op to record it (the outermost of a
+            # nest that shares it, as a custom Function's own ops do) is the node's maker.
+            forward[(event.thread, event.sequence_nr)] = category
         found.append(category)
         in_backward.append(backward)
     return found
@@ -78,6 +83,17 @@ def split(events: list[Event], *, window_us: float, steps: int, left_out: frozen
     lasted `window_us`: the uncovered part of the window is added to `data_host`. Where the window holds step-end
     markers (`STEP_END`), the steps are told apart by them and those in `left_out` (0 = the window's first) are
     dropped with their events; the rest are averaged."""
+    counted, window_us, steps = _counted(events, window_us=window_us, steps=steps, left_out=left_out)
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event, category in counted:
+        totals[category] += event.self_us
+    totals["data_host"] += max(window_us - sum(totals.values()), 0.0)
+    return {category: us / 1000.0 / steps for category, us in totals.items()}
+
+
+def _counted(events: list[Event], *, window_us: float, steps: int, left_out: frozenset[int]
+             ) -> tuple[list[tuple[Event, str]], float, int]:
+    """(event, category) of the training threads' events in the steps kept, with those steps' wall time and count."""
     threads = _training_threads(events)
     counted = [(e, c) for e, c in zip(events, categorise(events), strict=True)
                if e.thread in threads and e.name != STEP_END]
@@ -86,11 +102,7 @@ def split(events: list[Event], *, window_us: float, steps: int, left_out: frozen
         kept = [i for i in range(len(ends)) if i not in left_out] or list(range(len(ends)))
         counted = [(e, c) for e, c in counted if bisect.bisect_right(ends, e.start_us) in kept]
         window_us, steps = sum(ends[i] - (ends[i - 1] if i else 0.0) for i in kept), len(kept)
-    totals = dict.fromkeys(CATEGORIES, 0.0)
-    for event, category in counted:
-        totals[category] += event.self_us
-    totals["data_host"] += max(window_us - sum(totals.values()), 0.0)
-    return {category: us / 1000.0 / steps for category, us in totals.items()}
+    return counted, window_us, steps
 
 
 def _training_threads(events: list[Event]) -> set[int]:
@@ -100,16 +112,16 @@ def _training_threads(events: list[Event]) -> set[int]:
         {e.thread for e in events}
 
 
-def top_ops(events: list[Event], *, steps: int, per_category: int = 10) -> list[tuple[str, str, float, float]]:
-    """(category, op, milliseconds per step, calls per step) of the ops that take most of each category's time,
-    so a category's figure can be read down to what ran in it."""
-    threads = _training_threads(events)
+def top_ops(events: list[Event], *, steps: int, left_out: frozenset[int] = frozenset(), per_category: int = 10
+            ) -> list[tuple[str, str, float, float]]:
+    """(category, op, milliseconds per step, calls per step) of the ops that take most of each category's time in
+    the steps `split` counts, so a category's figure can be read down to what ran in it."""
+    counted, _, steps = _counted(events, window_us=0.0, steps=steps, left_out=left_out)
     totals: dict[tuple[str, str], list[float]] = {}
-    for event, category in zip(events, categorise(events), strict=True):
-        if event.thread in threads:
-            entry = totals.setdefault((category, event.name), [0.0, 0.0])
-            entry[0] += event.self_us
-            entry[1] += 1
+    for event, category in counted:
+        entry = totals.setdefault((category, event.name), [0.0, 0.0])
+        entry[0] += event.self_us
+        entry[1] += 1
     ranked = sorted(totals.items(), key=lambda item: (list(CATEGORIES).index(item[0][0]), -item[1][0]))
     kept: dict[str, int] = {}
     rows = []

@@ -113,9 +113,9 @@ class StepProfiler:
     def _split(self) -> dict[str, float]:
         self._profile.export_chrome_trace(str(self.folder / TRACE))
         events = from_profiler(self._profile.events(), device_time=self.cuda)
-        _write_ops(self.folder / OPS, top_ops(events, steps=self.profiled))
         # left out: the profiler's warm-up step, and steps the tensor accounting slowed
         left_out = frozenset({0, *(step - self.first_step for step in self.watched_steps)})
+        _write_ops(self.folder / OPS, top_ops(events, steps=self.profiled, left_out=left_out))
         per_step = split(events, window_us=self.window_s * 1e6, steps=self.profiled, left_out=left_out)
         self.counted = self.profiled - len(left_out) if len(left_out) < self.profiled else self.profiled
         total = sum(per_step.values())

@@ -74,3 +74,17 @@ def test_step_end_markers_split_the_window_and_left_out_steps_are_dropped() -> N
         {**dict.fromkeys(CATEGORIES, 0.0), "attention": 4.0, "data_host": 6.0})
     whole = split(events, window_us=30_000, steps=3)  # nothing left out: the mean of the three
     assert whole["attention"] == pytest.approx(20 / 3) and sum(whole.values()) == pytest.approx(10.0)
+
+
+def test_a_backward_node_belongs_to_the_last_op_that_recorded_its_sequence_number() -> None:
+    """A cast at the end of a 4-bit layer makes no node but records the number GELU's node then takes; a custom
+    Function's inner ops record its number too. Each backward goes to the op that made the node."""
+    events = [Event("bench::base_matmul", 10, thread=1),
+              Event("MatMul4Bit", 5, parent=0, sequence_nr=7, thread=1),
+              Event("bitsandbytes::dequantize_4bit", 50, parent=1, sequence_nr=7, thread=1),
+              Event("aten::linear", 30, parent=1, sequence_nr=7, thread=1),
+              Event("aten::to", 1, parent=0, sequence_nr=8, thread=1),  # no node: 8 goes to gelu
+              Event("aten::gelu", 20, sequence_nr=8, thread=1),
+              Event(f"{BACKWARD_ROOT}GeluBackward0", 1, sequence_nr=8, thread=1, forward_thread=1),
+              Event(f"{BACKWARD_ROOT}MatMul4BitBackward", 1, sequence_nr=7, thread=1, forward_thread=1)]
+    assert categorise(events)[6:] == ["other", "base_matmul"]
