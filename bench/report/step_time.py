@@ -106,7 +106,8 @@ def columns() -> list[Column]:
 
 
 INTRO = ("Runs with `monitor.profile=true` (e.g. `bench run experiment=profile-minilm`) profile a few optimizer "
-         "steps right after warm-up with torch's profiler; those steps stay out of every throughput figure. Each "
+         "steps after warm-up with torch's profiler (after one more step the profiler warms up on, left out, as are "
+         "steps the tensor accounting watched); those steps stay out of every throughput figure. Each "
          "step's time is split by what ran: the base model's matmuls (its linear layers, a LoRA layer's base_layer), "
          "4-bit dequantization (bitsandbytes' dequantize ops, HQQ's dequantize), the adapter's own work (LoRA's A "
          "and B and scaling, DoRA's weight norm, S²-Attn's shift), attention (scores, softmax, weighted sum; its "
