@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.config import ConfigError, RunConfig
 from bench.models import ModelLocation
+from bench.plan.in_run import plan_at_largest_batch, plan_before_training
 from bench.shipping import save_initial_adapter, ship
 from bench.task import Task, TaskData
 
@@ -148,7 +149,7 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     config = model_config(cfg.model, location, data.head_labels)
     check_context(cfg.data.max_length, model_limit=getattr(config, "max_position_embeddings", None),
                   tokenizer=tokenizer, model_name=cfg.model.name)
-    plan = _predict(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
+    plan = plan_before_training(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
     task.make_batches(data, tokenizer)
     tracker.set_tags(data.tags)
     _import_before_baseline(cfg, task, config)
@@ -166,44 +167,6 @@ def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> 
         tracker.log_inputs(dataset_inputs(task.input_frames(data), cfg.data))
     except Exception as error:  # noqa: BLE001 - data MLflow cannot describe still trains and is measured
         tracker.set_tags({"inputs/error": f"{type(error).__name__}: {error}"[:1000]})
-
-
-def _predict(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:
-    """The run's memory plan (`bench plan`'s, for this config), logged as `plan/*`, with the analytic estimate as
-    `mem/predicted_peak_bytes` where it covers the task. Planning never fails a run: an error is a tag."""
-    from bench.plan.engine import plan_memory
-
-    if not tracker.run_id:  # a rank other than 0 records nothing, so it plans nothing
-        return None
-    try:
-        plan = plan_memory(cfg, device=device, config=config)
-    except Exception as error:  # noqa: BLE001 - a model the tracer cannot follow still trains and is measured
-        tracker.set_tags({"plan/error": f"{type(error).__name__}: {error}"[:1000]})
-        return None
-    tracker.log({**plan.metrics(), "plan/seconds": plan.seconds,
-                 **({"mem/predicted_peak_bytes": plan.analytic_peak_bytes} if plan.analytic_peak_bytes else {})})
-    tracker.set_tags({"plan/peak_phase": plan.peak_phase, "plan/notes": "; ".join(plan.notes)})
-    return plan
-
-
-def _plan_at_largest_batch(cfg: RunConfig, plan: Any, measured: dict[str, float], *, config: Any,
-                           device: Any) -> Any:
-    """The plan at the largest batch the run met (rows x padded length), logged as `plan/met_peak_bytes`: what
-    the measured tensor peak is compared with. Real text is padded per batch, so the batches can stay shorter
-    than `data.max_length`, which the plan made before training assumes (the worst case); a run whose
-    batches reached it reuses that plan."""
-    rows, length = int(measured.get("mem/largest_batch_rows", 0)), int(measured.get("mem/largest_batch_length", 0))
-    if plan is None or not rows or (rows, length) == (plan.batch_size, plan.seq_len):
-        return plan
-    from dataclasses import replace
-
-    from bench.plan.engine import plan_memory
-
-    try:
-        return plan_memory(replace(cfg, data=replace(cfg.data, max_length=length)), device=device, config=config,
-                           batch_size=rows)
-    except Exception:  # noqa: BLE001 - the same tracer planned this run before training; keep that plan
-        return plan
 
 
 def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
@@ -270,7 +233,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
     tracker.log(tested, result.steps)
     tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
-    met = _plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
+    met = plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
     measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
     if ranks.distributed:
         measured, tags = ranks.run_figures(rank_figures, measured, tags, plan=met)
