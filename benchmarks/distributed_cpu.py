@@ -47,6 +47,8 @@ def run(name: str, *, work: Path, steps: int) -> float:
 def show(work: Path, walls: dict[str, float]) -> None:
     import mlflow
 
+    from bench.distributed.figures import per_rank
+
     client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     losses = {}
     for name in CONFIGS:
@@ -61,8 +63,7 @@ def show(work: Path, walls: dict[str, float]) -> None:
         if "dist/world_size" not in m:
             print(f"    params/grads/optimizer {m['mem/weights_bytes'] / MIB:.1f} / {m['mem/grads_bytes'] / MIB:.1f} "
                   f"/ {m['mem/optimizer_bytes'] / MIB:.1f} MiB")
-        for rank in range(int(m.get("dist/world_size", 0))):
-            own = {key.rpartition("/")[2]: value for key, value in m.items() if key.startswith(f"dist/rank{rank}/")}
+        for rank, own in enumerate(per_rank(m)):
             print(f"    rank {rank}: {own['tokens_per_s']:.0f} tokens/s, tensor peak "
                   f"{own['tensor_peak_bytes'] / MIB:.1f} MiB, params/grads/optimizer {own['params_bytes'] / MIB:.1f}"
                   f" / {own['grads_bytes'] / MIB:.1f} / {own['optimizer_bytes'] / MIB:.1f} MiB"

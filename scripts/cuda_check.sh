@@ -139,6 +139,8 @@ import sys
 
 import mlflow
 
+from bench.distributed.figures import per_rank
+
 mlflow.set_tracking_uri(sys.argv[1])
 MIB = 2 ** 20
 experiments = [e.name for e in mlflow.search_experiments() if e.name.startswith("cuda-")]
@@ -170,8 +172,7 @@ for run in dist:
     print(f"  {tags.get('technique', '?')} {tags['dist/strategy']} on {tags.get('dist/backend')}: {run.info.status}, "
           f"{m.get('train/tokens_per_s', float('nan')):.0f} tokens/s in total, tensor peak (max) "
           f"{m.get('mem/tensor_peak_bytes', float('nan')) / MIB:.1f}, plan {m.get('plan/peak_bytes', float('nan')) / MIB:.1f}")
-    for rank in range(int(m.get("dist/world_size", 0))):
-        own = {key.rpartition("/")[2]: value for key, value in m.items() if key.startswith(f"dist/rank{rank}/")}
+    for rank, own in enumerate(per_rank(m)):
         print(f"    rank {rank}: tokens/s {own.get('tokens_per_s', float('nan')):.0f}, tensor peak "
               f"{own.get('tensor_peak_bytes', float('nan')) / MIB:.1f}, params {own.get('params_bytes', 0) / MIB:.1f}, "
               f"grads {own.get('grads_bytes', 0) / MIB:.1f}, optimizer {own.get('optimizer_bytes', 0) / MIB:.1f}, "

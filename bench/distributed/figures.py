@@ -66,6 +66,13 @@ def run_figures(figures: list[dict[str, float]], *, strategy: str, backend: str)
     return metrics, tags
 
 
+def per_rank(metrics: dict[str, float]) -> list[dict[str, float]]:
+    """Each rank's figures back from a run's metrics (`dist/rank{r}/<name>`, as `run_figures` logs them), in rank
+    order; empty for a single-process run."""
+    return [{key.rpartition("/")[2]: value for key, value in metrics.items() if key.startswith(f"dist/rank{rank}/")}
+            for rank in range(int(metrics.get("dist/world_size", 0)))]
+
+
 def full_state_dict(model: Any) -> dict[str, Any]:
     """The whole model's state, gathered from every rank's shards onto rank 0's host memory (every rank must
     call it; the others get an empty dict)."""

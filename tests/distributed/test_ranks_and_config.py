@@ -72,3 +72,13 @@ def test_fsdp_ranks_sharing_a_gpu_are_refused_and_ddp_ones_are_not(bare_env) -> 
         check_strategy(_config("trainer.strategy=fsdp", "trainer.nproc=2"), torch.device("cuda"))
     check_strategy(_config("trainer.strategy=fsdp", "trainer.nproc=1"), torch.device("cuda"))
     check_strategy(_config("trainer.strategy=ddp", "trainer.nproc=2"), torch.device("cuda"))  # gloo moves them
+
+
+def test_each_ranks_figures_read_back_from_the_run_metrics() -> None:
+    from bench.distributed.figures import per_rank, run_figures
+
+    figures = [{"tokens_per_s": 10.0, "samples_per_s": 1.0, "tokens": 5.0, "tensor_peak_bytes": 7.0},
+               {"tokens_per_s": 12.0, "samples_per_s": 2.0, "tokens": 6.0, "tensor_peak_bytes": 9.0}]
+    metrics, _ = run_figures(figures, strategy="ddp", backend="gloo")
+    assert per_rank(metrics) == figures
+    assert per_rank({"train/tokens_per_s": 3.0}) == []  # a single-process run
