@@ -222,5 +222,5 @@ def _profiler(device: Any, spec: MonitorConfig, timeline_dir: Path | None) -> An
 
     from bench.profile.profiler import StepProfiler
 
-    folder = (timeline_dir if timeline_dir is not None else Path(tempfile.mkdtemp(prefix="bench-profile-")))
+    folder = timeline_dir if timeline_dir is not None else Path(tempfile.mkdtemp(prefix="bench-profile-"))
     return StepProfiler(device, first_step=spec.warmup_steps + 1, steps=spec.profile_steps, folder=folder / "profile")

@@ -32,7 +32,9 @@ def run_metrics(*, result: Any, monitor: Any, plan: Any) -> tuple[dict[str, floa
 def upload_timeline(monitor: Any, tracker: Any) -> None:
     """`monitor/timeline.csv` and `monitor/profile/` (the trace) into the run's artifacts, where the monitor wrote
     them. Called on failure too, so a store error here is reported, never raised over the run's own error."""
-    folders = {path.parent for path in (monitor.timeline,) if path is not None and path.exists()}
+    folders = set()  # the profile sits beside the timeline, so usually one folder
+    if monitor.timeline is not None and monitor.timeline.exists():
+        folders.add(monitor.timeline.parent)
     if monitor.profiler is not None and monitor.profiler.folder.exists():
         folders.add(monitor.profiler.folder.parent)
     try:

@@ -77,23 +77,19 @@ def categorise(events: list[Event]) -> list[str]:
     return found
 
 
-def split(events: list[Event], *, window_us: float, steps: int, left_out: frozenset[int] = frozenset()
-          ) -> dict[str, float]:
-    """Milliseconds per step in each category (`CATEGORIES`, all present), over a window of `steps` steps that
-    lasted `window_us`: the uncovered part of the window is added to `data_host`. Where the window holds step-end
-    markers (`STEP_END`), the steps are told apart by them and those in `left_out` (0 = the window's first) are
-    dropped with their events; the rest are averaged."""
-    counted, window_us, steps = _counted(events, window_us=window_us, steps=steps, left_out=left_out)
-    totals = dict.fromkeys(CATEGORIES, 0.0)
-    for event, category in counted:
-        totals[category] += event.self_us
-    totals["data_host"] += max(window_us - sum(totals.values()), 0.0)
-    return {category: us / 1000.0 / steps for category, us in totals.items()}
+@dataclass(frozen=True)
+class Counted:
+    """The events a split counts, each with its category, and the steps they fall in: their wall time and number."""
+
+    events: list[tuple[Event, str]]
+    window_us: float
+    steps: int
 
 
-def _counted(events: list[Event], *, window_us: float, steps: int, left_out: frozenset[int]
-             ) -> tuple[list[tuple[Event, str]], float, int]:
-    """(event, category) of the training threads' events in the steps kept, with those steps' wall time and count."""
+def count(events: list[Event], *, window_us: float, steps: int, left_out: frozenset[int] = frozenset()) -> Counted:
+    """The training threads' events, categorised once, over a window of `steps` steps that lasted `window_us`.
+    Where the window holds step-end markers (`STEP_END`), the steps are told apart by them and those in `left_out`
+    (0 = the window's first) are dropped with their events."""
     threads = _training_threads(events)
     counted = [(e, c) for e, c in zip(events, categorise(events), strict=True)
                if e.thread in threads and e.name != STEP_END]
@@ -102,7 +98,17 @@ def _counted(events: list[Event], *, window_us: float, steps: int, left_out: fro
         kept = [i for i in range(len(ends)) if i not in left_out] or list(range(len(ends)))
         counted = [(e, c) for e, c in counted if bisect.bisect_right(ends, e.start_us) in kept]
         window_us, steps = sum(ends[i] - (ends[i - 1] if i else 0.0) for i in kept), len(kept)
-    return counted, window_us, steps
+    return Counted(counted, window_us, steps)
+
+
+def split(counted: Counted) -> dict[str, float]:
+    """Milliseconds per step in each category (`CATEGORIES`, all present): the part of the steps' wall time no
+    event covers is added to `data_host`."""
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event, category in counted.events:
+        totals[category] += event.self_us
+    totals["data_host"] += max(counted.window_us - sum(totals.values()), 0.0)
+    return {category: us / 1000.0 / counted.steps for category, us in totals.items()}
 
 
 def _training_threads(events: list[Event]) -> set[int]:
@@ -112,13 +118,11 @@ def _training_threads(events: list[Event]) -> set[int]:
         {e.thread for e in events}
 
 
-def top_ops(events: list[Event], *, steps: int, left_out: frozenset[int] = frozenset(), per_category: int = 10
-            ) -> list[tuple[str, str, float, float]]:
+def top_ops(counted: Counted, *, per_category: int = 10) -> list[tuple[str, str, float, float]]:
     """(category, op, milliseconds per step, calls per step) of the ops that take most of each category's time in
-    the steps `split` counts, so a category's figure can be read down to what ran in it."""
-    counted, _, steps = _counted(events, window_us=0.0, steps=steps, left_out=left_out)
+    the steps counted, so a category's figure can be read down to what ran in it."""
     totals: dict[tuple[str, str], list[float]] = {}
-    for event, category in counted:
+    for event, category in counted.events:
         entry = totals.setdefault((category, event.name), [0.0, 0.0])
         entry[0] += event.self_us
         entry[1] += 1
@@ -128,5 +132,5 @@ def top_ops(events: list[Event], *, steps: int, left_out: frozenset[int] = froze
     for (category, name), (us, calls) in ranked:
         kept[category] = kept.get(category, 0) + 1
         if kept[category] <= per_category:
-            rows.append((category, name, us / 1000.0 / steps, calls / steps))
+            rows.append((category, name, us / 1000.0 / counted.steps, calls / counted.steps))
     return rows

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.profile.breakdown import STEP_END, from_profiler, split, top_ops
+from bench.profile.breakdown import STEP_END, count, from_profiler, split, top_ops
 from bench.profile.categories import CATEGORIES
 
 TRACE = "trace.json.gz"
@@ -115,9 +115,10 @@ class StepProfiler:
         events = from_profiler(self._profile.events(), device_time=self.cuda)
         # left out: the profiler's warm-up step, and steps the tensor accounting slowed
         left_out = frozenset({0, *(step - self.first_step for step in self.watched_steps)})
-        _write_ops(self.folder / OPS, top_ops(events, steps=self.profiled, left_out=left_out))
-        per_step = split(events, window_us=self.window_s * 1e6, steps=self.profiled, left_out=left_out)
-        self.counted = self.profiled - len(left_out) if len(left_out) < self.profiled else self.profiled
+        counted = count(events, window_us=self.window_s * 1e6, steps=self.profiled, left_out=left_out)
+        _write_ops(self.folder / OPS, top_ops(counted))
+        per_step = split(counted)
+        self.counted = counted.steps
         total = sum(per_step.values())
         figures = {"prof/steps": float(self.counted), "prof/step_ms": total}
         for category in CATEGORIES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile.breakdown import BACKWARD_ROOT, STEP_END, Event, categorise, split
+from bench.profile.breakdown import BACKWARD_ROOT, STEP_END, Event, categorise, count, split
 from bench.profile.categories import CATEGORIES, module_categories
 
 
@@ -35,7 +35,7 @@ def test_dequantization_is_found_by_name_in_any_scope_and_in_backward() -> None:
 def test_the_uncovered_window_is_host_work_and_other_threads_are_not_the_step() -> None:
     events = [Event("bench::attention", 1000, thread=1), Event("bench::optimizer", 500, thread=1),
               Event("aten::empty", 9999, thread=2)]  # a sampler thread's query: not the step's time
-    per_step = split(events, window_us=4000, steps=2)
+    per_step = split(count(events, window_us=4000, steps=2))
     assert set(per_step) == set(CATEGORIES)
     assert per_step["attention"] == 0.5 and per_step["optimizer"] == 0.25
     assert per_step["data_host"] == pytest.approx(1.25)  # 4 ms window - 1.5 ms covered, over 2 steps
@@ -70,9 +70,9 @@ def test_step_end_markers_split_the_window_and_left_out_steps_are_dropped() -> N
     events = [Event("bench::attention", 9000, thread=1, start_us=100), Event(STEP_END, 0, thread=1, start_us=10_000),
               Event("bench::attention", 4000, thread=1, start_us=10_100), Event(STEP_END, 0, thread=1, start_us=20_000),
               Event("bench::attention", 7000, thread=1, start_us=20_100), Event(STEP_END, 0, thread=1, start_us=30_000)]
-    assert split(events, window_us=30_000, steps=3, left_out=frozenset({0, 2})) == pytest.approx(
+    assert split(count(events, window_us=30_000, steps=3, left_out=frozenset({0, 2}))) == pytest.approx(
         {**dict.fromkeys(CATEGORIES, 0.0), "attention": 4.0, "data_host": 6.0})
-    whole = split(events, window_us=30_000, steps=3)  # nothing left out: the mean of the three
+    whole = split(count(events, window_us=30_000, steps=3))  # nothing left out: the mean of the three
     assert whole["attention"] == pytest.approx(20 / 3) and sum(whole.values()) == pytest.approx(10.0)
 
 
