@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.config import TrainerConfig
+from bench.distributed.wrap import unwrapped
 from bench.footprint import training_state_bytes
 from bench.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 from bench.monitor.throughput import StepTimer
@@ -138,7 +139,7 @@ def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerCo
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    inner = getattr(model, "module", model)  # the model a DDP wrapper wraps: what the levers and evaluation see
+    inner = unwrapped(model)  # the model a DDP wrapper wraps: what the levers and evaluation see
     apply_levers(inner, trainer)
     accumulate = trainer.grad_accum_steps
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
