@@ -44,8 +44,8 @@ def group_choices(group: str) -> list[str]:
 
 
 def register_config_defaults() -> None:
-    """Put the config's schema (`bench.schema`, derived from the typed dataclasses) into Hydra's config store."""
-    from bench.schema import register
+    """Put the config's schema (`bench.config.schema`, derived from the typed dataclasses) into Hydra's config store."""
+    from bench.config.schema import register
 
     register()
 
@@ -76,7 +76,7 @@ def check_group_overrides(overrides: list[str]) -> None:
 
 
 def fair_comparison(overrides: list[str]) -> dict | None:
-    """The resolved config of `bench run experiment=<one with a fair: section>`, which bench.fair runs as its two
+    """The resolved config of `bench run experiment=<one with a fair: section>`, which bench.run.fair runs as its two
     stage sweeps; None for anything else (composed only when an experiment is named: it costs a fraction of a
     second). The stage sweeps it starts set `fair.stage`, and run as ordinary sweeps."""
     if not any(re.match(r"[+~]?experiment=", override) for override in overrides):
@@ -106,15 +106,15 @@ def _run_task(cfg: object) -> float | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from bench.cells import run_job
     from bench.config import ConfigError
-    from bench.config_check import describe
+    from bench.config.check import describe
+    from bench.run.cells import run_job
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
         stage = ""
-        if raw.get("fair") is not None:  # a cell of a fair comparison's stage sweep (bench.fair)
-            from bench.fair import prepare_cell
+        if raw.get("fair") is not None:  # a cell of a fair comparison's stage sweep (bench.run.fair)
+            from bench.run.fair import prepare_cell
 
             raw, stage = prepare_cell(raw)  # type: ignore[arg-type]
         raw.pop("fair", None)  # the schema's empty `fair:` section, outside a fair comparison
@@ -131,7 +131,7 @@ def run_command(overrides: list[str]) -> int:
     import hydra
 
     from bench.config import ConfigError
-    from bench.config_check import check_command_line
+    from bench.config.check import check_command_line
 
     flags = {override for override in overrides if override.startswith("-")}
     try:
@@ -140,7 +140,7 @@ def run_command(overrides: list[str]) -> int:
             check_command_line([o for o in overrides if o not in flags], compose=compose, multirun=bool(flags))
         composed = fair_comparison(overrides)
         if composed is not None:
-            from bench.fair import run_fair
+            from bench.run.fair import run_fair
 
             return run_fair(overrides, composed)
     except ConfigError as error:
@@ -148,7 +148,7 @@ def run_command(overrides: list[str]) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bench.sweep import LAST_SUMMARY
+    from bench.run.sweep import LAST_SUMMARY
 
     LAST_SUMMARY.clear()  # an earlier sweep in this process (a notebook) must not decide this call's exit code
     register_config_defaults()
@@ -170,7 +170,7 @@ def ui_command(args: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind; only this machine by default")
     parser.add_argument("--port", type=int, default=5000)
     options = parser.parse_args(args)
-    from bench.store import resolve_uri
+    from bench.tracking.store import resolve_uri
 
     uri = resolve_uri(options.uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", options.host,
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[command](rest)
     except KeyboardInterrupt as interrupt:
-        if "bench.sweep" in sys.modules:
-            sys.modules["bench.sweep"].interrupt_active_sweep()
+        if "bench.run.sweep" in sys.modules:
+            sys.modules["bench.run.sweep"].interrupt_active_sweep()
         print(f"interrupted ({str(interrupt) or 'SIGINT'}): the run is recorded as KILLED", file=sys.stderr)
         return 130
 

@@ -65,9 +65,9 @@ def setup(args: argparse.Namespace, folder: Path) -> Context:
 
     from bench.cli import compose
     from bench.config import RunConfig
-    from bench.data import load_splits, make_loaders
-    from bench.models import load_tokenizer, materialize_tiny, model_limits, resolve_location
-    from bench.precision import pick_device
+    from bench.models.load import load_tokenizer, materialize_tiny, model_limits, resolve_location
+    from bench.models.precision import pick_device
+    from bench.tasks.data import load_splits, make_loaders
 
     steps = args.warmup + args.steps
     overrides = [f"method={args.method}", f"trainer.max_steps={steps}", "trainer.epochs=1",
@@ -91,8 +91,8 @@ def setup(args: argparse.Namespace, folder: Path) -> Context:
 def sampler_cost(ctx: Context, folder: Path, ticks: int = 2000) -> dict[str, float]:
     """CPU time of one sampler tick, measured alone (no training to hide in): a noise-free bound on what the
     monitor thread takes from the run, as a share of one core at the configured interval."""
-    from bench.monitor.backends import pick_backend
-    from bench.monitor.sampler import Sampler
+    from bench.measure.monitor.backends import pick_backend
+    from bench.measure.monitor.sampler import Sampler
 
     backend, _ = pick_backend(ctx.device)
     backend.open()
@@ -111,7 +111,7 @@ def conditions(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     """Everything a reader needs to judge the numbers: machine, load, versions, workload."""
     import torch
 
-    from bench.provenance import git_sha, hardware, package_versions
+    from bench.tracking.provenance import git_sha, hardware, package_versions
 
     shown = ("torch", "transformers", "peft", "torch-optimi", "python")
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_sha": git_sha(), "command": " ".join(sys.argv),

@@ -34,7 +34,7 @@ def build(ctx: Any) -> Any:
     """A fresh model, seeded, exactly as `bench run` builds it."""
     from transformers import set_seed
 
-    from bench.methods import build_model
+    from bench.models.build import build_model
 
     set_seed(ctx.cfg.seed)
     return build_model(method=ctx.cfg.method, spec=ctx.cfg.model, location=ctx.location, model_type=ctx.model_type,
@@ -58,10 +58,10 @@ class _Timed:
 def run_bench(ctx: Any, *, monitor_on: bool) -> float:
     """bench's path: tracker, monitor from before the model loads, the one training loop."""
     from bench.config import TrackerConfig
-    from bench.metrics import evaluate_classifier
-    from bench.monitor import Monitor
-    from bench.tracking import Tracker
-    from bench.train import train
+    from bench.measure.monitor import Monitor
+    from bench.tasks.metrics import evaluate_classifier
+    from bench.tracking.tracker import Tracker
+    from bench.training.loop import train
 
     spec = dataclasses.replace(ctx.cfg.monitor, enabled=monitor_on)
     with tempfile.TemporaryDirectory() as folder, \
@@ -132,9 +132,9 @@ def fixed_costs(device: Any, steps: int = 300) -> dict[str, float]:
     import torch
 
     from bench.config import MonitorConfig, TrainerConfig
-    from bench.metrics import evaluate_classifier
-    from bench.monitor import Monitor
-    from bench.train import train
+    from bench.measure.monitor import Monitor
+    from bench.tasks.metrics import evaluate_classifier
+    from bench.training.loop import train
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

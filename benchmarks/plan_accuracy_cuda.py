@@ -45,8 +45,8 @@ def _plan(experiment: str, params: dict[str, str], rows: int, length: int) -> An
 
     from bench.cli import compose
     from bench.config import RunConfig
+    from bench.models.precision import PlannedDevice
     from bench.plan.engine import plan_memory
-    from bench.precision import PlannedDevice
 
     levers = [f"trainer.{name}={params[f'trainer.{name}']}" for name in ("optimizer", "gradient_checkpointing")]
     overrides = [*SHAPES[experiment], f"method={params['method.name']}", *levers, f"data.max_length={length}",

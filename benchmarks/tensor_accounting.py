@@ -41,11 +41,11 @@ def _setup(cfg: Any) -> tuple[Any, Any, Any]:
     """The model as `bench run` builds it, its optimizer, and the run's training batches."""
     import torch
 
-    from bench.data import load_splits, make_loaders
-    from bench.methods import build_model
-    from bench.models import load_tokenizer, model_config, resolve_location
-    from bench.precision import pick_device
-    from bench.train import build_optimizer
+    from bench.models.build import build_model
+    from bench.models.load import load_tokenizer, model_config, resolve_location
+    from bench.models.precision import pick_device
+    from bench.tasks.data import load_splits, make_loaders
+    from bench.training.loop import build_optimizer
 
     device = pick_device(cfg.trainer.device)
     splits = load_splits(cfg.data)
@@ -70,8 +70,8 @@ def _step(model: Any, optimizer: Any, batch: dict[str, Any], autocast: Any) -> N
 
 def watch_cost(cfg: Any, pairs: int) -> dict[str, Any]:
     """Median step time watched and unwatched, alternating, on the same largest batch of the run."""
-    from bench.footprint import held_outside_parameters
-    from bench.monitor.tensors import TensorAccounting
+    from bench.measure.monitor.tensors import TensorAccounting
+    from bench.models.footprint import held_outside_parameters
 
     built, optimizer, (device, loader, autocast) = _setup(cfg)
     batch = max(loader, key=lambda b: b["input_ids"].numel())  # one shape throughout: only watching differs

@@ -143,16 +143,16 @@ def _torch_threads() -> int | None:
 
 
 def _reset_hydra_and_sweep_state() -> None:
-    """Hydra clears GlobalHydra itself; its HydraConfig and bench.sweep's module state outlive a call."""
+    """Hydra clears GlobalHydra itself; its HydraConfig and bench.run.sweep's module state outlive a call."""
     if "hydra.core.hydra_config" in sys.modules:
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().cfg = None
         GlobalHydra.instance().clear()
-    if "bench.sweep" in sys.modules:
-        sys.modules["bench.sweep"].LAST_SUMMARY.clear()
-        sys.modules["bench.sweep"].ACTIVE.clear()
+    if "bench.run.sweep" in sys.modules:
+        sys.modules["bench.run.sweep"].LAST_SUMMARY.clear()
+        sys.modules["bench.run.sweep"].ACTIVE.clear()
 
 
 def reset_mlflow_globals() -> None:
@@ -210,7 +210,7 @@ def wait_until_training(store: str, process: subprocess.Popen[str], timeout: flo
         assert process.poll() is None, process.communicate()[1][-2000:]
         runs = None
         if database.is_file():
-            # bench creates a SQLite store's schema holding this lock (bench.store.open_store); reading without it
+            # bench creates a SQLite store's schema holding this lock (tracking.store.open_store); reading without it
             # could start MLflow's migrations a second time, and those copy tables, losing rows written meanwhile
             with FileLock(f"{database}.lock", timeout=120):
                 runs = finished_runs(store)

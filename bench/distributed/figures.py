@@ -31,7 +31,7 @@ def held_bytes(tensors: Any) -> int:
 def rank_figures(model: Any, *, result: Any, monitor: Any, comm: Any) -> dict[str, float]:
     """This rank's figures after training: its throughput, tensor peak, and the parameters, gradients and
     optimizer state it holds (the parameters now; the gradients and optimizer state as the first step left
-    them, sized from the real tensors by `bench.footprint.training_state_bytes`)."""
+    them, sized from the real tensors by `bench.models.footprint.training_state_bytes`)."""
     tensors = monitor.tensors.metrics() if getattr(monitor, "tensors", None) is not None else {}
     figures = {"tokens_per_s": result.timing.get("train/tokens_per_s", math.nan),
                "samples_per_s": result.timing.get("train/samples_per_s", math.nan),

@@ -1,5 +1,5 @@
 """bench starting a distributed run itself: `bench run trainer.strategy=ddp trainer.nproc=2 ...` hands the run to
-torchrun (`python -m torch.distributed.run --standalone`), whose N processes each run `bench.distributed.worker`,
+torchrun (`python -m torch.distributed.run --standalone`), whose N processes each run `bench.run.rank_worker`,
 and reads back how it ended.
 
 torchrun is the engine for the hard parts: it picks a free port for the ranks to meet, and when one rank fails it
@@ -27,7 +27,7 @@ from typing import Any
 from bench.config import RunConfig
 from bench.distributed.ranks import RUN_FILE_ENV
 
-WORKER_MODULE, AGENT_MODULE = "bench.distributed.worker", "bench.distributed.agent"
+WORKER_MODULE, AGENT_MODULE = "bench.run.rank_worker", "bench.distributed.agent"
 # what a rank says when another one failed first: a consequence, not the cause
 CONSEQUENCES = ("Connection closed by peer", "Connection reset by peer", "DistBackendError", "communicator was aborted",
                 "SIGTERM")
@@ -47,7 +47,7 @@ class Failure:
 
     @property
     def kind(self) -> str:
-        """The run's `failure` tag, as `bench.tracking.failure_kind` names a single process's error."""
+        """The run's `failure` tag, as `bench.tracking.tracker.failure_kind` names a single process's error."""
         name = self.error.partition(":")[0]
         if name == "NonFiniteLoss":
             return "nan"
@@ -128,9 +128,9 @@ def close_run(cfg: RunConfig, run_id: str, *, status: str, failure: str, error: 
     import mlflow
     from mlflow.entities import RunTag
 
-    from bench.store import retrying
-    from bench.tracking import tracking_uri
-    from bench.ui_meta import NOTE, failed_note
+    from bench.tracking.store import retrying
+    from bench.tracking.tracker import tracking_uri
+    from bench.tracking.ui_meta import NOTE, failed_note
 
     client = mlflow.MlflowClient(tracking_uri(cfg.tracker))
     if only_if_running and retrying(lambda: client.get_run(run_id)).info.status != "RUNNING":

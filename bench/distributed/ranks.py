@@ -81,7 +81,7 @@ class NullTracker:
 
 def open_tracker(spec: Any, **identity: Any) -> Any:
     """The run's MLflow tracker on rank 0 (or in a single process); a NullTracker on every other rank."""
-    from bench.tracking import Tracker
+    from bench.tracking.tracker import Tracker
 
     return Tracker(spec, **identity) if rank_info().is_main else NullTracker()
 
@@ -141,7 +141,7 @@ class RankRun:
         """Rank 0's measured metrics and tags with every rank's figures in: per rank, summed throughput, the
         largest tensor peak (and the plan's error against it)."""
         from bench.distributed.figures import run_figures
-        from bench.monitor.results import prediction_errors
+        from bench.measure.monitor.results import prediction_errors
 
         metrics, dist_tags = run_figures(figures, strategy=self.strategy, backend=self.backend)
         measured = {**measured, **metrics}

@@ -62,7 +62,7 @@ def load_store(uri: str) -> Store:
         runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'FINISHED'",
                                   max_results=100_000)
     except Exception as error:  # noqa: BLE001 - whatever MLflow raises for a store it cannot read
-        from bench.store import redact_uri
+        from bench.tracking.store import redact_uri
 
         return Store(empty, f"the store at {redact_uri(uri)} cannot be read ({type(error).__name__})")
     if runs.empty or THROUGHPUT not in runs:

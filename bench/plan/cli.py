@@ -145,7 +145,7 @@ def configs(overrides: list[str], compose: Composer) -> list[tuple[Any, dict[str
 
 def model_configs(cfgs: list[Any]) -> list[Any]:
     """Each config's transformers config, each distinct model read once (a hub id fetches config.json only)."""
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
     from bench.plan.engine import head_labels
 
     # keys taken before any read: transformers may write into a config-only model's nested dicts (rope_scaling)
@@ -215,7 +215,7 @@ def calibrate_rows(rows: list[dict[str, Any]], *, uri: str, device: str, limit: 
 def _planned_device(name: str) -> Any:
     """What the engine plans for: a GPU to rent (bf16, fused attention) or this machine's CPU."""
     if name == "cuda":
-        from bench.precision import PlannedDevice
+        from bench.models.precision import PlannedDevice
 
         return PlannedDevice("cuda")
     import torch
@@ -250,7 +250,7 @@ def quiet() -> Iterator[None]:
 def run_plan(args: argparse.Namespace, compose: Composer) -> tuple[str, int]:
     """Plan what `args` asks for: the text to print, and how many configurations could not be planned."""
     from bench.plan.render import render
-    from bench.store import resolve_uri
+    from bench.tracking.store import resolve_uri
 
     started = time.perf_counter()
     tokens = _positive(args.tokens, "--tokens")

@@ -27,11 +27,11 @@ class MemoryPlan:
     device: str  # the device type planned for: cuda or cpu
     batch_size: int
     seq_len: int
-    categories: dict[str, int]  # bytes by category at the peak (bench.monitor.tensors' names); they sum to the peak
+    categories: dict[str, int]  # bytes by category at the peak (bench.measure.monitor.tensors' names), summing to it
     peak_bytes: int
     peak_module: str
     peak_phase: str
-    analytic_peak_bytes: int | None = None  # bench.estimate's formula, where it covers the task
+    analytic_peak_bytes: int | None = None  # bench.plan.analytic's formula, where it covers the task
     notes: tuple[str, ...] = ()  # what was taken from shapes rather than traced
     seconds: float = 0.0  # how long the trace took
     levers: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +55,7 @@ def head_labels(cfg: RunConfig) -> list[str] | None:
 
 def _skeleton(cfg: RunConfig, config: Any, device: Any) -> Any:
     """The technique's model on meta tensors, as a run would build it on `device`."""
-    from bench.methods import assemble
+    from bench.models.build import assemble
     from bench.plan.skeleton import SkeletonWeights
 
     weights = SkeletonWeights(config=config, causal=cfg.task == "causal_lm",
@@ -83,7 +83,7 @@ def plan_memory(cfg: RunConfig, *, device: Any, config: Any = None, batch_size: 
     A deep model is traced at 2 and 3 of its layers and extrapolated: its layers are identical, so every
     category grows by the same bytes per layer (checked on Llama-3.1-8B: 18.598 GiB extrapolated against
     18.60 traced in full for LoRA, 75.766 against 75.77 for full fine-tuning), and a 70B plan takes seconds."""
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
 
     started = time.perf_counter()
     config = config if config is not None else model_config(cfg.model, resolve_location(cfg.model), head_labels(cfg))
@@ -209,10 +209,10 @@ def _notes(cfg: RunConfig, built: Any, device: Any) -> list[str]:
 
 
 def _analytic(cfg: RunConfig, config: Any, device: Any, batch_size: int) -> int | None:
-    """bench.estimate's formula, where it covers the configuration (classification), as a second opinion."""
+    """bench.plan.analytic's formula, where it covers the configuration (classification), as a second opinion."""
     if cfg.task != "classification":
         return None
-    from bench.estimate import estimate_peak
+    from bench.plan.analytic import estimate_peak
 
     return estimate_peak(config=config, method=cfg.method, device=device, batch_size=batch_size,
                          seq_len=cfg.data.max_length, trust_remote_code=cfg.model.trust_remote_code).peak_bytes

@@ -108,7 +108,7 @@ def _legend(rows: list[dict[str, Any]], *, limit: Any, tokens: float | None, ana
              "params ... other: the live tensors at that moment by category, as `bench run` measures them "
              "(mem/at_peak/*), summing to the peak; phase: the step's phase the peak falls in."]
     if analytic:
-        lines.append("analytic: bench.estimate's formula for the same configuration, a second opinion "
+        lines.append("analytic: bench.plan.analytic's formula for the same configuration, a second opinion "
                      "(classification only; - where it does not apply).")
     if limit is not None:
         lines.append(f"fits: peak <= {size(limit.bytes)}. max batch: the largest batch of full-length sequences "
@@ -146,7 +146,7 @@ def _details(rows: list[dict[str, Any]], keys: list[str], tokens: float | None, 
 def render(rows: list[dict[str, Any]], *, device: str, limit: Any, tokens: float | None, price: float | None,
            uri: str, seconds: float) -> str:
     """The whole output of `bench plan`."""
-    from bench.store import redact_uri
+    from bench.tracking.store import redact_uri
 
     described = [describe(row) for row in rows]
     keys = ["technique", *(key for key in described[0] if key != "technique"

@@ -1,6 +1,6 @@
-"""A model's shapes without its weights, as `bench.methods.assemble` builds a technique from them.
+"""A model's shapes without its weights, as `bench.models.build.assemble` builds a technique from them.
 
-`SkeletonWeights` stands where `bench.methods.PretrainedWeights` stands in a run: it builds the model from its
+`SkeletonWeights` stands where `bench.models.build.PretrainedWeights` stands in a run: it builds the model from its
 config on the meta device (no storage at all, so a 70B model costs nothing), and for the 4-bit bases it
 builds the very layer classes a run trains (bitsandbytes' `Linear4bit`, hqq's `HQQLinear`), holding tensors of
 the exact shapes and dtypes the quantizers produce: the packed weights, the per-block (NF4) or per-group (INT4)
@@ -17,18 +17,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.targets import is_skipped
+from bench.techniques.targets import is_skipped
 
 NF4_BLOCK, NESTED_BLOCK = 64, 256  # bitsandbytes' 4-bit block, and the second level's under double quantization
 
 
 class SkeletonWeights:
-    """`bench.methods.assemble`'s source of weights for a plan: the model from its config, on the meta device."""
+    """`bench.models.build.assemble`'s source of weights for a plan: the model from its config, on the meta device."""
 
     initialises = False  # no data-dependent initialisation: it changes values, not what a step holds
 
     def __init__(self, *, config: Any, causal: bool, trust_remote_code: bool = False) -> None:
-        from bench.models import skeleton_heads
+        from bench.models.load import skeleton_heads
 
         self.config, self.causal, self.trust_remote_code = config, causal, trust_remote_code
         self.heads = [] if causal else skeleton_heads(self.load(dtype=None))
@@ -87,7 +87,7 @@ class SkeletonWeights:
 
 
 def _hqq(linear: Any, group_size: int, compute_dtype: Any) -> Any:
-    """hqq's HQQLinear as `bench.variants.qalora.quantize_linears_hqq` makes it: 4-bit weights packed two per
+    """hqq's HQQLinear as `bench.techniques.qalora.quantize_linears_hqq` makes it: 4-bit weights packed two per
     byte along the groups, a scale and a zero point per group in the compute dtype, the bias kept."""
     import torch
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear

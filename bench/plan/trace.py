@@ -1,12 +1,12 @@
 """Two training steps of a technique's model on fake tensors, with the tensor accounting `bench run` uses.
 
-The model comes from `bench.methods.assemble` on a `SkeletonWeights` (meta tensors: shapes, no storage). Its
+The model comes from `bench.models.build.assemble` on a `SkeletonWeights` (meta tensors: shapes, no storage). Its
 parameters, buffers and 4-bit quantization state become fake tensors on the CPU device (`FakeTensorMode`: every
 op computes shapes and dtypes, allocates nothing, and dispatches as on a real CPU tensor, so autocast, dropout
-and the attention kernel choose as they would), then the steps run under `bench.monitor.tensors`' tracker.
+and the attention kernel choose as they would), then the steps run under `bench.measure.monitor.tensors`' tracker.
 Two optimizer steps, as a run's accounting watches two (each of `trainer.grad_accum_steps` micro-batches): the
 first creates the optimizer's state while the gradients exist, the second runs its forward and backward with
-that state alive. They run through the training loop's own step (`bench.train.OptimizerStep`), so the levers
+that state alive. They run through the training loop's own step (`bench.training.loop.OptimizerStep`), so the levers
 (checkpointing, the optimizer's state format, accumulation) act as in a run.
 """
 
@@ -91,14 +91,14 @@ class _Watched:
 
 def trace_steps(built: Any, trainer: Any, *, batch: dict[str, Any], device: Any, steps: int = 2) -> Any:
     """Run `steps` optimizer steps of `built.model` (already fake) with the training loop's own step
-    (`bench.train.OptimizerStep`: the levers applied, `trainer.grad_accum_steps` micro-batches a step), every
+    (`bench.training.loop.OptimizerStep`: the levers applied, `trainer.grad_accum_steps` micro-batches a step), every
     micro-batch watched as a run watches the first two steps; returns the `TensorAccounting` with the peak."""
     import torch
 
-    from bench.footprint import held_outside_parameters
-    from bench.levers import apply_levers
-    from bench.monitor.tensors import TensorAccounting
-    from bench.train import OptimizerStep, TrainResult, build_optimizer
+    from bench.measure.monitor.tensors import TensorAccounting
+    from bench.models.footprint import held_outside_parameters
+    from bench.training.levers import apply_levers
+    from bench.training.loop import OptimizerStep, TrainResult, build_optimizer
 
     model = built.model
     apply_levers(model, trainer)

@@ -9,9 +9,9 @@ import math
 
 import pandas as pd
 
+from bench.core.intervals import mean_interval
 from bench.report import memory, step_time
 from bench.report.compare import best_on_validation
-from bench.report.intervals import mean_interval
 from bench.report.labels import config_labels, labels, several
 from bench.techniques import REFERENCE, report_order
 

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from bench.report.intervals import NONE, difference
+from bench.core.intervals import NONE, difference
 
 CHOICE_METRIC = "accuracy_mean"  # eval/accuracy: the validation split; test/* is only ever reported
 

@@ -1,5 +1,5 @@
 """Deployment cost: what serving a trained model costs in each form it can be shipped in, from the
-`deploy/<form>/<figure>` metrics a run logs after training (`bench.deploy`). Pure pandas over the runs, like
+`deploy/<form>/<figure>` metrics a run logs after training (`bench.measure.deploy`). Pure pandas over the runs, like
 `analyse`, with the section's figures and text; a run that measured nothing (`deploy.measure=false`, or older than
 the measurement) adds no row.
 

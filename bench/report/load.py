@@ -25,7 +25,7 @@ class StoreError(Exception):
 
 def resolve_uri(explicit: str | None) -> str:
     """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db, the same fallback as `bench run`."""
-    from bench.store import resolve_uri as store_uri
+    from bench.tracking.store import resolve_uri as store_uri
 
     return store_uri(explicit)
 

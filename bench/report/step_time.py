@@ -1,13 +1,13 @@
 """Where the time goes: the step time of each profiled configuration split by category (`prof/<category>_ms`,
 logged by runs with `monitor.profile=true`), a stacked bar per configuration, and for each technique beside the
 one it modifies a sentence naming what costs the difference. Pure pandas and plotly dicts, like the rest of the
-report; the categories come from `bench.profile.categories` (no torch there)."""
+report; the categories come from `bench.measure.profile.categories` (no torch there)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from bench.profile.categories import CATEGORIES
+from bench.measure.profile.categories import CATEGORIES
 from bench.report import plots, render
 from bench.report.formats import count, decimal
 from bench.report.render import Column, Section, empty

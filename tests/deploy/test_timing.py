@@ -1,4 +1,4 @@
-"""bench.deploy.timing: the interval math against exact and scipy computations, and the stopping rules of
+"""bench.measure.deploy.timing: the interval math against exact and scipy computations, and the stopping rules of
 `time_calls` under a clock the test drives (plus one real sleep)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from fractions import Fraction
 
 import pytest
 
-from bench.deploy import timing
-from bench.deploy.timing import Timing, quantile_ranks, time_calls
+from bench.measure.deploy import timing
+from bench.measure.deploy.timing import Timing, quantile_ranks, time_calls
 
 SIZES = (1, 5, 6, 10, 20, 35, 36, 50, 99, 200)
 QUANTILES = (0.1, 0.5, 0.9, 0.95)

@@ -113,14 +113,14 @@ rank, fault = os.environ["FAULT"].split(":")
 if os.environ.get("RANK") == rank:  # a test's fault, in one rank, when training first logs its losses (step 3)
     import signal
 
-    import bench.train
+    import bench.training.loop
 
     def _failing(*args, **kwargs):
         if fault == "raise":
             raise RuntimeError(f"injected failure on rank {rank}")
         os.kill(os.getpid(), signal.SIGKILL)  # killed outright, as the OOM killer does: no error file, run RUNNING
 
-    bench.train._flush = _failing
+    bench.training.loop._flush = _failing
 '''
 
 

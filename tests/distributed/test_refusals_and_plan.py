@@ -9,8 +9,8 @@ from support import TINY, assert_one_error_line, run_cli_here
 
 from bench.cli import compose
 from bench.config import RunConfig
+from bench.models.precision import PlannedDevice
 from bench.plan.engine import plan_memory
-from bench.precision import PlannedDevice
 
 
 @pytest.mark.parametrize(("overrides", "needles"), [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from support import TINY, finished_runs, run_cli_here
 
-from bench.fair_select import TuneResult, choose_rates
+from bench.run.fair_select import TuneResult, choose_rates
 
 COMPARISON = ["experiment=fair-minilm", *TINY, "fair.techniques=[full,lora]",
               "fair.grid={full:[1e-4,1e-3],lora:[1e-3,1e-2]}", "fair.seeds=[1,2]"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import bench.fair as fair
+import bench.run.fair as fair
 from bench.cli import fair_comparison
 from bench.config import ConfigError, RunConfig
 

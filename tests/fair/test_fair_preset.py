@@ -8,7 +8,7 @@ from omegaconf import OmegaConf, open_dict
 
 from bench.cli import compose, fair_comparison, group_choices
 from bench.config import RunConfig
-from bench.fair import FairConfig, prepare_cell
+from bench.run.fair import FairConfig, prepare_cell
 
 FAIR_PRESETS = [name for name in group_choices("experiment") if fair_comparison([f"experiment={name}"])]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fair_select import TuneResult, _as_result, choose_rates, scores_table, tune_results
+from bench.run.fair_select import TuneResult, _as_result, choose_rates, scores_table, tune_results
 
 EXPERIMENT, FAIR_ID = "fair", "cmp1"
 # technique -> [(lr, validation accuracy)]; the best validation rate is 2e-3 for LoRA and 5e-5 for full FT.

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bench.config import MonitorConfig
-from bench.monitor import Monitor
-from bench.monitor.backends import Backend, ProcessSource, pick_backend
-from bench.monitor.nvml import DeviceIdentity, match_nvml_index, visible_entry
+from bench.measure.monitor import Monitor
+from bench.measure.monitor.backends import Backend, ProcessSource, pick_backend
+from bench.measure.monitor.nvml import DeviceIdentity, match_nvml_index, visible_entry
 
 CPU = torch.device("cpu")
 

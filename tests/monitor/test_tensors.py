@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bench.config import MonitorConfig, TrainerConfig
-from bench.footprint import training_state_bytes
-from bench.monitor import Monitor
-from bench.train import build_optimizer, train
+from bench.measure.monitor import Monitor
+from bench.models.footprint import training_state_bytes
+from bench.training.loop import build_optimizer, train
 
 CPU = torch.device("cpu")
 PARAMS = 1024  # fp32 weights of the toy model: 4 KiB

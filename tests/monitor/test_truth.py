@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from bench.config import MonitorConfig, TrainerConfig
-from bench.footprint import trainable_bytes, training_state_bytes
-from bench.metrics import evaluate_classifier
-from bench.monitor import Monitor, StepTimer
-from bench.train import build_optimizer, train
+from bench.measure.monitor import Monitor, StepTimer
+from bench.models.footprint import trainable_bytes, training_state_bytes
+from bench.tasks.metrics import evaluate_classifier
+from bench.training.loop import build_optimizer, train
 
 MB = 2**20
 CPU = torch.device("cpu")
@@ -54,7 +54,7 @@ def test_what_loading_held_is_not_training_peak() -> None:
 
 def test_known_allocation_is_seen_by_sampling_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fallback path (no /proc/self/clear_refs): the sampler's largest reading, even with monitoring off."""
-    monkeypatch.setattr("bench.monitor.peak.reset_kernel_peak", lambda: False)
+    monkeypatch.setattr("bench.measure.monitor.peak.reset_kernel_peak", lambda: False)
     with Monitor.for_device(CPU, MonitorConfig(enabled=False, interval_s=0.02)) as monitor:
         monitor.mark_training()
         _hold(256, 0.5)

@@ -43,7 +43,7 @@ _CONFIGS: dict[str, object] = {}
 
 def _model_config(model):
     """The transformers config of a causal LM, read once per model (tiny-llama's reads a tokenizer)."""
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
 
     key = repr(model)
     if key not in _CONFIGS:
@@ -53,8 +53,8 @@ def _model_config(model):
 
 def engine(cfg, batch_size: int | None = None):
     """The engine's plan for a GPU, as the CLI must report it (a causal LM's model config read once)."""
+    from bench.models.precision import PlannedDevice
     from bench.plan.engine import plan_memory
-    from bench.precision import PlannedDevice
 
     return plan_memory(cfg, device=PlannedDevice("cuda"), batch_size=batch_size, config=_model_config(cfg.model))
 

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from bench.cli import compose
 from bench.config import RunConfig
+from bench.models.precision import PlannedDevice
 from bench.plan.engine import plan_memory, trace_plan
-from bench.precision import PlannedDevice
 
 # MiniLM's width at 6 layers with a short text: full fine-tuning peaks in the optimizer's step at 2 and 3
 # layers and in the forward pass at 6, where the activations outgrow the step's temporaries
@@ -25,7 +25,7 @@ def _config(*overrides: str) -> RunConfig:
 
 @pytest.mark.parametrize("technique", ["full", "lora"])
 def test_extrapolated_in_depth_equals_the_full_trace(technique: str) -> None:
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
 
     cfg = _config(*DEEP_BERT, f"method={technique}")
     config = model_config(cfg.model, resolve_location(cfg.model), ["0", "1", "2"])

@@ -42,7 +42,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("model", group_choices("model"))
 def test_every_model_config_composes_and_builds_its_transformers_config(model: str, folder: Path) -> None:
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
 
     cfg = _run_config(model, folder)  # raises ConfigError if the config is invalid
     assert cfg.model.name == model or model == "local"
@@ -63,7 +63,7 @@ def test_config_only_models_have_their_published_sizes(model: str, folder: Path)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bench.models import model_config, resolve_location
+    from bench.models.load import model_config, resolve_location
 
     cfg = _run_config(model, folder)
     assert cfg.model.source == "config"

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from bench.config import MonitorConfig, TrainerConfig
-from bench.monitor import Monitor
-from bench.train import train
+from bench.measure.monitor import Monitor
+from bench.training.loop import train
 
 CPU = torch.device("cpu")
 # milliseconds slept per optimizer step, by the category they must be found in

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile.breakdown import BACKWARD_ROOT, STEP_END, Event, categorise, count, split
-from bench.profile.categories import CATEGORIES, module_categories
+from bench.measure.profile.breakdown import BACKWARD_ROOT, STEP_END, Event, categorise, count, split
+from bench.measure.profile.categories import CATEGORIES, module_categories
 
 
 def test_backward_ops_are_charged_to_the_forward_op_that_recorded_them() -> None:

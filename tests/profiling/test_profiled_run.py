@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from support import TINY, finished_runs, run_cli_here
 
-from bench.profile.categories import CATEGORIES
+from bench.measure.profile.categories import CATEGORIES
 
 
 def test_a_profiled_qlora_run_logs_its_breakdown_and_trace(store: str, tmp_path) -> None:  # noqa: ANN001

@@ -28,8 +28,8 @@ def _raise(error: BaseException) -> None:
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
-    """Every model `bench.methods.build_model` builds fails with `fault` from its 3rd training forward on."""
-    import bench.methods as methods
+    """Every model `bench.models.build.build_model` builds fails with `fault` from its 3rd training forward on."""
+    import bench.models.build as methods
 
     build = methods.build_model
 

@@ -1,5 +1,5 @@
 """Deployment cost in the synthetic store (experiment `deploy`): runs that measured the forms their technique can be
-served in, as `bench.deploy` logs them (`deploy/<form>/<figure>`, run-level batches, the `deploy/forms` tag), beside
+served in, as bench.measure.deploy logs it (`deploy/<form>/<figure>`, run-level batches, tag `deploy/forms`), beside
 runs that measured nothing. `figures` is the ground truth the deploy report's tests recompute by hand.
 
 A classifier (minilm) and a causal LM (tinyllama): full fine-tuning ships its checkpoint; LoRA its adapter, or the
@@ -20,7 +20,7 @@ CLASSIFIER, CAUSAL = "minilm", "tinyllama"
 FORMS = ("base", "unmerged", "merged16", "merged4", "full")
 LATENCY_BATCH, THROUGHPUT_BATCH, NEW_TOKENS = 1, 32, 16
 ADAPTER = {"lora": 300e3, "qlora": 310e3, "qalora": 320e3, "dora": 330e3, "loftq": 340e3}
-# The tags `bench.deploy` leaves: QA-LoRA's forms are measured in memory; a failed measurement logs no figure.
+# The tags `bench.measure.deploy` leaves: QA-LoRA's forms are measured in memory; a failed measurement logs no figure.
 IN_MEMORY = "QA-LoRA's forms were measured in memory: no load time, and their bytes are the state dict's tensors"
 ERROR = "OutOfMemoryError: CUDA out of memory while merging"
 TAGS = {"qalora": {"deploy/notes": IN_MEMORY}, "loftq": {"deploy/error": ERROR}}

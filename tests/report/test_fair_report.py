@@ -16,8 +16,8 @@ from report_expect import close, number, plot
 from report_store import tables
 from scipy import stats
 
+from bench.core.intervals import difference
 from bench.report import analyse, load, tuned, variants
-from bench.report.intervals import difference
 
 
 def _seeds(values: list[float], seeds: list[int]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from report_expect import plot
 from report_store import Run, build_store, tables
 
 from bench.cli import main
-from bench.profile.categories import CATEGORIES
+from bench.measure.profile.categories import CATEGORIES
 
 # ms per step by category; each technique's figures differ from LoRA's in the categories that explain it
 LORA = {"base_matmul": 40.0, "dequant": 0.0, "adapter": 10.0, "attention": 15.0, "optimizer": 2.0,

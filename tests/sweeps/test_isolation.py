@@ -138,22 +138,22 @@ SIGKILLed before its run starts. Loaded by every interpreter started with this f
 import os
 import signal
 
-import bench.runner
+import bench.run.runner
 
-_run_experiment = bench.runner.run_experiment
+_run_experiment = bench.run.runner.run_experiment
 
 
 def run_experiment(cfg, **kwargs):
     if str(cfg.seed) == os.environ.get("KILLED_BEFORE_RUN"):
         os.kill(os.getpid(), signal.SIGKILL)
     if str(cfg.seed) == os.environ.get("CRASH_IN_TRAINING"):
-        import bench.train
+        import bench.training.loop
 
-        bench.train.train = lambda **_: os._exit(3)
+        bench.training.loop.train = lambda **_: os._exit(3)
     return _run_experiment(cfg, **kwargs)
 
 
-bench.runner.run_experiment = run_experiment
+bench.run.runner.run_experiment = run_experiment
 '''
 
 

@@ -99,7 +99,7 @@ def test_every_preset_composes_into_valid_configs(group: str, preset: str, tmp_p
 
     from bench.cli import compose
     from bench.config import RunConfig
-    from bench.sweep import count_cells, sweep_overrides
+    from bench.run.sweep import count_cells, sweep_overrides
 
     base = [f"{group}={preset}", f"output_dir={tmp_path}"]
     config = compose(base, return_hydra_config=True)

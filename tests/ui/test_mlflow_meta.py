@@ -16,10 +16,10 @@ import pytest
 from support import TINY, finished_runs, run_cli_here
 
 from bench.config import DataConfig, TrackerConfig
-from bench.datasets_input import dataset_inputs, dataset_source, distinct_inputs
 from bench.techniques import NAMES
-from bench.tracking import Tracker
-from bench.ui_meta import (
+from bench.tracking.datasets import dataset_inputs, dataset_source, distinct_inputs
+from bench.tracking.tracker import Tracker
+from bench.tracking.ui_meta import (
     EXPERIMENT_KIND,
     NOTE,
     TRAINING_KIND,
@@ -108,7 +108,7 @@ def _sweep_with_one_cell(store: str, tmp_path: Path, log_report: bool):
     the Hydra config its end reads."""
     from omegaconf import OmegaConf
 
-    from bench.sweep import SWEEP_FILE
+    from bench.run.sweep import SWEEP_FILE
 
     client = mlflow.MlflowClient(store)
     experiment_id = client.create_experiment("hand")
@@ -135,7 +135,7 @@ def _local(tmp_path: Path) -> DataConfig:
 def test_a_report_that_cannot_be_built_warns_and_the_sweep_still_ends(store: str, tmp_path: Path, monkeypatch,
                                                                       capsys) -> None:
     import bench.report.build
-    from bench.sweep import SweepCallback
+    from bench.run.sweep import SweepCallback
 
     client, parent, config = _sweep_with_one_cell(store, tmp_path, log_report=True)
 
@@ -154,7 +154,7 @@ def test_a_report_that_cannot_be_built_warns_and_the_sweep_still_ends(store: str
 
 
 def test_log_report_false_logs_no_report(store: str, tmp_path: Path) -> None:
-    from bench.sweep import SweepCallback
+    from bench.run.sweep import SweepCallback
 
     client, parent, config = _sweep_with_one_cell(store, tmp_path, log_report=False)
     SweepCallback().on_multirun_end(config)
@@ -218,8 +218,8 @@ def test_each_split_names_where_it_came_from(tmp_path: Path) -> None:
 
 
 def test_a_causal_runs_pairs_are_its_inputs() -> None:
-    from bench.causal.task import CausalTask
     from bench.cli import compose
+    from bench.tasks.causal.task import CausalTask
 
     cfg = compose(["model=tiny-llama", "data.max_train_samples=20", "data.max_eval_samples=8",
                    "data.max_test_samples=8"])

@@ -1,5 +1,7 @@
-"""The package's import graph, read from the source: no import cycles, and no module reaching into another's
-private names. Imports inside functions count too: a lazy import is still a dependency."""
+"""The package's import graph, read from the source: packages in layers whose imports point one way (down), no
+import cycles between modules, and no module reaching into another's private names. Imports inside functions
+count too: a lazy import is still a dependency. Imports under `if TYPE_CHECKING:` never run, so they are left out
+(as import-linter's `exclude_type_checking_imports` does): a layer may name a higher layer's type in a hint."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def _imports(name: str, source: str, *, is_package: bool, modules: dict[str, Pat
     """(imported module, imported name or None) for every `bench` import in the module's source."""
     package = name if is_package else name.rpartition(".")[0]
     found: list[tuple[str, str | None]] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in _runtime_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [(alias.name, None) for alias in node.names if alias.name in modules]
         elif isinstance(node, ast.ImportFrom):
@@ -37,6 +39,15 @@ def _imports(name: str, source: str, *, is_package: bool, modules: dict[str, Pat
                 submodule = f"{base}.{alias.name}"
                 found.append((submodule, None) if submodule in modules else (base, alias.name))
     return found
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` but those under `if TYPE_CHECKING:` (imports for type hints only)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(child) for statement in node.body for child in ast.walk(statement)}
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
 
 
 def _graph(extra: dict[str, str] | None = None) -> tuple[dict[str, set[str]], list[str]]:
@@ -98,9 +109,71 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 def test_the_checker_sees_a_cycle_and_a_private_import() -> None:
     """The two tests above would catch what they look for: a made-up graph with both."""
-    made_up = {"bench.made_up": "def f():\n    from bench.data import _clean\n    from . import runner\n",
+    made_up = {"bench.made_up": "def f():\n    from bench.tasks.data import _clean\n    from .run import runner\n",
                "bench.made_up_too": "from bench.made_up import f\nimport bench.made_up\n"}
     edges, private = _graph({**made_up, "bench.made_up": made_up["bench.made_up"] + "import bench.made_up_too\n"})
-    assert private == ["bench.made_up imports bench.data._clean"]
-    assert edges["bench.made_up"] == {"bench.data", "bench.runner", "bench.made_up_too"}
+    assert private == ["bench.made_up imports bench.tasks.data._clean"]
+    assert edges["bench.made_up"] == {"bench.tasks.data", "bench.run.runner", "bench.made_up_too"}
     assert ["bench.made_up", "bench.made_up_too"] in _cycles(edges)
+
+
+# The layers, top first: a package may import only packages below it. Packages in one layer are independent.
+LAYERS = [
+    ["cli"],  # entry points: Hydra stops here
+    ["run"],  # orchestration: a run's skeleton, cells, sweeps, the fair comparison
+    ["report", "plan"],  # reads MLflow only / predicts before a GPU is rented
+    ["training"],  # the one loop and its levers
+    ["distributed"],  # one run across processes
+    ["tracking"],  # MLflow: the run, the store, what the UI shows
+    ["measure"],  # monitor, profile, deploy: figures, never the report
+    ["tasks"],  # data and how each task is scored
+    ["models"],  # loading and building the model to train
+    ["config"],  # typed configuration and its schema
+    ["techniques"],  # one module per technique
+    ["core"],  # errors, profiler ranges, package files, intervals
+]
+
+
+def _package(module: str) -> str:
+    """`bench.run.runner` -> `run`; a top-level module is its own package (`bench.cli` -> `cli`)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    """Imports that point up (or sideways within a layer), as `importer -> imported (package -> package)`."""
+    rank = {package: index for index, layer in enumerate(LAYERS) for package in layer}
+    found = []
+    for importer, targets in edges.items():
+        for target in targets:
+            low, high = _package(importer), _package(target)
+            if low == high or low == "bench" and importer == "bench":
+                continue
+            if low not in rank or high not in rank:
+                found.append(f"{importer} -> {target}: package {low if low not in rank else high} has no layer")
+            elif rank[high] <= rank[low]:
+                found.append(f"{importer} -> {target} ({low} -> {high})")
+    return sorted(found)
+
+
+def test_every_package_has_a_layer() -> None:
+    top = {_package(name) for name in _modules() if name != "bench"}
+    layered = {package for layer in LAYERS for package in layer}
+    assert top - layered == set(), "a new top-level package needs its place in LAYERS"
+    assert layered - top == set(), "LAYERS names a package that does not exist"
+
+
+def test_imports_point_down_the_layers() -> None:
+    assert _layer_violations(_graph()[0]) == []
+
+
+def test_the_layer_checker_sees_an_import_up_and_one_sideways() -> None:
+    """Measurement importing the report (up), the report importing the plan (sideways), and a hint-only import
+    under TYPE_CHECKING (allowed)."""
+    made_up = {"bench.measure.made_up": "def f():\n    from bench.report.formats import count\n",
+               "bench.report.made_up": "import bench.plan.cards\n",
+               "bench.core.made_up": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import bench.config\n"}
+    edges, _ = _graph(made_up)
+    assert _layer_violations({name: edges[name] for name in made_up}) == [
+        "bench.measure.made_up -> bench.report.formats (measure -> report)",
+        "bench.report.made_up -> bench.plan.cards (report -> plan)"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bench.config import ConfigError, DataConfig
-from bench.data import load_splits
+from bench.tasks.data import load_splits
 
 
 def _frame(rows: int = 100) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The memory levers `bench run` honours (bench.levers): gradient checkpointing saves activations and changes no
+"""The memory levers `bench run` honours (bench.training.levers): gradient checkpointing saves activations, changes no
 result, 8-bit AdamW holds a quarter of AdamW's state (counted from its tensors), gradient accumulation gives
 the update of the large batch while every figure counts optimizer steps, and what cannot work is refused in
 one line before anything loads."""
@@ -16,12 +16,12 @@ import torch
 from support import TINY, assert_one_error_line, finished_runs, run_cli_here
 
 from bench.config import ConfigError, MethodConfig, ModelConfig, MonitorConfig, TrainerConfig
-from bench.footprint import training_state_bytes
-from bench.levers import enable_gradient_checkpointing
-from bench.methods import build_model
-from bench.models import ModelLocation, load_tokenizer, materialize_tiny
-from bench.monitor import Monitor
-from bench.train import build_optimizer, train
+from bench.measure.monitor import Monitor
+from bench.models.build import build_model
+from bench.models.footprint import training_state_bytes
+from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
+from bench.training.levers import enable_gradient_checkpointing
+from bench.training.loop import build_optimizer, train
 
 CPU = torch.device("cpu")
 LABELS = ["negative", "neutral", "positive"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from bench.config import MethodConfig, ModelConfig
-from bench.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
-from bench.methods import build_model
-from bench.models import ModelLocation, load_tokenizer, materialize_tiny
+from bench.models.build import build_model
+from bench.models.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
+from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
 
 LABELS = ["negative", "neutral", "positive"]
 HIDDEN, INTERMEDIATE, LAYERS = 256, 512, 2

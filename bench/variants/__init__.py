@@ -1,1 +1,0 @@
-"""LoRA variants that need more than a peft option: LoftQ, QA-LoRA and LongLoRA."""
