@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def rank_device(device: Any) -> Any:
+def rank_device(device: torch.device) -> Any:
     """The device of this rank: on CUDA the GPU of its local rank (ranks share GPUs round-robin when there are
     more ranks than GPUs); the device unchanged elsewhere."""
     info = rank_info()
@@ -71,7 +74,7 @@ def rank_device(device: Any) -> Any:
     return chosen
 
 
-def backend_for(device: Any) -> str:
+def backend_for(device: torch.device) -> str:
     """nccl where every rank has a GPU of its own; gloo otherwise: on CPU, and when ranks share a GPU (NCCL
     refuses two ranks on one device; gloo moves CUDA tensors through the host, slower but the same results)."""
     if device.type != "cuda":
@@ -82,7 +85,7 @@ def backend_for(device: Any) -> str:
     return "nccl" if local <= torch.cuda.device_count() else "gloo"
 
 
-def join(device: Any) -> str:
+def join(device: torch.device) -> str:
     """Join the run's process group (once); returns the backend. srun's variables become torch's first."""
     import torch.distributed as dist
 

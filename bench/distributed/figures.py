@@ -7,13 +7,18 @@ Sizes come from the tensors each rank really holds: under FSDP a parameter is a 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.measure.monitor import Monitor
 
 # the per-rank figures summed into the run's throughput; the rest are per rank, with the maximum as the run's
 SUMMED = {"tokens_per_s": "train/tokens_per_s", "samples_per_s": "train/samples_per_s", "tokens": "train/tokens"}
 
 
-def local(tensor: Any) -> Any:
+def local(tensor: torch.Tensor) -> Any:
     """The part of `tensor` this rank holds: a DTensor's local shard, any other tensor itself."""
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
@@ -28,7 +33,7 @@ def held_bytes(tensors: Any) -> int:
     return sum(seen.values())
 
 
-def rank_figures(model: Any, *, result: Any, monitor: Any, comm: Any) -> dict[str, float]:
+def rank_figures(model: torch.nn.Module, *, result: Any, monitor: Monitor, comm: Any) -> dict[str, float]:
     """This rank's figures after training: its throughput, tensor peak, and the parameters, gradients and
     optimizer state it holds (the parameters now; the gradients and optimizer state as the first step left
     them, sized from the real tensors by `bench.models.footprint.training_state_bytes`)."""
@@ -73,7 +78,7 @@ def per_rank(metrics: dict[str, float]) -> list[dict[str, float]]:
             for rank in range(int(metrics.get("dist/world_size", 0)))]
 
 
-def full_state_dict(model: Any) -> dict[str, Any]:
+def full_state_dict(model: torch.nn.Module) -> dict[str, Any]:
     """The whole model's state, gathered from every rank's shards onto rank 0's host memory (every rank must
     call it; the others get an empty dict)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

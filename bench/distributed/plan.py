@@ -15,12 +15,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 SHARDED = ("params", "grads", "optimizer")
 
 
-def unit_bytes(model: Any) -> int:
+def unit_bytes(model: torch.nn.Module) -> int:
     """Bytes of FSDP's largest unit in `model` (meta tensors are fine): each transformer layer is one, and the
     root holds every parameter no layer holds."""
     from bench.distributed.wrap import transformer_layers

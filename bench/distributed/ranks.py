@@ -14,15 +14,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, RunConfig, TrainerConfig
 from bench.distributed.context import gather, join, rank_device, rank_info, under_launcher
 
+if TYPE_CHECKING:
+    import torch
+
+    from bench.config import ModelConfig
+    from bench.measure.monitor import Monitor
+    from bench.models.build import BuiltModel
+
 RUN_FILE_ENV = "BENCH_DIST_RUN_FILE"  # where rank 0 writes its MLflow run id for bench's launcher
 
 
-def check_strategy(cfg: RunConfig, device: Any) -> None:
+def check_strategy(cfg: RunConfig, device: torch.device) -> None:
     """Combinations that cannot work, refused in one line before anything loads."""
     trainer, info = cfg.trainer, rank_info()
     if info.world_size > 1 and trainer.strategy == "single":
@@ -79,7 +86,7 @@ class NullTracker:
         return lambda *args, **kwargs: None
 
 
-def open_tracker(spec: Any, **identity: Any) -> Any:
+def open_tracker(spec: ModelConfig, **identity: Any) -> Any:
     """The run's MLflow tracker on rank 0 (or in a single process); a NullTracker on every other rank."""
     from bench.tracking.tracker import Tracker
 
@@ -98,10 +105,10 @@ class RankRun:
     """What a rank of a run does around the one training loop (a no-op in a single process)."""
 
     strategy: str = "single"
-    device: Any = None
+    device: torch.device | None = None
     backend: str = ""
     comm: Any = None  # bench.distributed.wrap.CommTimer under DDP
-    model: Any = None  # as trained: the DDP wrapper, or the model FSDP sharded in place
+    model: torch.nn.Module | None = None  # as trained: the DDP wrapper, or the model FSDP sharded in place
 
     @property
     def distributed(self) -> bool:
@@ -115,14 +122,14 @@ class RankRun:
         return not self.distributed or (self.strategy == "ddp" and rank_info().is_main)
 
     @classmethod
-    def start(cls, trainer: TrainerConfig, device: Any) -> RankRun:
+    def start(cls, trainer: TrainerConfig, device: torch.device) -> RankRun:
         """Join the process group where the strategy is distributed; the rank's own device."""
         if trainer.strategy == "single":
             return cls(device=device)
         device = rank_device(device)
         return cls(strategy=trainer.strategy, device=device, backend=join(device))
 
-    def prepare(self, model: Any, train_loader: Any, *, seed: int) -> tuple[Any, Any]:
+    def prepare(self, model: torch.nn.Module, train_loader: Any, *, seed: int) -> tuple[Any, Any]:
         """The model as the strategy trains it and this rank's shard of the training batches."""
         if not self.distributed:
             return model, train_loader
@@ -147,7 +154,8 @@ class RankRun:
         measured = {**measured, **metrics}
         return {**measured, **prediction_errors(plan, measured)}, {**tags, **dist_tags}
 
-    def finish(self, built: Any, *, result: Any, monitor: Any, rebuild: Callable[[], Any]) -> tuple[Any, list]:
+    def finish(self, built: BuiltModel, *, result: Any, monitor: Monitor, rebuild: Callable[[], Any]) -> tuple[Any,
+               list]:
         """After training, on every rank together: gather each rank's figures on rank 0, and under FSDP the full
         state dict. Returns (the plain model's build, every rank's figures) on rank 0, (None, []) elsewhere."""
         from bench.distributed.figures import rank_figures

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -59,7 +62,7 @@ def _timed_allreduce(timer, bucket):  # noqa: ANN001, ANN202 - DDP checks a hook
     return future.then(finished)
 
 
-def transformer_layers(model: Any) -> list[Any]:
+def transformer_layers(model: torch.nn.Module) -> list[Any]:
     """The model's repeated blocks, by the classes transformers never splits across devices
     (`_no_split_modules`: BertLayer, LlamaDecoderLayer, ...): FSDP's units."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -67,7 +70,7 @@ def transformer_layers(model: Any) -> list[Any]:
     return [module for module in model.modules() if type(module).__name__ in names]
 
 
-def wrap_model(model: Any, *, strategy: str, device: Any) -> tuple[Any, CommTimer | None]:
+def wrap_model(model: torch.nn.Module, *, strategy: str, device: torch.device) -> tuple[Any, CommTimer | None]:
     """The model as `strategy` trains it, and DDP's all-reduce timer (None under FSDP: its all-gathers and
     reduce-scatters run inside fully_shard's own hooks and streams, overlapped with compute, and torch offers
     no hook to time them, so they are not told apart from the step's time)."""
@@ -88,7 +91,7 @@ def wrap_model(model: Any, *, strategy: str, device: Any) -> tuple[Any, CommTime
     return model, None
 
 
-def unwrapped(model: Any) -> Any:
+def unwrapped(model: torch.nn.Module) -> Any:
     """The module inside a DDP wrapper (what the levers and the shipping see); the model itself otherwise."""
     return getattr(model, "module", model)
 

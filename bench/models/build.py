@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, MethodConfig, ModelConfig
 from bench.models.load import (
@@ -25,6 +25,10 @@ from bench.models.load import (
 from bench.models.precision import run_dtypes
 from bench.techniques.targets import check_rank_fits, check_targets_match, resolve_targets
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig
+
 # The library each quantized base needs.
 BASE_PACKAGES = {"nf4": "bitsandbytes", "int4-affine": "hqq"}
 
@@ -33,9 +37,9 @@ BASE_PACKAGES = {"nf4": "bitsandbytes", "int4-affine": "hqq"}
 class BuiltModel:
     """The trainable model and the choices made while building it (all of them get logged)."""
 
-    model: Any
-    weights_dtype: Any  # dtype of the (unquantized) weights as held
-    compute_dtype: Any  # dtype matmuls run in (autocast)
+    model: torch.nn.Module
+    weights_dtype: torch.dtype  # dtype of the (unquantized) weights as held
+    compute_dtype: torch.dtype  # dtype matmuls run in (autocast)
     head_modules: list[str]  # modules outside the pretrained body, trained in full
     target_modules: str | list[str] | None  # what LoRA was applied to (None for full fine-tuning)
     also_trained: list[str] = field(default_factory=list)  # body modules trained in full (LongLoRA's LoRA+)
@@ -43,7 +47,7 @@ class BuiltModel:
     lr_by_module: dict[str, float] = field(default_factory=dict)  # modules that train at their own rate
 
 
-def check_method_supported(method: MethodConfig, device: Any, task: str = "classification") -> None:
+def check_method_supported(method: MethodConfig, device: torch.device, task: str = "classification") -> None:
     """Cheap checks before any data or weights load: the library each base needs, and the task it serves."""
     if method.technique.causal_lm_only:
         from bench.techniques.longlora import check_longlora_task
@@ -114,7 +118,7 @@ class PretrainedWeights:
 
     initialises = True  # PiSSA's, OLoRA's and LoftQ's data-dependent initialisations run
 
-    def __init__(self, *, spec: ModelConfig, location: ModelLocation, labels: list[str], device: Any,
+    def __init__(self, *, spec: ModelConfig, location: ModelLocation, labels: list[str], device: torch.device,
                  causal: bool) -> None:
         self.causal, self.device = causal, device
         # A causal LM keeps its pretrained LM head: nothing is new, so no module trains in full beside LoRA.
@@ -122,11 +126,13 @@ class PretrainedWeights:
         self._load = partial(load_causal_lm if causal else partial(load_classifier, labels=labels),
                              location=location, spec=spec)
 
-    def load(self, *, dtype: Any, quantization: Any = None, device: Any = None) -> Any:
+    def load(self, *, dtype: torch.dtype, quantization: BitsAndBytesConfig | None = None,
+             device: torch.device | None = None) -> Any:
         """The model in `dtype` (4-bit where `quantization` says) on `device` (default: the run's)."""
         return self._load(dtype=dtype, quantization=quantization, device=device or self.device)
 
-    def quantize_int4(self, model: Any, *, group_size: int, skip: list[str], compute_dtype: Any) -> None:
+    def quantize_int4(self, model: torch.nn.Module, *, group_size: int, skip: list[str],
+                      compute_dtype: torch.dtype) -> None:
         """QA-LoRA's base: hqq's affine INT4 on every linear layer not in `skip`."""
         from bench.techniques.qalora import quantize_linears_hqq
 
@@ -138,14 +144,14 @@ class PretrainedWeights:
 
 
 def build_model(*, method: MethodConfig, spec: ModelConfig, location: ModelLocation, model_type: str,
-                labels: list[str], device: Any, task: str = "classification") -> BuiltModel:
+                labels: list[str], device: torch.device, task: str = "classification") -> BuiltModel:
     """Load the base model the way `method` needs it and make the right parameters trainable."""
     weights = PretrainedWeights(spec=spec, location=location, labels=labels, device=device,
                                 causal=task == "causal_lm")
     return assemble(method=method, weights=weights, model_type=model_type, device=device, task=task)
 
 
-def assemble(*, method: MethodConfig, weights: Any, model_type: str, device: Any,
+def assemble(*, method: MethodConfig, weights: Any, model_type: str, device: torch.device,
              task: str = "classification") -> BuiltModel:
     """The technique's model from a source of weights (`PretrainedWeights`, or a plan's skeleton): the base in
     the technique's dtype and quantization, then its adapter, trainable where the technique trains."""
@@ -210,7 +216,7 @@ def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
     return weights
 
 
-def nf4_quantization(method: MethodConfig, *, compute_dtype: Any, skip: list[str]) -> Any:
+def nf4_quantization(method: MethodConfig, *, compute_dtype: torch.dtype, skip: list[str]) -> Any:
     """bitsandbytes' 4-bit config of a technique: the base a run trains on, and a merged model quantized again."""
     from transformers import BitsAndBytesConfig
 
@@ -223,7 +229,7 @@ def nf4_quantization(method: MethodConfig, *, compute_dtype: Any, skip: list[str
     )
 
 
-def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: Any, skip: list[str]) -> Any:
+def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: torch.dtype, skip: list[str]) -> Any:
     quantization = nf4_quantization(method, compute_dtype=compute_dtype, skip=skip)
     model = load(dtype=compute_dtype, quantization=quantization)
     disable_cpu_4bit_repacking(model)
@@ -234,7 +240,7 @@ def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype:
     return model
 
 
-def _add_lora(base: Any, *, method: MethodConfig, targets: str | list[str], full_modules: list[str],
+def _add_lora(base: torch.nn.Module, *, method: MethodConfig, targets: str | list[str], full_modules: list[str],
               causal: bool, initialise: bool = True, **options: Any) -> Any:
     """peft's LoRA (and the variant's options) on `base`; `initialise=False` keeps peft's plain initialisation
     where a variant's would decompose the weights (a plan's skeleton has no values to decompose)."""
@@ -271,7 +277,7 @@ def _fp32() -> Any:
     return torch.float32
 
 
-def disable_cpu_4bit_repacking(model: Any) -> int:
+def disable_cpu_4bit_repacking(model: torch.nn.Module) -> int:
     """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights the first time a layer runs without grad,
     into a kernel that has no autograd: training after an evaluation then silently stops. Turn it off."""
     try:

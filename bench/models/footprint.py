@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def logical_numel(parameter: Any, packed_numels: dict[int, int] | None = None) -> int:
@@ -31,17 +34,17 @@ def logical_numel(parameter: Any, packed_numels: dict[int, int] | None = None) -
     return parameter.numel()
 
 
-def _hqq_layers(model: Any) -> list[Any]:
+def _hqq_layers(model: torch.nn.Module) -> list[Any]:
     """hqq `HQQLinear` modules, recognised by shape rather than class so this module never imports hqq."""
     return [m for m in model.modules() if getattr(m, "W_q", None) is not None
             and isinstance(getattr(m, "meta", None), dict) and "shape" in m.meta]
 
 
-def _weight_count(layer: Any) -> int:
+def _weight_count(layer: torch.nn.Module) -> int:
     return math.prod(int(size) for size in layer.meta["shape"])
 
 
-def hqq_packed_numels(model: Any) -> dict[int, int]:
+def hqq_packed_numels(model: torch.nn.Module) -> dict[int, int]:
     """`id(W_q)` -> d_out * d_in for every hqq layer of the model."""
     return {id(layer.W_q): _weight_count(layer) for layer in _hqq_layers(model)}
 
@@ -59,7 +62,7 @@ def _meta_tensors(meta: dict[str, Any]) -> list[Any]:
     return found
 
 
-def _hqq_bias(layer: Any) -> list[Any]:
+def _hqq_bias(layer: torch.nn.Module) -> list[Any]:
     """The bias of an hqq layer when it is a plain attribute (a registered one is among the parameters)."""
     import torch
 
@@ -67,7 +70,7 @@ def _hqq_bias(layer: Any) -> list[Any]:
     return [bias] if isinstance(bias, torch.Tensor) and "bias" not in layer._parameters else []
 
 
-def parameter_counts(model: Any) -> dict[str, float]:
+def parameter_counts(model: torch.nn.Module) -> dict[str, float]:
     """`params/trainable`, `params/total` and `params/trainable_pct`, in logical (unpacked) weights."""
     packed = hqq_packed_numels(model)
     hqq_biases = sum(b.numel() for layer in _hqq_layers(model) for b in _hqq_bias(layer))  # frozen
@@ -85,7 +88,7 @@ def _quant_state_tensors(state: Any) -> list[Any]:
     return tensors + (_quant_state_tensors(nested) if nested is not None else [])
 
 
-def held_outside_parameters(model: Any) -> list[Any]:
+def held_outside_parameters(model: torch.nn.Module) -> list[Any]:
     """Tensors that hold the weights but are neither parameters nor buffers: bitsandbytes' quantization state
     (absmax per block, its second level, the code table) and hqq's per-group scales, zero points and bias."""
     held = []
@@ -97,11 +100,11 @@ def held_outside_parameters(model: Any) -> list[Any]:
     return held
 
 
-def _storage_key(tensor: Any) -> tuple[int, int]:
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
     return tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()
 
 
-def weights_bytes(model: Any) -> int:
+def weights_bytes(model: torch.nn.Module) -> int:
     """Bytes of all parameters and buffers as held, plus quantization states; shared storage counted once."""
     seen: dict[tuple[int, int], int] = {}
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -123,12 +126,12 @@ def _tensor_bytes(tensors: Any) -> int:
     return sum(seen.values())
 
 
-def trainable_bytes(model: Any) -> int:
+def trainable_bytes(model: torch.nn.Module) -> int:
     """Bytes of the parameters that train, as held (fp32 adapters and head, or the 16-bit weights in full FT)."""
     return _tensor_bytes(p for p in model.parameters() if p.requires_grad)
 
 
-def training_state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
+def training_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
     """`mem/grads_bytes` and `mem/optimizer_bytes` from the tensors that exist after an optimizer step, before
     the gradients are cleared: every tensor in the optimizer's state, not a formula. AdamW: two moments, plus a
     Kahan compensation buffer for 16-bit weights in torch-optimi; bitsandbytes' 8-bit AdamW: two uint8 moments
@@ -150,7 +153,7 @@ def _flat_values(tree: Any) -> list[Any]:
     return [tree]
 
 
-def base_weight_bits_per_param(model: Any) -> float:
+def base_weight_bits_per_param(model: torch.nn.Module) -> float:
     """Bits per weight of the base's linear layers as the technique holds them: its quantized layers alone
     where it quantizes (~4.13 for NF4 with double quant, 4 + 2 * 16 / group_size for hqq INT4 with bf16 scales
     and zero points), else every base linear layer (16 for bf16).
@@ -181,14 +184,14 @@ def base_weight_bits_per_param(model: Any) -> float:
     return (bits + sum(shared.values())) / weights if weights else 0.0
 
 
-def model_bits_per_param(model: Any) -> float:
+def model_bits_per_param(model: torch.nn.Module) -> float:
     """Bits the whole model holds per parameter: every weight, buffer and quantization state (`weights_bytes`)
     over every parameter counted as the weights it stands for, embeddings, head and adapters included."""
     total = parameter_counts(model)["params/total"]
     return 8 * weights_bytes(model) / total if total else 0.0
 
 
-def _hqq_weight_bits(model: Any) -> tuple[int, int]:
+def _hqq_weight_bits(model: torch.nn.Module) -> tuple[int, int]:
     """Bits held by the hqq layers' packed weights and per-group meta-data, and how many weights they hold
     (the bias is left out, as it is for float layers)."""
     bits, weights = 0, 0
@@ -199,7 +202,7 @@ def _hqq_weight_bits(model: Any) -> tuple[int, int]:
     return bits, weights
 
 
-def _is_code_table(tensor: Any, state: Any) -> bool:
+def _is_code_table(tensor: torch.Tensor, state: Any) -> bool:
     nested = getattr(state, "state2", None)
     return tensor is getattr(state, "code", None) or (nested is not None and tensor is getattr(nested, "code", None))
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.config import ConfigError, ModelConfig
 from bench.core.paths import cache_root, save_whole
+
+if TYPE_CHECKING:
+    import torch
 
 
 def install_hint(package: str) -> str:
@@ -61,7 +64,7 @@ def _convert(source: Path, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def clear_gguf_marks(model: Any) -> None:
+def clear_gguf_marks(model: torch.nn.Module) -> None:
     """After loading, the weights are plain float32, but transformers still marks the model as GGUF-quantized
     and `save_pretrained` refuses to save it; the marks describe the file, not the tensors, so drop them."""
     model.hf_quantizer = None

@@ -7,10 +7,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bench.config import ConfigError, ModelConfig
 from bench.core.paths import cache_root, package_file, save_whole
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,12 @@ def load_tokenizer(spec: ModelConfig, location: ModelLocation) -> Any:
     return tokenizer
 
 
-def end_token_id(tokenizer: Any) -> int | None:
+def end_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The token that ends an answer: EOS, or SEP for a BERT vocabulary (which has no EOS)."""
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
 
-def _tiny_config(spec: ModelConfig, *, tokenizer: Any, labels: list[str] | None) -> Any:
+def _tiny_config(spec: ModelConfig, *, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> Any:
     """The config of a tiny random model: its architecture, the tokenizer's vocabulary, and a classifier's
     labels (`labels`) or a causal LM's special tokens (`labels=None`)."""
     from transformers import AutoConfig
@@ -101,7 +105,8 @@ def _tiny_config(spec: ModelConfig, *, tokenizer: Any, labels: list[str] | None)
                                 pad_token_id=tokenizer.pad_token_id, **head, **sizes)
 
 
-def materialize_tiny(spec: ModelConfig, *, tokenizer: Any, seed: int, labels: list[str] | None) -> ModelLocation:
+def materialize_tiny(spec: ModelConfig, *, tokenizer: PreTrainedTokenizerBase, seed: int,
+                     labels: list[str] | None) -> ModelLocation:
     """Build the random-init model once per (architecture, head, vocabulary, seed) and save it, so that it
     loads through the same `from_pretrained` path as a real model (which quantization needs). `labels`: a
     classifier's label set; None builds a causal LM."""
@@ -147,7 +152,8 @@ def model_limits(location: ModelLocation, spec: ModelConfig) -> tuple[str, int |
     return config.model_type, getattr(config, "max_position_embeddings", None)
 
 
-def check_context(max_length: int, *, model_limit: int | None, tokenizer: Any, model_name: str) -> None:
+def check_context(max_length: int, *, model_limit: int | None, tokenizer: PreTrainedTokenizerBase,
+                  model_name: str) -> None:
     """`data.max_length` must fit the model's context (position embeddings) and its tokenizer's limit."""
     limits = [n for n in (model_limit, getattr(tokenizer, "model_max_length", None)) if n and n < 1_000_000]
     if limits and max_length > min(limits):
@@ -166,14 +172,15 @@ def head_module_names(location: ModelLocation, spec: ModelConfig, labels: list[s
     return skeleton_heads(skeleton)
 
 
-def skeleton_heads(model: Any) -> list[str]:
+def skeleton_heads(model: torch.nn.Module) -> list[str]:
     """Top-level modules of a (skeleton) model outside its pretrained body that hold parameters: the head."""
     body = model.base_model_prefix
     return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
 
 
-def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[str], dtype: Any, device: Any,
-                    quantization: Any = None, new_head: bool = True) -> Any:
+def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[str], dtype: torch.dtype,
+                    device: torch.device,
+                    quantization: BitsAndBytesConfig | None = None, new_head: bool = True) -> Any:
     """`AutoModelForSequenceClassification` with our label set; the head is new if the checkpoint has none.
     `new_head=False` (a folder bench saved, head included) refuses any weight whose shape does not match."""
     from transformers import AutoModelForSequenceClassification
@@ -190,8 +197,8 @@ def load_classifier(*, location: ModelLocation, spec: ModelConfig, labels: list[
         hf_logging.set_verbosity(verbosity)
 
 
-def load_causal_lm(*, location: ModelLocation, spec: ModelConfig, dtype: Any, device: Any,
-                   quantization: Any = None) -> Any:
+def load_causal_lm(*, location: ModelLocation, spec: ModelConfig, dtype: torch.dtype, device: torch.device,
+                   quantization: BitsAndBytesConfig | None = None) -> Any:
     """`AutoModelForCausalLM` with the checkpoint's own LM head (nothing is newly initialised)."""
     from transformers import AutoModelForCausalLM
 

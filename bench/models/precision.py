@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, MethodConfig, Precision
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(requested: str) -> Any:
@@ -32,7 +35,7 @@ class PlannedDevice:
         return self.type
 
 
-def bf16_supported(device: Any) -> bool:
+def bf16_supported(device: torch.device) -> bool:
     """Native bf16 arithmetic: Ampere+ on CUDA, AVX512-BF16 or AMX on CPU (else bf16 is slow emulation)."""
     import torch
 
@@ -44,7 +47,7 @@ def bf16_supported(device: Any) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def pick_dtype(requested: Precision, device: Any) -> Any:
+def pick_dtype(requested: Precision, device: torch.device) -> Any:
     """The 16-bit dtype to use: bf16 where native, else fp16 on CUDA, else fp32 (CPU fp16 is not usable)."""
     import torch
 
@@ -58,7 +61,7 @@ def pick_dtype(requested: Precision, device: Any) -> Any:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def run_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
+def run_dtypes(method: MethodConfig, device: torch.device) -> tuple[Any, Any]:
     """(dtype the unquantized weights are held in, dtype matmuls compute in) for a technique on a device: the
     weights' dtype for 16-bit bases, `method.compute_dtype` for both on a 4-bit base (its frozen float weights
     are held in the compute dtype, as LoRA holds them in its own)."""
@@ -69,7 +72,7 @@ def run_dtypes(method: MethodConfig, device: Any) -> tuple[Any, Any]:
     return weights, weights
 
 
-def hardware_identity(method: MethodConfig, device: Any) -> dict[str, str]:
+def hardware_identity(method: MethodConfig, device: torch.device) -> dict[str, str]:
     """What the config hash adds about where and how a run computes: the device type (and on CUDA the GPU's
     name) and the resolved dtypes. A GPU sweep into a store of CPU runs then reruns its cells instead of
     skipping them as finished, and bf16 and fp32 runs of the same config stay apart."""
@@ -82,6 +85,6 @@ def hardware_identity(method: MethodConfig, device: Any) -> dict[str, str]:
     return identity
 
 
-def dtype_name(dtype: Any) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     """`torch.bfloat16` -> `bf16`, for params and tags."""
     return {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(str(dtype), str(dtype))

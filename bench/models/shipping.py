@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.tracking.tracker import Tracker
 
 INITIAL_ADAPTER = "initial_adapter"  # PiSSA/OLoRA's adapter as initialised, for the conversion when shipped
 
 
-def save_initial_adapter(model: Any, output_dir: Path) -> None:
+def save_initial_adapter(model: torch.nn.Module, output_dir: Path) -> None:
     """PiSSA and OLoRA change the base weights; keeping the adapter as initialised lets `ship` convert the
     trained one into a plain LoRA delta that works on the original, unchanged base (peft's conversion)."""
     config = model.peft_config["default"]
@@ -20,7 +25,7 @@ def save_initial_adapter(model: Any, output_dir: Path) -> None:
     config.init_lora_weights = init
 
 
-def ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, upload: bool) -> int:
+def ship(model: torch.nn.Module, *, output_dir: Path, uses_adapter: bool, tracker: Tracker, upload: bool) -> int:
     """Save what a user would ship (the adapter, or the full weights) and return its bytes on disk."""
     from bench.models.footprint import directory_bytes
 
@@ -39,7 +44,7 @@ def ship(model: Any, *, output_dir: Path, uses_adapter: bool, tracker: Any, uplo
     return directory_bytes(folder)
 
 
-def _restore_modules_to_save(model: Any, folder: Path) -> int:
+def _restore_modules_to_save(model: torch.nn.Module, folder: Path) -> int:
     """peft's conversion (`LoraModel.subtract_mutated_init`, peft 0.21) keeps only the lora_A/lora_B tensors, so a
     converted adapter loses the modules trained in full beside it (a classifier's head): loaded, it would serve
     an untrained head. Put them back into the saved file; returns how many tensors were missing."""

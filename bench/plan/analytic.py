@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.config import MethodConfig
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class _Census:
     targeted_outputs: int = 0  # sum of the targeted linears' output widths
 
 
-def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Census:
+def _census(config: PretrainedConfig, method: MethodConfig, trust_remote_code: bool) -> _Census:
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForSequenceClassification
@@ -84,7 +88,7 @@ def _census(config: Any, method: MethodConfig, trust_remote_code: bool) -> _Cens
                    targeted_outputs=sum(linears[n].out_features for n in targets))
 
 
-def _adapter_params(method: MethodConfig, linear: Any) -> int:
+def _adapter_params(method: MethodConfig, linear: torch.nn.Linear) -> int:
     """What a variant trains on one linear: QA-LoRA's A sees d_in/g pooled inputs; DoRA adds a magnitude per output."""
     d_in, d_out = linear.in_features, linear.out_features
     if method.name == "qalora":
@@ -105,7 +109,7 @@ def _int4_affine_bytes(numel: int, group_size: int, meta_size: int) -> int:
     return math.ceil(numel / 2) + 2 * meta_size * math.ceil(numel / group_size)
 
 
-def _attention_kind(config: Any, device: Any) -> str:
+def _attention_kind(config: PretrainedConfig, device: torch.device) -> str:
     """eager (scores kept in the compute dtype), math (CPU SDPA with dropout: kept in fp32), or fused (none)."""
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     if implementation == "eager":
@@ -115,7 +119,7 @@ def _attention_kind(config: Any, device: Any) -> str:
     return "math" if device.type == "cpu" and dropout > 0 else "fused"
 
 
-def _activations(config: Any, *, batch: int, seq: int, element: int, device: Any) -> int:
+def _activations(config: PretrainedConfig, *, batch: int, seq: int, element: int, device: torch.device) -> int:
     """Bytes autograd keeps for the backward pass, all layers (see the module docstring). Per token and
     layer: the inputs of the four linear maps, e*(3h + i); the GELU input, e*i; the norms' and dropouts'
     tensors, 4*e*h; the attention's q, k and v, 3*a_e*h. Per sequence, the attention scores, a*s^2 each:
@@ -132,7 +136,8 @@ def _activations(config: Any, *, batch: int, seq: int, element: int, device: Any
     return layers * per_layer + batch * seq * 2 * element * h  # + the embeddings' norm and dropout
 
 
-def estimate_peak(*, config: Any, method: MethodConfig, device: Any, batch_size: int, seq_len: int,
+def estimate_peak(*, config: PretrainedConfig, method: MethodConfig, device: torch.device, batch_size: int,
+                  seq_len: int,
                   trust_remote_code: bool = False) -> Estimate:
     """Predict the training peak of `method` on this model config, batch and sequence length."""
     from bench.models.precision import run_dtypes

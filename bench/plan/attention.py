@@ -10,7 +10,10 @@ transformers' attention interface for the plan's model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "bench_plan_fused"
 
@@ -40,14 +43,15 @@ def _fused_function() -> Any:
     return FusedAttention
 
 
-def fused_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
+def fused_attention(module: torch.nn.Module, query: Any, key: Any, value: Any, attention_mask: Any,
+                    scaling: float | None = None,
                     dropout: float = 0.0, **kwargs: Any) -> tuple[Any, None]:
     """transformers' attention-interface signature: [b, h, s, d] in, [b, s, h, d] out, no weights returned."""
     output = _fused_function().apply(query, key, value)
     return output.transpose(1, 2).contiguous(), None
 
 
-def use_fused_attention(model: Any) -> bool:
+def use_fused_attention(model: torch.nn.Module) -> bool:
     """Make the model attend with `fused_attention` where it attends through transformers' interface with SDPA
     (its default); False where it uses something else (eager attention, LongLoRA's S²-Attn), left as it is."""
     from transformers import AttentionInterface

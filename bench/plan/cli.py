@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bench.plan.cards import DEFAULT_HEADROOM, SizeError, card, parse_headroom, parse_size
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,8 @@ def model_configs(cfgs: list[Any]) -> list[Any]:
     return [found[key] for key in keys]
 
 
-def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: Any, limit: Budget | None) -> list[dict[str, Any]]:
+def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, limit: Budget | None) -> list[dict[str,
+              Any]]:
     """Plan each configuration and, with a budget, find its largest batch."""
     import os
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import RunConfig
 
+if TYPE_CHECKING:
+    import torch
 
-def _budget(device: Any) -> Any:
+
+def _budget(device: torch.device) -> Any:
     """The run's device's memory less `bench plan`'s default headroom: this GPU's, or this machine's RAM."""
     from bench.plan.cards import DEFAULT_HEADROOM, parse_headroom
     from bench.plan.cli import Budget
@@ -27,7 +30,7 @@ def _budget(device: Any) -> Any:
     return Budget(source, memory, parse_headroom(DEFAULT_HEADROOM, memory), DEFAULT_HEADROOM)
 
 
-def dry_run(cfg: RunConfig, *, device: Any) -> dict[str, float]:
+def dry_run(cfg: RunConfig, *, device: torch.device) -> dict[str, float]:
     """Print the plan of `cfg` on `device` and return its figures (a sweep cell's value is the accuracy: NaN)."""
     from bench.plan.cli import plan_rows, quiet
     from bench.plan.render import render

@@ -10,9 +10,15 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
+
+    from bench.models.build import BuiltModel
 
 CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "temporaries", "other")
 EXTRAPOLATE_ABOVE = 4  # layers: deeper models are traced at 2 and 3 layers and extrapolated
@@ -53,7 +59,7 @@ def head_labels(cfg: RunConfig) -> list[str] | None:
     return [str(label) for label in (cfg.data.labels or ["0", "1"])]
 
 
-def _skeleton(cfg: RunConfig, config: Any, device: Any) -> Any:
+def _skeleton(cfg: RunConfig, config: PretrainedConfig, device: torch.device) -> Any:
     """The technique's model on meta tensors, as a run would build it on `device`."""
     from bench.models.build import assemble
     from bench.plan.skeleton import SkeletonWeights
@@ -63,7 +69,7 @@ def _skeleton(cfg: RunConfig, config: Any, device: Any) -> Any:
     return assemble(method=cfg.method, weights=weights, model_type=config.model_type, device=device, task=cfg.task)
 
 
-def _batch_extras(model: Any, config: Any, batch_size: int, seq_len: int) -> dict[str, Any]:
+def _batch_extras(model: torch.nn.Module, config: PretrainedConfig, batch_size: int, seq_len: int) -> dict[str, Any]:
     """What a tokenizer adds beside the ids and the mask, where the model takes it: BERT's token type ids."""
     import inspect
 
@@ -76,7 +82,8 @@ def _batch_extras(model: Any, config: Any, batch_size: int, seq_len: int) -> dic
     return {}
 
 
-def plan_memory(cfg: RunConfig, *, device: Any, config: Any = None, batch_size: int | None = None) -> MemoryPlan:
+def plan_memory(cfg: RunConfig, *, device: torch.device, config: PretrainedConfig | None = None,
+                batch_size: int | None = None) -> MemoryPlan:
     """The training tensor peak of `cfg` (at `batch_size`, default `trainer.batch_size`, and `data.max_length`)
     as a run on `device` would hold it; `config`: the model's transformers config when the caller has it.
 
@@ -102,7 +109,7 @@ def plan_memory(cfg: RunConfig, *, device: Any, config: Any = None, batch_size: 
     return replace(plan, seconds=time.perf_counter() - started)
 
 
-def _per_rank(cfg: RunConfig, plan: MemoryPlan, *, config: Any, device: Any) -> MemoryPlan:
+def _per_rank(cfg: RunConfig, plan: MemoryPlan, *, config: PretrainedConfig, device: torch.device) -> MemoryPlan:
     """What each rank of a distributed run holds (bench.distributed.plan); FSDP's units are sized on a two-layer
     skeleton (a layer's size does not depend on the depth, nor does the root's)."""
     from bench.distributed.plan import per_rank, unit_bytes
@@ -115,7 +122,7 @@ def _per_rank(cfg: RunConfig, plan: MemoryPlan, *, config: Any, device: Any) -> 
     return per_rank(plan, strategy=cfg.trainer.strategy, nproc=cfg.trainer.nproc, unit=unit)
 
 
-def _with_depth(config: Any, depth: int) -> Any:
+def _with_depth(config: PretrainedConfig, depth: int) -> Any:
     """A copy of `config` with `depth` layers (and per-layer lists, such as attention types, cut to match)."""
     import copy
 
@@ -128,7 +135,8 @@ def _with_depth(config: Any, depth: int) -> Any:
     return shallow
 
 
-def _extrapolated(cfg: RunConfig, *, device: Any, config: Any, batch_size: int, depth: int) -> MemoryPlan:
+def _extrapolated(cfg: RunConfig, *, device: torch.device, config: PretrainedConfig, batch_size: int,
+                  depth: int) -> MemoryPlan:
     """Trace 2 and 3 layers; each category at the peak is a + (depth - 3) x (b - a). Where the two traces peak
     in different phases (the shape of the peak changes with depth) the model is traced in full."""
     two, three = (trace_plan(cfg, device=device, config=_with_depth(config, n), batch_size=batch_size)
@@ -149,7 +157,7 @@ def _extrapolated(cfg: RunConfig, *, device: Any, config: Any, batch_size: int, 
                    notes=(*three.notes, note), phases=phases, peak_phase=phase, peak_module=module, paged_bytes=paged)
 
 
-def trace_plan(cfg: RunConfig, *, device: Any, config: Any, batch_size: int) -> MemoryPlan:
+def trace_plan(cfg: RunConfig, *, device: torch.device, config: PretrainedConfig, batch_size: int) -> MemoryPlan:
     """Trace two training steps of `cfg` on fake tensors, as a run on `device` would take them."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -177,7 +185,7 @@ def trace_plan(cfg: RunConfig, *, device: Any, config: Any, batch_size: int) -> 
                       phase_modules=dict(peak.phase_modules))
 
 
-def _is_paged(cfg: RunConfig, device: Any) -> bool:
+def _is_paged(cfg: RunConfig, device: torch.device) -> bool:
     return str(getattr(cfg.trainer, "optimizer", "")).startswith("paged_") and device.type == "cuda"
 
 
@@ -192,7 +200,7 @@ def _unpage(categories: dict[str, int], phases: dict[str, dict[str, int]]) -> in
     return state
 
 
-def _notes(cfg: RunConfig, built: Any, device: Any) -> list[str]:
+def _notes(cfg: RunConfig, built: BuiltModel, device: torch.device) -> list[str]:
     """Set up what differs from a CPU trace, and say what was taken from shapes rather than traced."""
     notes = []
     if device.type == "cuda":
@@ -208,7 +216,7 @@ def _notes(cfg: RunConfig, built: Any, device: Any) -> list[str]:
     return notes
 
 
-def _analytic(cfg: RunConfig, config: Any, device: Any, batch_size: int) -> int | None:
+def _analytic(cfg: RunConfig, config: PretrainedConfig, device: torch.device, batch_size: int) -> int | None:
     """bench.plan.analytic's formula, where it covers the configuration (classification), as a second opinion."""
     if cfg.task != "classification":
         return None
@@ -218,7 +226,7 @@ def _analytic(cfg: RunConfig, config: Any, device: Any, batch_size: int) -> int 
                          seq_len=cfg.data.max_length, trust_remote_code=cfg.model.trust_remote_code).peak_bytes
 
 
-def largest_batch(cfg: RunConfig, *, device: Any, budget_bytes: int, config: Any = None,
+def largest_batch(cfg: RunConfig, *, device: torch.device, budget_bytes: int, config: PretrainedConfig | None = None,
                   limit: int = BATCH_SEARCH_LIMIT) -> tuple[int, MemoryPlan | None]:
     """The largest batch (at `data.max_length`) whose plan fits `budget_bytes`, with its plan; (0, None) when a
     single sequence does not fit. A step's tensors grow linearly with the batch, so two traces give the slope;

@@ -3,12 +3,18 @@ training, made again at the largest batch the run met, which is what the measure
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import RunConfig
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
 
-def plan_before_training(cfg: RunConfig, *, config: Any, device: Any, tracker: Any) -> Any:
+    from bench.tracking.tracker import Tracker
+
+
+def plan_before_training(cfg: RunConfig, *, config: PretrainedConfig, device: torch.device, tracker: Tracker) -> Any:
     """The run's memory plan (`bench plan`'s, for this config), logged as `plan/*`, with the analytic estimate as
     `mem/predicted_peak_bytes` where it covers the task. Planning never fails a run: an error is a tag."""
     from bench.plan.engine import plan_memory
@@ -26,8 +32,8 @@ def plan_before_training(cfg: RunConfig, *, config: Any, device: Any, tracker: A
     return plan
 
 
-def plan_at_largest_batch(cfg: RunConfig, plan: Any, measured: dict[str, float], *, config: Any,
-                          device: Any) -> Any:
+def plan_at_largest_batch(cfg: RunConfig, plan: Any, measured: dict[str, float], *, config: PretrainedConfig,
+                          device: torch.device) -> Any:
     """The plan at the largest batch the run met (rows x padded length), logged as `plan/met_peak_bytes`: what
     the measured tensor peak is compared with. Real text is padded per batch, so the batches can stay shorter
     than `data.max_length`, which the plan made before training assumes (the worst case); a run whose

@@ -15,9 +15,13 @@ which change the values but not one byte of what a training step holds.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.techniques.targets import is_skipped
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig, PretrainedConfig
 
 NF4_BLOCK, NESTED_BLOCK = 64, 256  # bitsandbytes' 4-bit block, and the second level's under double quantization
 
@@ -27,13 +31,14 @@ class SkeletonWeights:
 
     initialises = False  # no data-dependent initialisation: it changes values, not what a step holds
 
-    def __init__(self, *, config: Any, causal: bool, trust_remote_code: bool = False) -> None:
+    def __init__(self, *, config: PretrainedConfig, causal: bool, trust_remote_code: bool = False) -> None:
         from bench.models.load import skeleton_heads
 
         self.config, self.causal, self.trust_remote_code = config, causal, trust_remote_code
         self.heads = [] if causal else skeleton_heads(self.load(dtype=None))
 
-    def load(self, *, dtype: Any, quantization: Any = None, device: Any = None) -> Any:
+    def load(self, *, dtype: torch.dtype, quantization: BitsAndBytesConfig | None = None,
+             device: torch.device | None = None) -> Any:
         """The model in `dtype` on the meta device; with a BitsAndBytesConfig, its linear layers in 4 bits."""
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -46,7 +51,8 @@ class SkeletonWeights:
             _replace_linears(model, skip, lambda linear: self._nf4(linear, quantization))
         return model
 
-    def quantize_int4(self, model: Any, *, group_size: int, skip: list[str], compute_dtype: Any) -> None:
+    def quantize_int4(self, model: torch.nn.Module, *, group_size: int, skip: list[str],
+                      compute_dtype: torch.dtype) -> None:
         """QA-LoRA's base: every linear layer not in `skip` as an hqq affine INT4 layer."""
         _replace_linears(model, skip, lambda linear: _hqq(linear, group_size, compute_dtype), match=is_skipped)
 
@@ -54,7 +60,7 @@ class SkeletonWeights:
         """No 32-bit copy: LoftQ's initialisation is not traced (it holds nothing a training step holds)."""
         return None
 
-    def _nf4(self, linear: Any, quantization: Any) -> Any:
+    def _nf4(self, linear: torch.nn.Linear, quantization: Any) -> Any:
         """bitsandbytes' Linear4bit as a run loads it: the packed weight and its quantization state."""
         import torch
         from bitsandbytes.functional import QuantState
@@ -86,7 +92,7 @@ class SkeletonWeights:
         return layer
 
 
-def _hqq(linear: Any, group_size: int, compute_dtype: Any) -> Any:
+def _hqq(linear: torch.nn.Linear, group_size: int, compute_dtype: torch.dtype) -> Any:
     """hqq's HQQLinear as `bench.techniques.qalora.quantize_linears_hqq` makes it: 4-bit weights packed two per
     byte along the groups, a scale and a zero point per group in the compute dtype, the bias kept."""
     import torch
@@ -109,7 +115,7 @@ def _hqq(linear: Any, group_size: int, compute_dtype: Any) -> Any:
     return layer
 
 
-def _replace_linears(model: Any, skip: list[str], make: Any, match: Any = None) -> None:
+def _replace_linears(model: torch.nn.Module, skip: list[str], make: Any, match: Any = None) -> None:
     """Every `nn.Linear` whose name `skip` does not cover becomes `make(linear)`. Unless `match` says otherwise,
     a name is covered by transformers' own rule for `llm_int8_skip_modules`, as when a run loads in 4 bits."""
     import torch

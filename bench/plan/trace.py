@@ -15,10 +15,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.models.build import BuiltModel
 
 
-def fake_model(model: Any, mode: Any, device: Any) -> None:
+def fake_model(model: torch.nn.Module, mode: Any, device: torch.device) -> None:
     """Every parameter and buffer of `model` (meta tensors), and the tensors 4-bit layers hold outside them, as
     fake tensors on `device`; shared tensors (tied embeddings, code tables) stay shared."""
     import torch
@@ -26,7 +31,7 @@ def fake_model(model: Any, mode: Any, device: Any) -> None:
 
     memo: dict[int, tuple[Any, Any]] = {}  # id -> (the original, kept alive so its id is not reused; its fake)
 
-    def fake(tensor: Any) -> Any:
+    def fake(tensor: torch.Tensor) -> Any:
         if id(tensor) not in memo:
             made = FakeTensor(mode, tensor, device) if tensor.device.type == "meta" else tensor
             memo[id(tensor)] = (tensor, made)
@@ -49,7 +54,7 @@ def fake_model(model: Any, mode: Any, device: Any) -> None:
         _fake_held_state(module, fake)
 
 
-def _fake_held_state(module: Any, fake: Any) -> None:
+def _fake_held_state(module: torch.nn.Module, fake: Any) -> None:
     """bitsandbytes' QuantState (and its nested state) and hqq's meta dict and plain bias, made fake in place."""
     weight = module._parameters.get("weight")
     states = [getattr(weight, "quant_state", None)]
@@ -89,7 +94,7 @@ class _Watched:
             yield "watched"
 
 
-def trace_steps(built: Any, trainer: Any, *, batch: dict[str, Any], device: Any, steps: int = 2) -> Any:
+def trace_steps(built: BuiltModel, trainer: Any, *, batch: dict[str, Any], device: torch.device, steps: int = 2) -> Any:
     """Run `steps` optimizer steps of `built.model` (already fake) with the training loop's own step
     (`bench.training.loop.OptimizerStep`: the levers applied, `trainer.grad_accum_steps` micro-batches a step), every
     micro-batch watched as a run watches the first two steps; returns the `TensorAccounting` with the peak."""

@@ -22,7 +22,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.config import ModelConfig
 
 # Imported before the cell counts as started: every run needs them, and in one process they were imported once.
 READY_IMPORTS = ("torch", "transformers", "mlflow", "bench.run.runner")
@@ -77,7 +80,7 @@ def _follow_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _configure_logging(spec: Any) -> None:
+def _configure_logging(spec: ModelConfig) -> None:
     """Hydra's job logging, as the cell had it in the launching process (console and the cell's `bench.log`)."""
     from hydra.core.utils import configure_log
     from omegaconf import OmegaConf

@@ -16,13 +16,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, RunConfig
 from bench.models.load import ModelLocation
 from bench.models.shipping import save_initial_adapter, ship
 from bench.plan.in_run import plan_at_largest_batch, plan_before_training
 from bench.tasks.base import Task, TaskData
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
+
+    from bench.tracking.tracker import Tracker
 
 
 def _check_output_dir(output_dir: str) -> Path:
@@ -99,7 +105,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
 
 
-def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation,
+def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.device, location: ModelLocation,
                  output_dir: Path) -> dict[str, float]:
     import torch
     from transformers import set_seed
@@ -130,10 +136,11 @@ class _Prepared:
     location: ModelLocation  # a folder or hub id (a tiny model is materialized by now)
     model_type: str
     plan: Any  # bench.plan.engine.MemoryPlan, the prediction; None where planning failed (tag `plan/error`)
-    config: Any = None  # the model's transformers config
+    config: PretrainedConfig | None = None  # the model's transformers config
 
 
-def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location: ModelLocation) -> _Prepared:
+def _prepare(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.device,
+             location: ModelLocation) -> _Prepared:
     """Everything before the model loads: the data, the tokenizer, the context check, the memory prediction,
     the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
     training's alone (peft alone is ~180 MB of RSS)."""
@@ -156,7 +163,7 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Any, device: Any, location:
     return _Prepared(data, location, config.model_type, plan, config)
 
 
-def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> None:
+def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Tracker) -> None:
     """The splits as MLflow dataset inputs (a digest, schema and row count each, not the rows), for the UI's
     Dataset column; like the plan, never a reason to fail the run: an error is the tag `inputs/error`."""
     from bench.tracking.datasets import dataset_inputs
@@ -169,7 +176,7 @@ def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Any) -> 
         tracker.set_tags({"inputs/error": f"{type(error).__name__}: {error}"[:1000]})
 
 
-def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
+def _import_before_baseline(cfg: RunConfig, task: Task, config: PretrainedConfig) -> None:
     """Import now everything the run will import, so no import lands in the measured window (`evaluate`
     alone is ~158 MB of RSS): the model's class, the technique's libraries, the optimizer, the task's metrics.
     The monitor tags whatever still arrives late (`monitor/imported_late`)."""
@@ -187,7 +194,7 @@ def _import_before_baseline(cfg: RunConfig, task: Task, config: Any) -> None:
     task.load_libraries()
 
 
-def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Any, device: Any,
+def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Tracker, device: torch.device,
                        output_dir: Path, ranks: Any) -> dict[str, float]:
     from bench.measure.monitor import Monitor
     from bench.measure.monitor.results import run_metrics, upload_timeline
@@ -258,8 +265,8 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     return final
 
 
-def _build(cfg: RunConfig, *, tracker: Any, location: ModelLocation, model_type: str, labels: list[str],
-           device: Any) -> tuple[Any, dict[str, float]]:
+def _build(cfg: RunConfig, *, tracker: Tracker, location: ModelLocation, model_type: str, labels: list[str],
+           device: torch.device) -> tuple[Any, dict[str, float]]:
     """Load the model the technique needs; log its precision tags and static sizes."""
     from bench.models.build import build_model
     from bench.models.footprint import (

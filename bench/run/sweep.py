@@ -23,9 +23,12 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 SWEEP_FILE = "bench_sweep.json"
 REPORT_ARTIFACT = "report"  # the parent run's artifact folder holding the sweep's report (index.html, ...)
@@ -44,7 +47,7 @@ class SweepContext:
     experiment: str
 
 
-def sweep_overrides(config: Any) -> list[str]:
+def sweep_overrides(config: DictConfig) -> list[str]:
     """The sweep as overrides: the command line's plus those of a `sweep=` preset (`hydra.sweeper.params`)."""
     from omegaconf import OmegaConf
 
@@ -79,7 +82,7 @@ def _client(uri: str) -> Any:
 class SweepCallback(Callback):
     """Hydra callback that owns the sweep's parent run."""
 
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.config import config_hash
         from bench.tracking.tracker import tracking_uri
 
@@ -98,7 +101,7 @@ class SweepCallback(Callback):
         ACTIVE[:] = [context]
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
 
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.report import report_hint
         from bench.tracking.store import redact_text
         from bench.tracking.ui_meta import NOTE, sweep_note, ui_link, view_line
@@ -170,7 +173,7 @@ def interrupt_active_sweep() -> None:
     ACTIVE.clear()
 
 
-def _tracker_spec(config: Any) -> Any:
+def _tracker_spec(config: DictConfig) -> Any:
     from bench.config import TrackerConfig
 
     return TrackerConfig(uri=config.tracker.uri, experiment=str(config.tracker.experiment))

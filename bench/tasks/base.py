@@ -9,9 +9,15 @@ Two tasks implement it: `bench.tasks.classification` (a classifier head on the m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from bench.models.load import ModelLocation
 
 
 @dataclass
@@ -30,7 +36,7 @@ class TaskData:
 class Task(Protocol):
     """One task's data, metrics and evaluation; `bench.run.runner.task_for(cfg)` makes it with the run's config."""
 
-    def check_model(self, spec: ModelConfig, location: Any) -> None:
+    def check_model(self, spec: ModelConfig, location: ModelLocation) -> None:
         """Checks from the model's config alone, before any data loads."""
 
     def load_libraries(self) -> None:
@@ -44,20 +50,23 @@ class Task(Protocol):
         """The rows of each split as the run reads them (`train`, `validation`, `test` -> a pandas frame with the
         task's target column), for the run's MLflow dataset inputs (`bench.tracking.datasets`)."""
 
-    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+    def make_batches(self, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> None:
         """Tokenize and batch everything the run will read, before the model loads."""
 
-    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, eval_data: Any, *, device: torch.device,
+                 autocast_dtype: torch.dtype) -> dict[str, float]:
         """`eval/*` metrics of the model on the evaluation data (the training loop calls it each epoch)."""
 
-    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def after_build(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                    autocast_dtype: torch.dtype) -> dict[str, float]:
         """Once the model is built, before training: what the task measures on the untrained model."""
 
-    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
-                       autocast_dtype: Any) -> dict[str, float]:
+    def after_training(self, model: torch.nn.Module, data: TaskData, before: dict[str, float], *, device: torch.device,
+                       autocast_dtype: torch.dtype) -> dict[str, float]:
         """After training, outside the training figures: what the task measures on the trained model."""
 
-    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate_test(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                      autocast_dtype: torch.dtype) -> dict[str, float]:
         """`test/*` metrics of the trained model on the test split: once, after training and every choice made
         on validation, outside the training figures."""
 

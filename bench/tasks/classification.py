@@ -3,10 +3,16 @@ accuracy and macro-F1 against the majority-class baseline."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ModelConfig, RunConfig
 from bench.tasks.base import TaskData, as_test
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from bench.models.load import ModelLocation
 
 
 class ClassificationTask:
@@ -15,7 +21,7 @@ class ClassificationTask:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
-    def check_model(self, spec: ModelConfig, location: Any) -> None:
+    def check_model(self, spec: ModelConfig, location: ModelLocation) -> None:
         """Any transformers model can take a classification head: nothing to check before the data."""
 
     def load_libraries(self) -> None:
@@ -34,7 +40,7 @@ class ClassificationTask:
         return {context: part.assign(label=[splits.labels[i] for i in part["label_id"]])[["text", "label"]]
                 for context, part in (("train", splits.train), ("validation", splits.eval), ("test", splits.test))}
 
-    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+    def make_batches(self, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> None:
         from bench.tasks.data import eval_loader, make_loaders
 
         trainer, length = self.cfg.trainer, self.cfg.data.max_length
@@ -44,19 +50,22 @@ class ClassificationTask:
         data.test_data = eval_loader(data.splits.test, tokenizer=tokenizer, max_length=length,
                                      batch_size=trainer.eval_batch_size)
 
-    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, eval_data: Any, *, device: torch.device,
+                 autocast_dtype: torch.dtype) -> dict[str, float]:
         from bench.tasks.metrics import evaluate_classifier
 
         return evaluate_classifier(model, eval_data, device=device, autocast_dtype=autocast_dtype)
 
-    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def after_build(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                    autocast_dtype: torch.dtype) -> dict[str, float]:
         return {}
 
-    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
-                       autocast_dtype: Any) -> dict[str, float]:
+    def after_training(self, model: torch.nn.Module, data: TaskData, before: dict[str, float], *, device: torch.device,
+                       autocast_dtype: torch.dtype) -> dict[str, float]:
         return {}
 
-    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate_test(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                      autocast_dtype: torch.dtype) -> dict[str, float]:
         tested = as_test(self.evaluate(model, data.test_data, device=device, autocast_dtype=autocast_dtype))
         return {**tested, "test/majority_baseline": data.splits.test_baseline}
 

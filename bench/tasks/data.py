@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, DataConfig
 from bench.core.paths import package_file
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 LOCAL_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
@@ -182,7 +185,8 @@ def check_two_labels(train: Any, spec: DataConfig, *, column: str = "label_colum
                           "labels apart from one (raise data.max_train_samples, or give a train file with every label)")
 
 
-def make_loaders(splits: Splits, *, tokenizer: Any, max_length: int, batch_size: int, eval_batch_size: int,
+def make_loaders(splits: Splits, *, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int,
+                 eval_batch_size: int,
                  seed: int) -> tuple[Any, Any]:
     """Tokenize once, then batch with dynamic padding (each batch padded to its own longest row): the
     training batches (shuffled by the run seed) and the validation batches."""
@@ -195,7 +199,7 @@ def make_loaders(splits: Splits, *, tokenizer: Any, max_length: int, batch_size:
     return train, eval_loader(splits.eval, tokenizer=tokenizer, max_length=max_length, batch_size=eval_batch_size)
 
 
-def eval_loader(frame: Any, *, tokenizer: Any, max_length: int, batch_size: int) -> Any:
+def eval_loader(frame: Any, *, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int) -> Any:
     """Batches of a split to evaluate (validation or test), in order."""
     from torch.utils.data import DataLoader
 
@@ -203,13 +207,13 @@ def eval_loader(frame: Any, *, tokenizer: Any, max_length: int, batch_size: int)
                       collate_fn=_collator(tokenizer))
 
 
-def _encode(frame: Any, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+def _encode(frame: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[dict[str, Any]]:
     encoded = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
     return [{**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
             for i, label in enumerate(frame["label_id"])]
 
 
-def _collator(tokenizer: Any) -> Any:
+def _collator(tokenizer: PreTrainedTokenizerBase) -> Any:
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer, return_tensors="pt")

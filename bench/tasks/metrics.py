@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 _MODULES = Path(__file__).parent / "evaluate_modules"
 
@@ -29,7 +32,8 @@ def classification_scores(predictions: list[int], references: list[int]) -> dict
     return {"eval/accuracy": accuracy, "eval/f1": f1}
 
 
-def evaluate_classifier(model: Any, loader: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+def evaluate_classifier(model: torch.nn.Module, loader: Any, *, device: torch.device,
+                        autocast_dtype: torch.dtype) -> dict[str, float]:
     """Mean cross-entropy over the eval set (weighted by rows) plus accuracy and F1."""
     import torch
 

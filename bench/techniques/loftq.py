@@ -20,7 +20,7 @@ import torch
 PEFT_PREFIX = "base_model.model."
 
 
-def lora_4bit_layers(peft_model: Any) -> dict[str, Any]:
+def lora_4bit_layers(peft_model: torch.nn.Module) -> dict[str, Any]:
     """The LoRA-wrapped bitsandbytes 4-bit linears, by their name in the base model."""
     from bitsandbytes.nn import Linear4bit
     from peft.tuners.lora import LoraLayer
@@ -33,7 +33,7 @@ def lora_4bit_layers(peft_model: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def loftq_initialise(peft_model: Any, float_weights: dict[str, torch.Tensor], *, iterations: int,
+def loftq_initialise(peft_model: torch.nn.Module, float_weights: dict[str, torch.Tensor], *, iterations: int,
                      adapter: str = "default") -> dict[str, float]:
     """Re-quantize each adapted layer's base and set its adapter by LoftQ; `float_weights[name]` is the
     layer's 16/32-bit weight. Returns the mean relative weight error before (plain NF4) and after."""
@@ -48,7 +48,8 @@ def loftq_initialise(peft_model: Any, float_weights: dict[str, torch.Tensor], *,
     return {"loftq/weight_error_nf4": sum(before) / len(before), "loftq/weight_error_loftq": sum(after) / len(after)}
 
 
-def _initialise_layer(layer: Any, weight: torch.Tensor, *, iterations: int, adapter: str) -> tuple[float, float]:
+def _initialise_layer(layer: torch.nn.Module, weight: torch.Tensor, *, iterations: int, adapter: str) -> tuple[float,
+                      float]:
     base = layer.get_base_layer()
     device = base.weight.device
     weight = weight.to(device)
@@ -90,7 +91,7 @@ def _dequantize(packed: torch.Tensor, state: Any) -> torch.Tensor:
     return dequantize_4bit(packed, state).to(torch.float32)
 
 
-def _set_base(base: Any, packed: torch.Tensor, state: Any) -> None:
+def _set_base(base: torch.nn.Module, packed: torch.Tensor, state: Any) -> None:
     from bitsandbytes.nn import Params4bit
 
     old = base.weight

@@ -69,7 +69,7 @@ def group_size(seq_len: int, group_ratio: float) -> int:
     return max(MIN_GROUP_SIZE, math.ceil(seq_len * group_ratio - 1e-9))
 
 
-def enable_s2_attention(model: Any, *, group_ratio: float = DEFAULT_GROUP_RATIO) -> Any:
+def enable_s2_attention(model: torch.nn.Module, *, group_ratio: float = DEFAULT_GROUP_RATIO) -> Any:
     """Switch a built model (or a peft model around one) to S²-Attn with groups of `group_ratio` of the
     sequence; returns the same model. Modules keep their weights; only the attention function changes."""
     from transformers import AttentionInterface
@@ -230,7 +230,7 @@ def _cat_roll(tensor: torch.Tensor, shift: int) -> torch.Tensor:
     return torch.cat([tensor[:, cut:], tensor[:, :cut]], dim=1)
 
 
-def longlora_trainable_modules(model: Any) -> list[str]:
+def longlora_trainable_modules(model: torch.nn.Module) -> list[str]:
     """Names for peft's `modules_to_save` that train what LongLoRA trains besides LoRA: the input embedding
     and every normalization layer. Full dotted names from the base model, because peft matches
     `modules_to_save` by plain string suffix (`key.endswith(name)`): a short `norm` would catch any module
@@ -244,14 +244,14 @@ def longlora_trainable_modules(model: Any) -> list[str]:
     return embedding_names[:1] + [name for name, module in base.named_modules() if _is_norm(module)]
 
 
-def embeddings_tied(model: Any) -> bool:
+def embeddings_tied(model: torch.nn.Module) -> bool:
     """Whether the output head shares its weight with the input embedding (SmolLM2 does)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     return head is not None and head.weight is base.get_input_embeddings().weight
 
 
-def longlora_peft_options(model: Any) -> dict[str, Any]:
+def longlora_peft_options(model: torch.nn.Module) -> dict[str, Any]:
     """The LoraConfig keywords for LongLoRA's trainable embedding and norms, tie-safe.
 
     peft 0.21.2 wraps `embed_tokens` in a ModulesToSaveWrapper: a trainable copy. With tied embeddings

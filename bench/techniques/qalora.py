@@ -28,11 +28,12 @@ from bench.techniques.targets import is_skipped, select_modules
 HQQ_GROUP_MULTIPLE = 8  # hqq's BaseQuantizeConfig asserts group_size % 8 == 0
 
 
-def _float_linears(model: Any) -> dict[str, torch.nn.Linear]:
+def _float_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
-def adapted_linear_names(model: Any, *, targets: str | list[str], skip: list[str] | tuple[str, ...] = ()) -> list[str]:
+def adapted_linear_names(model: torch.nn.Module, *, targets: str | list[str], skip: list[str] | tuple[str,
+                         ...] = ()) -> list[str]:
     """Full names of the float linears that `targets` selects, with peft's rules (a list matches a name or
     its dotted suffix, a string is a full-match regex) and `all-linear` = every linear not in `skip`.
 
@@ -42,7 +43,7 @@ def adapted_linear_names(model: Any, *, targets: str | list[str], skip: list[str
     return select_modules(list(_float_linears(model)), targets, skip=skip)
 
 
-def check_group_size(model: Any, *, targets: str | list[str], group_size: int,
+def check_group_size(model: torch.nn.Module, *, targets: str | list[str], group_size: int,
                      skip: list[str] | tuple[str, ...] = ()) -> None:
     """Fail before quantizing unless every linear that will be quantized or adapted has a d_in that
     `group_size` divides (so a group never spans two rows, which the zero-point merge relies on), and
@@ -71,7 +72,8 @@ def _valid_group_sizes(in_features: Any) -> list[int]:
     return [2**k for k in range(3, max(sizes).bit_length()) if all(d % 2**k == 0 for d in sizes)]
 
 
-def quantize_linears_hqq(model: Any, *, group_size: int, skip: list[str] | tuple[str, ...], compute_dtype: Any) -> int:
+def quantize_linears_hqq(model: torch.nn.Module, *, group_size: int, skip: list[str] | tuple[str, ...],
+                         compute_dtype: torch.dtype) -> int:
     """Replace every float `nn.Linear` not named in `skip` by a 4-bit affine `HQQLinear`: per group of
     `group_size` inputs of a row, one scale and one float zero point (kept unquantized, in `compute_dtype`,
     so the merge can move them). The float weights are freed. Returns how many layers were replaced."""
@@ -190,13 +192,14 @@ def register_qalora(lora_config: Any, *, group_size: int) -> None:
     lora_config._register_custom_module({HQQLinear: QALoraHqqLinear})
 
 
-def merge_qalora(peft_model: Any) -> Any:
+def merge_qalora(peft_model: torch.nn.Module) -> Any:
     """The base model with every adapter merged (QA-LoRA ones into the zero points) and peft removed."""
     return peft_model.merge_and_unload(safe_merge=True)
 
 
 @torch.no_grad()
-def merge_error(peft_model: Any, batch: dict[str, Any], *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+def merge_error(peft_model: torch.nn.Module, batch: dict[str, Any], *, device: torch.device,
+                autocast_dtype: torch.dtype) -> dict[str, float]:
     """Outputs of one evaluation batch before and after folding the adapters into the zero points, then
     unmerged again: `qalora/merge_max_abs_diff` and the same as a share of the largest output. Proves on
     the run's own model and data that the merged 4-bit model is the trained one."""

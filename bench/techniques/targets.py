@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 # Leaf names of the linear layers in each architecture's attention and MLP blocks. `qv` is the LoRA
 # paper's choice (query and value); `all-linear` is left to peft, which also excludes the output head.
@@ -82,7 +85,7 @@ def select_modules(names: list[str], targets: str | list[str], *, skip: list[str
     return [name for name in names if matches(name, targets)]
 
 
-def linear_module_names(model: Any) -> list[str]:
+def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Distinct leaf names of the model's linear layers (what a target list can match)."""
     import torch
 
@@ -90,7 +93,7 @@ def linear_module_names(model: Any) -> list[str]:
     return sorted(names)
 
 
-def check_targets_match(model: Any, targets: str | list[str]) -> None:
+def check_targets_match(model: torch.nn.Module, targets: str | list[str]) -> None:
     """Fail before training when no linear layer matches the requested target names."""
     if targets == "all-linear":
         return
@@ -108,7 +111,8 @@ def check_targets_match(model: Any, targets: str | list[str]) -> None:
                           f"its linear layers are: {', '.join(linear_module_names(model))}")
 
 
-def check_rank_fits(model: Any, *, targets: str | list[str], r: int, skip: list[str] | tuple[str, ...] = ()) -> None:
+def check_rank_fits(model: torch.nn.Module, *, targets: str | list[str], r: int, skip: list[str] | tuple[str,
+                    ...] = ()) -> None:
     """Refuse a LoRA rank that a targeted linear layer cannot hold: the update B·A has rank at most
     min(in_features, out_features), so a larger `method.r` only adds parameters. Targets that match nothing are
     left to `check_targets_match`."""

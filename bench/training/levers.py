@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, TrainerConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # trainer.optimizer -> the bitsandbytes class; `adamw` is torch-optimi's AdamW (bench.training.loop.build_optimizer)
 BNB_OPTIMIZERS = {"adamw_8bit": "AdamW8bit", "paged_adamw_8bit": "PagedAdamW8bit",
@@ -24,7 +27,7 @@ BNB_OPTIMIZERS = {"adamw_8bit": "AdamW8bit", "paged_adamw_8bit": "PagedAdamW8bit
 _CPU_CHOICES = "adamw or adamw_8bit"
 
 
-def check_trainer_supported(trainer: TrainerConfig, device: Any) -> None:
+def check_trainer_supported(trainer: TrainerConfig, device: torch.device) -> None:
     """Cheap checks before any data or weights load: the optimizer's library, and the device it needs.
     Importing bitsandbytes here also keeps its import out of the run's measured window."""
     name = trainer.optimizer
@@ -74,7 +77,7 @@ def optimizer_class(name: str) -> Any:
     return getattr(bnb.optim, BNB_OPTIMIZERS[name])
 
 
-def enable_gradient_checkpointing(model: Any) -> None:
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """transformers' own activation checkpointing, non-reentrant (a peft model forwards the call to its base;
     a causal LM already runs with use_cache=False). A model without it is a config error, one line."""
     if not getattr(model, "supports_gradient_checkpointing", False):
@@ -88,7 +91,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
-def apply_levers(model: Any, trainer: TrainerConfig) -> None:
+def apply_levers(model: torch.nn.Module, trainer: TrainerConfig) -> None:
     """What the trainer's choices change on the model itself, before training starts."""
     if trainer.gradient_checkpointing:
         enable_gradient_checkpointing(model)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.config import TrainerConfig
 from bench.core.errors import NonFiniteLoss
@@ -31,6 +31,9 @@ from bench.measure.profile.scopes import fetched
 from bench.models.footprint import training_state_bytes
 from bench.training.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 
+if TYPE_CHECKING:
+    import torch
+
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[..., dict[str, float]]  # (model, eval_loader, *, device, autocast_dtype) -> eval/* metrics
 
@@ -38,7 +41,7 @@ EvalFn = Callable[..., dict[str, float]]  # (model, eval_loader, *, device, auto
 class StepHooks(Protocol):
     """What the loop tells the outside world: `bench.measure.monitor.Monitor` implements it."""
 
-    def on_train_start(self, model: Any, optimizer: Any) -> None:
+    def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Once, before the first step: what a step's memory accounting must know about."""
 
     def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[str]:
@@ -57,7 +60,7 @@ class StepHooks(Protocol):
 
 
 class _NoHooks:
-    def on_train_start(self, model: Any, optimizer: Any) -> None:
+    def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         pass
 
     def step(self, step: int, batch: dict[str, Any]) -> AbstractContextManager[str]:
@@ -90,7 +93,7 @@ class TrainResult:
 class _Clock:
     """Wall time that can be paused; synchronises CUDA so queued kernels are counted."""
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: torch.device) -> None:
         self._device, self.elapsed, self._started = device, 0.0, None
 
     def _sync(self) -> None:
@@ -112,7 +115,8 @@ class _Clock:
         return self.elapsed + (time.perf_counter() - self._started if self._started is not None else 0.0)
 
 
-def build_optimizer(model: Any, trainer: TrainerConfig, lr_by_module: dict[str, float] | None = None) -> Any:
+def build_optimizer(model: torch.nn.Module, trainer: TrainerConfig, lr_by_module: dict[str,
+                    float] | None = None) -> Any:
     """The optimizer `trainer.optimizer` names, on the trainable parameters. `adamw` is torch-optimi's AdamW:
     identical to torch's AdamW on fp32 weights, and with Kahan summation on 16-bit weights, where plain AdamW
     would round most small updates away (pure bf16 full fine-tuning); the others are bitsandbytes' 8-bit and
@@ -128,8 +132,8 @@ def build_optimizer(model: Any, trainer: TrainerConfig, lr_by_module: dict[str, 
                                               weight_decay=trainer.weight_decay)
 
 
-def train(*, model: Any, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: Any,
-          autocast_dtype: Any, log: LogFn, desc: str, evaluate: EvalFn, hooks: StepHooks | None = None,
+def train(*, model: torch.nn.Module, train_loader: Any, eval_loader: Any, trainer: TrainerConfig, device: torch.device,
+          autocast_dtype: torch.dtype, log: LogFn, desc: str, evaluate: EvalFn, hooks: StepHooks | None = None,
           warmup_steps: int = 0, lr_by_module: dict[str, float] | None = None) -> TrainResult:
     """Train for `trainer.epochs` (or `trainer.max_steps` optimizer steps), evaluating after each epoch and at
     the end."""
@@ -188,11 +192,11 @@ class OptimizerStep:
     """One optimizer step over a group of micro-batches, each inside the hooks' `step` (what is watched). The
     training loop's, and the one `bench plan` traces on fake tensors."""
 
-    model: Any
-    optimizer: Any
-    scheduler: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     hooks: StepHooks
-    device: Any
+    device: torch.device
     max_grad_norm: float
     autocast: Any
 

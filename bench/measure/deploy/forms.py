@@ -18,10 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import MethodConfig, ModelConfig
 from bench.models.load import ModelLocation
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig
 
 
 @dataclass
@@ -32,12 +36,13 @@ class Source:
     spec: ModelConfig
     location: ModelLocation
     labels: list[str]
-    device: Any
+    device: torch.device
     causal: bool
-    weights_dtype: Any  # the run's float dtype for a 16-bit base
-    compute_dtype: Any  # a 4-bit base's float parts, and every merged model
+    weights_dtype: torch.dtype  # the run's float dtype for a 16-bit base
+    compute_dtype: torch.dtype  # a 4-bit base's float parts, and every merged model
 
-    def _load(self, location: ModelLocation, *, dtype: Any, quantization: Any = None) -> Any:
+    def _load(self, location: ModelLocation, *, dtype: torch.dtype,
+              quantization: BitsAndBytesConfig | None = None) -> Any:
         from bench.models.load import load_causal_lm, load_classifier
 
         if self.causal:
@@ -46,7 +51,7 @@ class Source:
         return load_classifier(location=location, spec=self.spec, labels=self.labels, dtype=dtype,
                                device=self.device, quantization=quantization, new_head=location == self.location)
 
-    def load_folder(self, folder: Path, *, dtype: Any = None) -> Any:
+    def load_folder(self, folder: Path, *, dtype: torch.dtype | None = None) -> Any:
         """A model saved by one of the functions below (a 4-bit one says so in its own config.json)."""
         return self._load(ModelLocation("folder", str(folder)), dtype=dtype or self.compute_dtype)
 
@@ -85,7 +90,7 @@ def save_merged16(source: Source, base: Path, adapter: Path, folder: Path) -> No
     _save(_with_adapter(model, adapter).merge_and_unload(), folder)
 
 
-def _with_adapter(base: Any, adapter: Path) -> Any:
+def _with_adapter(base: torch.nn.Module, adapter: Path) -> Any:
     import warnings
 
     from peft import PeftModel
@@ -106,7 +111,7 @@ def _base_dtype(source: Source) -> Any:
     return source.compute_dtype if source.method.technique.quantized else source.weights_dtype
 
 
-def _save(model: Any, folder: Path) -> None:
+def _save(model: torch.nn.Module, folder: Path) -> None:
     model.save_pretrained(folder)
     del model
     release()
@@ -119,7 +124,7 @@ def weight_bytes(folder: Path) -> int:
     return directory_bytes(folder)
 
 
-def timed_loads(load: Callable[[], Any], *, repeats: int, device: Any) -> tuple[Any, float]:
+def timed_loads(load: Callable[[], Any], *, repeats: int, device: torch.device) -> tuple[Any, float]:
     """Load `repeats` times and keep the last model: (model, median seconds until it is ready on the device).
     The first load also warms the page cache, as a server restarting on the same disk would find it."""
     import torch

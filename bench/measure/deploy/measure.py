@@ -17,12 +17,18 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import DeployConfig, RunConfig
 from bench.measure.deploy import forms
 from bench.measure.deploy.forms import Source
 from bench.tasks.base import Task, TaskData
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.models.build import BuiltModel
+    from bench.models.load import ModelLocation
 
 IN_MEMORY_NOTE = ("QA-LoRA's forms were measured in memory: bench has no from_pretrained path for its HQQ base, so "
                   "they have no load time and their bytes are the state dict's tensors")
@@ -35,8 +41,8 @@ class _Bench:
     task: Task
     data: TaskData
     options: DeployConfig
-    device: Any
-    autocast_dtype: Any
+    device: torch.device
+    autocast_dtype: torch.dtype
     causal: bool
 
     def __post_init__(self) -> None:
@@ -45,7 +51,7 @@ class _Bench:
         self.single = self.task.test_batch(self.data, 1)
         self.throughput = None if self.causal else self.task.test_batch(self.data, self.options.throughput_batch)
 
-    def logits(self, model: Any) -> Any:
+    def logits(self, model: torch.nn.Module) -> Any:
         """Logits of the fidelity rows on the CPU in fp32; padded positions of a causal LM zeroed."""
         import torch
 
@@ -57,11 +63,11 @@ class _Bench:
             logits = logits * self.batch["attention_mask"].unsqueeze(-1)
         return logits
 
-    def scores(self, model: Any) -> dict[str, float]:
+    def scores(self, model: torch.nn.Module) -> dict[str, float]:
         found = self.task.evaluate(model, self.data.test_data, device=self.device, autocast_dtype=self.autocast_dtype)
         return {name: found[f"eval/{name}"] for name in ("accuracy", "perplexity") if f"eval/{name}" in found}
 
-    def serve(self, model: Any, prefix: str) -> dict[str, float]:
+    def serve(self, model: torch.nn.Module, prefix: str) -> dict[str, float]:
         from bench.measure.deploy import speed
 
         timing = {"min_repeats": self.options.min_repeats, "max_seconds": self.options.max_seconds}
@@ -147,7 +153,7 @@ def _in_memory(bench: _Bench, trained: Any, adapter: Path, reference: Any) -> di
     return {**measured, **found}
 
 
-def _measure(bench: _Bench, form: str, model: Any, *, size: int, load_s: float | None = None,
+def _measure(bench: _Bench, form: str, model: torch.nn.Module, *, size: int, load_s: float | None = None,
              against: Any = None, baseline: dict[str, float] | None = None,
              keep: bool = False) -> tuple[dict[str, float], Any]:
     """One form's figures; `against`: the logits it is compared with (None: speed only, as for `base`);
@@ -193,7 +199,7 @@ def _report(form: str, measured: dict[str, float], prefix: str) -> None:
     print(f"deploy {form}: " + ", ".join(parts), flush=True)
 
 
-def _tensor_bytes(model: Any, skip: tuple[str, ...] = ()) -> int:
+def _tensor_bytes(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
     return sum(t.numel() * t.element_size() for name, t in model.state_dict().items()
                if not any(part in name for part in skip))
 
@@ -208,13 +214,14 @@ def _prompt(row: dict[str, Any]) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _autocast(device: Any, dtype: Any) -> Any:
+def _autocast(device: torch.device, dtype: torch.dtype) -> Any:
     import torch
 
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def deploy_after_training(cfg: RunConfig, task: Task, data: TaskData, built: Any, *, location: Any, device: Any,
+def deploy_after_training(cfg: RunConfig, task: Task, data: TaskData, built: BuiltModel, *, location: ModelLocation,
+                          device: torch.device,
                           output_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
     """The run skeleton's deploy phase, after the model shipped. A failure here is recorded on the run (tag
     `deploy/error`) and leaves its training figures standing: they were measured and logged already."""

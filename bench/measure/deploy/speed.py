@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.measure.deploy.timing import Interval, Quantile, Timing, time_calls
+
+if TYPE_CHECKING:
+    import torch
 
 MS = 1000.0
 
 
-def device_sync(device: Any) -> Callable[[], None] | None:
+def device_sync(device: torch.device) -> Callable[[], None] | None:
     """What waits for a device's queued work: CUDA and MPS run kernels asynchronously, so a call returns before
     its work is done; the CPU needs nothing (None)."""
     import torch
@@ -32,7 +35,7 @@ def device_sync(device: Any) -> Callable[[], None] | None:
 
 
 @contextlib.contextmanager
-def _serving(model: Any, *, device: Any, autocast_dtype: Any) -> Iterator[None]:
+def _serving(model: torch.nn.Module, *, device: torch.device, autocast_dtype: torch.dtype) -> Iterator[None]:
     """The model in eval mode under inference mode and autocast (off for float32), put back as it was after."""
     import torch
 
@@ -47,7 +50,7 @@ def _serving(model: Any, *, device: Any, autocast_dtype: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def _on_device(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
+def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Model inputs on the device, without `labels`: serving has none, and a loss would be extra work."""
     return {key: value.to(device) for key, value in inputs.items() if key != "labels"}
 
@@ -56,8 +59,8 @@ def _rows(inputs: dict[str, Any]) -> int:
     return int(next(iter(inputs.values())).shape[0])
 
 
-def serving_classifier(model: Any, *, single: dict[str, Any], batch: dict[str, Any], device: Any,
-                       autocast_dtype: Any, prefix: str, **timing_options: Any) -> dict[str, float]:
+def serving_classifier(model: torch.nn.Module, *, single: dict[str, Any], batch: dict[str, Any], device: torch.device,
+                       autocast_dtype: torch.dtype, prefix: str, **timing_options: Any) -> dict[str, float]:
     """Latency of one row (`single`, batch size 1: p50 and p90 in ms) and throughput of a batch (`batch`:
     rows / mean time per call) of a classifier's forward pass. `timing_options` go to `time_calls`."""
     single, batch = _on_device(single, device), _on_device(batch, device)
@@ -73,7 +76,8 @@ def serving_classifier(model: Any, *, single: dict[str, Any], batch: dict[str, A
             f"{prefix}latency_n": float(latency.n), f"{prefix}throughput_n": float(throughput.n)}
 
 
-def serving_generator(model: Any, *, prompt: dict[str, Any], device: Any, autocast_dtype: Any, new_tokens: int,
+def serving_generator(model: torch.nn.Module, *, prompt: dict[str, Any], device: torch.device,
+                      autocast_dtype: torch.dtype, new_tokens: int,
                       prefix: str, **timing_options: Any) -> dict[str, float]:
     """Greedy generation of exactly `new_tokens` tokens after one prompt: time to first token (prefill plus one
     token, p50 in ms), tokens per second of the whole call (new_tokens / mean time) and of decoding alone
@@ -93,7 +97,7 @@ def serving_generator(model: Any, *, prompt: dict[str, Any], device: Any, autoca
             f"{prefix}ttft_n": float(first.n), f"{prefix}gen_n": float(whole.n)}
 
 
-def _generate(model: Any, prompt: dict[str, Any], new_tokens: int) -> Any:
+def _generate(model: torch.nn.Module, prompt: dict[str, Any], new_tokens: int) -> Any:
     """Greedy decoding of exactly `new_tokens` tokens. bench trains with `config.use_cache=False`, so the cache
     is asked for here; min_new_tokens keeps an early end-of-sequence token from cutting the work short, and
     passing the pad token keeps transformers from warning that it picked one."""
@@ -107,7 +111,7 @@ def _generate(model: Any, prompt: dict[str, Any], new_tokens: int) -> Any:
                           min_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad)
 
 
-def _check_generates(model: Any, prompt: dict[str, Any], new_tokens: int) -> None:
+def _check_generates(model: torch.nn.Module, prompt: dict[str, Any], new_tokens: int) -> None:
     """Once, outside the timing: the figures mean what they say only if generate made exactly that many tokens."""
     output = _generate(model, prompt, new_tokens)
     sequences = getattr(output, "sequences", output)

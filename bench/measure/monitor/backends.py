@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_seconds() -> float:
@@ -52,7 +55,7 @@ class TorchCudaSource:
 
     columns = ("allocated_bytes", "reserved_bytes")
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.problems: dict[str, str] = {}
 
@@ -156,7 +159,7 @@ class Backend:
         return next((s.process_match for s in self.sources if isinstance(s, NvmlSource)), None)
 
 
-def pick_backend(device: Any) -> tuple[Backend, str]:
+def pick_backend(device: torch.device) -> tuple[Backend, str]:
     """The richest backend this device allows, and why: NVML on CUDA when it answers, else the CPU backend
     (plus torch's allocator counters on CUDA). Never raises: a missing NVML is a tag, not a failure."""
     if device.type != "cuda":

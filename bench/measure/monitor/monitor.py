@@ -25,13 +25,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import MonitorConfig
 from bench.measure.monitor.backends import Backend, ProcessSource, TorchCudaSource, cpu_seconds, pick_backend
 from bench.measure.monitor.peak import PeakMemory
 from bench.measure.monitor.phases import TrainingSegments
 from bench.measure.monitor.sampler import Sampler
+
+if TYPE_CHECKING:
+    import torch
 
 TIMELINE = "timeline.csv"
 # Sampled column -> the coarse per-step metric logged at each flush (peak for memory, mean for rates).
@@ -44,7 +47,7 @@ _COARSE = {"rss_bytes": "monitor/rss_bytes", "allocated_bytes": "monitor/allocat
 class Monitor:
     """Resource measurement over a run; a context manager so the thread stops however the run ends."""
 
-    def __init__(self, device: Any, spec: MonitorConfig, backend: Backend, reason: str, *,
+    def __init__(self, device: torch.device, spec: MonitorConfig, backend: Backend, reason: str, *,
                  timeline_dir: Path | None, sample: bool, static_tensors: Any = None) -> None:
         self.device, self.spec, self.backend, self.reason = device, spec, backend, reason
         self.timeline = timeline_dir / TIMELINE if timeline_dir is not None and sample else None
@@ -66,7 +69,7 @@ class Monitor:
         self._model: Any = None
 
     @classmethod
-    def for_device(cls, device: Any, spec: MonitorConfig | None = None, *, timeline_dir: Path | None = None,
+    def for_device(cls, device: torch.device, spec: MonitorConfig | None = None, *, timeline_dir: Path | None = None,
                    static_tensors: Any = None) -> Monitor:
         """The backend is picked here, once: NVML on CUDA when it answers, else the CPU backend.
         `static_tensors(model)`: tensors that hold weights outside parameters and buffers (4-bit state)."""
@@ -107,7 +110,7 @@ class Monitor:
         self.training.enter()
 
     # bench.training.loop.StepHooks
-    def on_train_start(self, model: Any, optimizer: Any) -> None:
+    def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if self.tensors is not None:
             self.tensors.start(model, optimizer)
         self._model = model
@@ -214,7 +217,7 @@ class Monitor:
         return self._sample
 
 
-def _profiler(device: Any, spec: MonitorConfig, timeline_dir: Path | None) -> Any:
+def _profiler(device: torch.device, spec: MonitorConfig, timeline_dir: Path | None) -> Any:
     """The profiled window after warm-up, when `monitor.profile` asks for one; its files go beside the timeline."""
     if not spec.profile:
         return None

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def match_nvml_index(target: DeviceIdentity, candidates: list[DeviceIdentity], *
     return index, "visible_index"
 
 
-def torch_identity(device: Any) -> DeviceIdentity:
+def torch_identity(device: torch.device) -> DeviceIdentity:
     """PCI address and UUID of a CUDA device from torch (attributes missing on older torch are skipped)."""
     import torch
 
@@ -79,7 +82,7 @@ def nvml_identities(pynvml: Any) -> list[DeviceIdentity]:
     return identities
 
 
-def open_handle(device: Any) -> tuple[Any, Any, str]:
+def open_handle(device: torch.device) -> tuple[Any, Any, str]:
     """`(pynvml, handle, how)` for the CUDA device; raises (an NVMLError, ImportError, LookupError) on failure."""
     import pynvml
 

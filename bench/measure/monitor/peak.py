@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -52,7 +55,7 @@ class PhasePeaks:
 class PeakMemory:
     """Phase-split exact peaks: `start()`, `split("load")`, `split("train")`, then `phases` and `run_peak()`."""
 
-    device: Any
+    device: torch.device
     kernel: bool = False  # whether the kernel counter works here
     phases: dict[str, PhasePeaks] = field(default_factory=dict)
 

@@ -4,7 +4,11 @@ how far the prediction made before training was off."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.measure.monitor.monitor import Monitor
+    from bench.tracking.tracker import Tracker
 
 
 def prediction_errors(plan: Any, measured: dict[str, float]) -> dict[str, float]:
@@ -21,7 +25,7 @@ def prediction_errors(plan: Any, measured: dict[str, float]) -> dict[str, float]
     return errors
 
 
-def run_metrics(*, result: Any, monitor: Any, plan: Any) -> tuple[dict[str, float], dict[str, str]]:
+def run_metrics(*, result: Any, monitor: Monitor, plan: Any) -> tuple[dict[str, float], dict[str, str]]:
     """Final metrics and tags from the training result and the finished monitor; `plan`: the memory plan at the
     largest batch the run met (bench.plan.engine.MemoryPlan), or None where there is none."""
     measured = {"train/time_s": result.time_s, "train/steps": result.steps, "train/tokens": result.tokens,
@@ -29,7 +33,7 @@ def run_metrics(*, result: Any, monitor: Any, plan: Any) -> tuple[dict[str, floa
     return {**measured, **prediction_errors(plan, measured)}, monitor.tags()
 
 
-def upload_timeline(monitor: Any, tracker: Any) -> None:
+def upload_timeline(monitor: Monitor, tracker: Tracker) -> None:
     """`monitor/timeline.csv` and `monitor/profile/` (the trace) into the run's artifacts, where the monitor wrote
     them. Called on failure too, so a store error here is reported, never raised over the run's own error."""
     folders = set()  # the profile sits beside the timeline, so usually one folder

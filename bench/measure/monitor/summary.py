@@ -9,7 +9,10 @@ peak where there is one, never below the largest sample of that phase.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.measure.monitor.monitor import Monitor
 
 # Sampled column -> the memory metric stem, and whether an exact counter exists for it.
 _MEMORY = {"rss_bytes": ("rss", True), "allocated_bytes": ("allocated", True), "reserved_bytes": ("reserved", True),
@@ -17,7 +20,7 @@ _MEMORY = {"rss_bytes": ("rss", True), "allocated_bytes": ("allocated", True), "
 _PHASE_PREFIX = {"train": "mem/peak", "load": "mem/load_peak", "eval": "mem/eval_peak"}
 
 
-def monitor_metrics(monitor: Any) -> dict[str, float]:
+def monitor_metrics(monitor: Monitor) -> dict[str, float]:
     """Every monitor metric of a finished run."""
     sampler, times = monitor.sampler, monitor.times
     metrics: dict[str, float | None] = {"cpu/util_mean_pct": 100.0 * times["cpu"] / times["wall"],
@@ -34,7 +37,7 @@ def monitor_metrics(monitor: Any) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(v)}
 
 
-def _memory(monitor: Any, column: str, stem: str, exact: bool) -> dict[str, float]:
+def _memory(monitor: Monitor, column: str, stem: str, exact: bool) -> dict[str, float]:
     out: dict[str, float] = {}
     for phase, prefix in _PHASE_PREFIX.items():
         series = monitor.sampler.by_phase.get(phase, {}).get(column)
@@ -49,7 +52,7 @@ def _memory(monitor: Any, column: str, stem: str, exact: bool) -> dict[str, floa
     return out
 
 
-def _gpu(monitor: Any) -> dict[str, float | None]:
+def _gpu(monitor: Monitor) -> dict[str, float | None]:
     """Utilisation, power and energy of the training phase alone."""
     train = monitor.sampler.by_phase.get("train", {})
     if "gpu_util_pct" not in monitor.sampler.series:
@@ -62,7 +65,7 @@ def _gpu(monitor: Any) -> dict[str, float | None]:
             "gpu/energy_j": energy, "train/monitored_s": monitor.training.seconds}
 
 
-def monitor_tags(monitor: Any) -> dict[str, str]:
+def monitor_tags(monitor: Monitor) -> dict[str, str]:
     """What measured what, where the tensor peak was, and anything that did not work."""
     tags = {"monitor/backend": monitor.backend.name, "monitor/reason": monitor.reason,
             "mem/rss_peak_source": "kernel_vmhwm" if monitor.peaks.kernel else "rss_sampled"}

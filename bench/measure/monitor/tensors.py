@@ -30,9 +30,12 @@ import contextlib
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType
+
+if TYPE_CHECKING:
+    import torch
 
 # torch's categories -> the names of bench's metrics, mem/at_peak/<name>_bytes
 CATEGORIES = {_MemRefType.PARAM: "params", _MemRefType.BUFFER: "buffers", _MemRefType.GRAD: "grads",
@@ -46,7 +49,7 @@ class _Tracker(MemTracker):
     refuse a hook), a new pass of the root module allowed (evaluation runs it once per batch), the global peak
     kept without torch's per-module peaks (the dominant cost per op), and where the peak happened."""
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: torch.device) -> None:
         super().__init__()
         self.device = device
         self.where = ("", "")  # (module, phase) at the peak on `device`
@@ -55,7 +58,8 @@ class _Tracker(MemTracker):
         self.phase_peaks: dict[str, dict[str, int]] = {}
         self.phase_modules: dict[str, str] = {}  # where each phase's peak happened
 
-    def _track_module_params_and_buffers(self, module: Any, install_grad_hooks: bool = True) -> tuple[int, int]:
+    def _track_module_params_and_buffers(self, module: torch.nn.Module, install_grad_hooks: bool = True) -> tuple[int,
+                                         int]:
         memory = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
         if install_grad_hooks:
             for parameter in module.parameters():
@@ -68,7 +72,7 @@ class _Tracker(MemTracker):
     def _grad_hook(self, grad: Any) -> None:
         self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
 
-    def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
+    def _pre_fw_hook(self, module: torch.nn.Module, inputs: Any) -> None:
         if not self._mod_tracker.is_bw and module in self.memory_tracking:
             name = self._mod_tracker.get_known_fqn(module)
             if set(self._mod_tracker.parents) - {name} == {"Global"}:  # the root module again: a new pass
@@ -115,7 +119,7 @@ def _by_category(snapshot: dict[Any, int]) -> dict[str, int]:
             "total": int(snapshot.get(_TOTAL_KEY, 0))}
 
 
-def tracked_device(device: Any) -> Any:
+def tracked_device(device: torch.device) -> Any:
     """The device as the tracker keys it (`cuda` becomes `cuda:<current>`)."""
     import torch
 
@@ -152,7 +156,7 @@ class _Peak:
 class TensorAccounting:
     """Which steps to watch, the trackers that watch them, and the resulting metrics."""
 
-    def __init__(self, device: Any, policy: str, static_tensors: Any = None) -> None:
+    def __init__(self, device: torch.device, policy: str, static_tensors: Any = None) -> None:
         self.device, self.policy = tracked_device(device), policy
         self._static = static_tensors or (lambda model: [])  # model -> tensors held outside params and buffers
         self._model = self._optimizer = None
@@ -163,7 +167,7 @@ class TensorAccounting:
         self.watched_steps, self.watched_seconds, self._evaluated = 0, 0.0, False
         self.largest_batch: tuple[int, int] = (0, 0)  # (rows, padded length) of the most padded elements met
 
-    def start(self, model: Any, optimizer: Any) -> None:
+    def start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """What every watched step must know about: the model and its optimizer."""
         self._model, self._optimizer = model, optimizer
         self._trainable = [p for p in model.parameters() if p.requires_grad]

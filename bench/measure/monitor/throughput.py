@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,7 +37,7 @@ class StepTimer:
     them), and on CUDA the first step after an evaluation, which regrows the allocator's cache that the monitor
     empties when a phase starts."""
 
-    def __init__(self, device: Any, *, warmup_steps: int) -> None:
+    def __init__(self, device: torch.device, *, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
         self.durations: list[float] = []  # seconds, one per step, in order
         self._work: list[tuple[int, int]] = []  # (samples, tokens) per step

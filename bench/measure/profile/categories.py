@@ -11,9 +11,12 @@ that recorded them (the autograd sequence number pairs them), so each category h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core.ranges import RANGE_PREFIX
+
+if TYPE_CHECKING:
+    import torch
 
 # Metric-name key -> what the report and the MLflow UI call it, in the order a stacked bar draws them.
 CATEGORIES = {
@@ -45,7 +48,7 @@ def is_dequant_op(name: str) -> bool:
     return name.startswith(DEQUANT_OP_PREFIXES)
 
 
-def module_categories(model: Any) -> dict[str, str]:
+def module_categories(model: torch.nn.Module) -> dict[str, str]:
     """Module name -> category, for the modules whose calls are scoped while profiling. Others inherit the scope
     they are called in: an embedding or a norm outside every other scope is in the whole model's, `other`."""
     from torch import nn
@@ -63,19 +66,19 @@ def module_categories(model: Any) -> dict[str, str]:
     return scoped
 
 
-def dequantizing_modules(model: Any) -> list[Any]:
+def dequantizing_modules(model: torch.nn.Module) -> list[Any]:
     """Modules that dequantize through a `dequantize()` method of their own (HQQ's layers): the method is scoped
     while profiling, as bitsandbytes' ops are recognised by name."""
     return [module for module in model.modules()
             if callable(getattr(module, "dequantize", None)) and type(module).__name__.startswith("HQQ")]
 
 
-def _is_lora_layer(module: Any) -> bool:
+def _is_lora_layer(module: torch.nn.Module) -> bool:
     """A peft LoRA layer (the wrapper around a base layer): its own ops (scaling, the sum) are adapter work."""
     return hasattr(module, "lora_A") and hasattr(module, "base_layer")
 
 
-def _innermost_attention(model: Any) -> set[str]:
+def _innermost_attention(model: torch.nn.Module) -> set[str]:
     """Names of the modules whose class is an attention block and that hold no other one (BERT's
     `BertSelfAttention`, not the `BertAttention` that also holds the output projection and its norm)."""
     found = {name for name, module in model.named_modules() if type(module).__name__.endswith("Attention")}

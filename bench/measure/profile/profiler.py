@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.measure.profile.breakdown import STEP_END, count, from_profiler, split, top_ops
 from bench.measure.profile.categories import CATEGORIES
+
+if TYPE_CHECKING:
+    import torch
 
 TRACE = "trace.json.gz"
 OPS = "ops.csv"  # the ops that take most of each category's time, per step
@@ -33,7 +36,7 @@ class StepProfiler:
     first is the profiler's own warm-up (its lazy set-up lands there), as torch's `schedule(warmup=1)` leaves one
     out."""
 
-    def __init__(self, device: Any, *, first_step: int, steps: int, folder: Path) -> None:
+    def __init__(self, device: torch.device, *, first_step: int, steps: int, folder: Path) -> None:
         self.device, self.first_step, self.steps, self.folder = device, first_step, steps, folder
         self.last_step = first_step + steps
         self._profile: Any = None
@@ -67,7 +70,7 @@ class StepProfiler:
             with torch.profiler.record_function(STEP_END):
                 pass
 
-    def start(self, model: Any) -> None:
+    def start(self, model: torch.nn.Module) -> None:
         import torch
         from torch.profiler import ProfilerActivity, profile
 

@@ -5,17 +5,20 @@ range around each scoped module's call, and the training loop's own ranges (data
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core.ranges import range_name, scope
 from bench.measure.profile.categories import dequantizing_modules, module_categories
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ModuleScopes:
     """`with ModuleScopes(model):` scoped modules (`module_categories`) open their category's range around each
     call, and HQQ layers' `dequantize()` opens the dequantization range; everything is removed on leaving."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self._handles: list[Any] = []
         self._open: dict[int, list[Any]] = {}  # id(module) -> ranges open for it (a module can be re-entered)
@@ -42,14 +45,14 @@ class ModuleScopes:
     def _opener(self, category: str) -> Callable[..., None]:
         import torch
 
-        def open_range(module: Any, _args: Any) -> None:
+        def open_range(module: torch.nn.Module, _args: Any) -> None:
             opened = torch.profiler.record_function(range_name(category))
             opened.__enter__()
             self._open.setdefault(id(module), []).append(opened)
 
         return open_range
 
-    def _closer(self, module: Any, _args: Any, _output: Any) -> None:
+    def _closer(self, module: torch.nn.Module, _args: Any, _output: Any) -> None:
         ranges = self._open.get(id(module))
         if ranges:
             ranges.pop().__exit__(None, None, None)

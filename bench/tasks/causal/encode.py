@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError
 from bench.tasks.causal.sft import Pair, Prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100  # label of a token the loss skips (torch's cross-entropy ignore_index)
 Row = dict[str, list[int]]
@@ -29,7 +32,7 @@ class PromptFormat:
     eos: tuple[int, ...] = ()  # put after a plain answer, so the model learns where an answer ends
 
 
-def pick_format(tokenizer: Any, requested: str) -> PromptFormat:
+def pick_format(tokenizer: PreTrainedTokenizerBase, requested: str) -> PromptFormat:
     """`auto` uses the chat template where the tokenizer has one; `chat` insists on it; `plain` never."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if requested == "chat" and not has_template:
@@ -42,7 +45,8 @@ def pick_format(tokenizer: Any, requested: str) -> PromptFormat:
                         bos=(bos_id,) if wants_bos else (), eos=(end,) if end is not None else ())
 
 
-def render(tokenizer: Any, fmt: PromptFormat, prompt: Prompt, response: str) -> tuple[str, str, bool]:
+def render(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, prompt: Prompt, response: str) -> tuple[str, str,
+           bool]:
     """(prompt text, answer text, whether the answer still needs the end token)."""
     if not fmt.chat:
         if isinstance(prompt, list):  # chat turns without a template: one "role: content" line each
@@ -58,7 +62,8 @@ def render(tokenizer: Any, fmt: PromptFormat, prompt: Prompt, response: str) -> 
     return prompt_text, response.strip(), True  # a template that rewrites earlier turns: fall back
 
 
-def encode_pair(tokenizer: Any, fmt: PromptFormat, prompt: Prompt, response: str, *, max_length: int) -> Row:
+def encode_pair(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, prompt: Prompt, response: str, *,
+                max_length: int) -> Row:
     """One row of at most `max_length` tokens. Too long: the answer is kept (up to half the room when the
     prompt needs it) and the prompt loses its beginning, since its end (the question) matters most."""
     prompt_text, answer_text, needs_end = render(tokenizer, fmt, prompt, response)
@@ -71,7 +76,7 @@ def encode_pair(tokenizer: Any, fmt: PromptFormat, prompt: Prompt, response: str
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE] * len(prompt_ids) + answer_ids}
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     # Special tokens written in the text (a chat template's <|im_start|>) are still recognised.
     return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
 
@@ -93,7 +98,8 @@ def collate(rows: list[Row], *, pad_id: int, left: bool = False) -> dict[str, An
     return batch
 
 
-def train_loader(pairs: list[Pair], *, tokenizer: Any, fmt: PromptFormat, max_length: int, batch_size: int,
+def train_loader(pairs: list[Pair], *, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, max_length: int,
+                 batch_size: int,
                  seed: int) -> Any:
     """Tokenize once; shuffled by the run seed; each batch padded to its own longest row."""
     import torch
@@ -118,7 +124,7 @@ class EvalSet:
     pad_id: int
 
 
-def eval_set(pairs: list[Pair], answers: list[str] | None, *, tokenizer: Any, fmt: PromptFormat,
+def eval_set(pairs: list[Pair], answers: list[str] | None, *, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
              max_length: int) -> EvalSet:
     """Encode every answer the evaluation scores, once, before the model loads."""
     built = EvalSet([], [], [], [], [p.label for p in pairs], tokenizer.pad_token_id)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import platform
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.tasks.causal.encode import Row
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MIN_WORDS = 20
 MIN_LETTER_SHARE = 0.85  # letters and spaces; code and tables fall below it
@@ -52,7 +55,8 @@ def _is_prose(block: str) -> bool:
     return len(text.split()) >= MIN_WORDS and "::=" not in text and letters >= MIN_LETTER_SHARE
 
 
-def general_rows(tokenizer: Any, *, chunks: int, length: int, bos: tuple[int, ...] = ()) -> list[Row]:
+def general_rows(tokenizer: PreTrainedTokenizerBase, *, chunks: int, length: int, bos: tuple[int,
+                 ...] = ()) -> list[Row]:
     """`chunks` rows of `length` tokens (BOS first where the model expects one), every token scored."""
     if chunks <= 0:
         return []

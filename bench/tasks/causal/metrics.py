@@ -15,14 +15,18 @@ would dwarf the model's activations.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.tasks.causal.encode import IGNORE, EvalSet, Row, collate
+
+if TYPE_CHECKING:
+    import torch
 
 LOGITS_BUDGET = 1 << 25  # floats of kept logits per batch (128 MiB in fp32): caps the batch for big vocabularies
 
 
-def score_rows(model: Any, rows: list[Row], *, batch_size: int, device: Any, autocast_dtype: Any,
+def score_rows(model: torch.nn.Module, rows: list[Row], *, batch_size: int, device: torch.device,
+               autocast_dtype: torch.dtype,
                pad_id: int) -> tuple[list[float], list[int]]:
     """Each row's summed log-probability of its labelled tokens, and how many there are."""
     import torch
@@ -65,7 +69,7 @@ def _batches(rows: list[Row], *, batch_size: int, vocab: int) -> list[list[int]]
     return [batch for batch in batches if batch]
 
 
-def _score_batch(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+def _score_batch(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[Any, Any]:
     import torch
 
     labels = batch.pop("labels")
@@ -106,14 +110,16 @@ def answer_metrics(sums: list[float], counts: list[int], data: EvalSet) -> dict[
     return {**metrics, **classification_scores(predictions, references)}
 
 
-def evaluate_sft(model: Any, data: EvalSet, *, device: Any, autocast_dtype: Any, batch_size: int) -> dict[str, float]:
+def evaluate_sft(model: torch.nn.Module, data: EvalSet, *, device: torch.device, autocast_dtype: torch.dtype,
+                 batch_size: int) -> dict[str, float]:
     """The eval metrics of a causal LM on its SFT eval set (the training loop's `evaluate` hook)."""
     sums, counts = score_rows(model, data.rows, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
                               pad_id=data.pad_id)
     return answer_metrics(sums, counts, data)
 
 
-def general_loss(model: Any, rows: list[Row], *, device: Any, autocast_dtype: Any, batch_size: int,
+def general_loss(model: torch.nn.Module, rows: list[Row], *, device: torch.device, autocast_dtype: torch.dtype,
+                 batch_size: int,
                  pad_id: int) -> float:
     """Token-weighted mean next-token loss on the general English chunks (NaN when there are none)."""
     sums, counts = score_rows(model, rows, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,

@@ -9,10 +9,16 @@ the number is what training changed, not what quantization did.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ModelConfig, RunConfig
 from bench.tasks.base import TaskData, as_test
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from bench.models.load import ModelLocation
 
 
 class CausalTask:
@@ -21,7 +27,7 @@ class CausalTask:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
-    def check_model(self, spec: ModelConfig, location: Any) -> None:
+    def check_model(self, spec: ModelConfig, location: ModelLocation) -> None:
         from bench.models.causal import check_causal_head
 
         check_causal_head(spec, location)  # from the config alone, before any data or weights
@@ -51,7 +57,7 @@ class CausalTask:
         splits = data.splits
         return {"train": frame(splits.train), "validation": frame(splits.eval), "test": frame(splits.test)}
 
-    def make_batches(self, data: TaskData, tokenizer: Any) -> None:
+    def make_batches(self, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> None:
         """Every batch the run needs, made before the model loads, so the monitor's baseline holds the data and
         its net peaks are the model's and the training's alone."""
         from bench.tasks.causal.encode import eval_set, pick_format, train_loader
@@ -68,28 +74,31 @@ class CausalTask:
         self._general = general_rows(tokenizer, chunks=cfg.data.general_eval_chunks, length=length, bos=fmt.bos)
         self._pad_id = tokenizer.pad_token_id
 
-    def evaluate(self, model: Any, eval_data: Any, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, eval_data: Any, *, device: torch.device,
+                 autocast_dtype: torch.dtype) -> dict[str, float]:
         from bench.tasks.causal.metrics import evaluate_sft
 
         return evaluate_sft(model, eval_data, device=device, autocast_dtype=autocast_dtype,
                             batch_size=self.cfg.trainer.eval_batch_size)
 
-    def _general_loss(self, model: Any, *, device: Any, autocast_dtype: Any) -> float:
+    def _general_loss(self, model: torch.nn.Module, *, device: torch.device, autocast_dtype: torch.dtype) -> float:
         from bench.tasks.causal.metrics import general_loss
 
         return general_loss(model, rows=self._general, device=device, autocast_dtype=autocast_dtype,
                             batch_size=self.cfg.trainer.eval_batch_size, pad_id=self._pad_id)
 
-    def after_build(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def after_build(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                    autocast_dtype: torch.dtype) -> dict[str, float]:
         model.config.use_cache = False  # no KV cache while training or scoring: it would only cost memory
         return {"eval/general_loss_before": self._general_loss(model, device=device, autocast_dtype=autocast_dtype)}
 
-    def after_training(self, model: Any, data: TaskData, before: dict[str, float], *, device: Any,
-                       autocast_dtype: Any) -> dict[str, float]:
+    def after_training(self, model: torch.nn.Module, data: TaskData, before: dict[str, float], *, device: torch.device,
+                       autocast_dtype: torch.dtype) -> dict[str, float]:
         after = self._general_loss(model, device=device, autocast_dtype=autocast_dtype)
         return {"eval/general_loss_after": after, "eval/forgetting": after - before["eval/general_loss_before"]}
 
-    def evaluate_test(self, model: Any, data: TaskData, *, device: Any, autocast_dtype: Any) -> dict[str, float]:
+    def evaluate_test(self, model: torch.nn.Module, data: TaskData, *, device: torch.device,
+                      autocast_dtype: torch.dtype) -> dict[str, float]:
         tested = as_test(self.evaluate(model, data.test_data, device=device, autocast_dtype=autocast_dtype))
         baseline = data.splits.test_baseline
         return {**tested, **({} if baseline is None else {"test/majority_baseline": baseline})}
