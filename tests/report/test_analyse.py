@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import analyse, intervals, memory, report_hint
+from bench.core import intervals
+from bench.report import analyse, memory, report_hint
 from bench.report.build import default_folder
 from bench.report.load import display_uri, resolve_uri
 from bench.report.render import Column, esc, markdown_table
