@@ -3,9 +3,10 @@
 Hydra composes `conf/` onto these structured configs (`base_config` heads `conf/config.yaml`'s defaults, and
 `method/_base`, `model/_base` head each method and model file), so OmegaConf rejects a key that does not exist
 or a value of the wrong type while it composes, before anything runs. The dataclasses stay the one source of
-the config's shape and defaults: a schema class has their fields, with each type as OmegaConf can check it (a
-`Literal` is a `str` here, a union of several types is `Any`); the checks of values and across fields stay in
-the dataclasses' `__post_init__`, which runs when `RunConfig.from_dict` builds the typed config.
+the config's shape and defaults (no file in `conf/` restates one: tests/unit/test_defaults.py): a schema class
+has their fields, with each type as OmegaConf can check it (a `Literal` is a `str` here, a union of several types
+is `Any`); the checks of values and across fields stay in the dataclasses' `__post_init__`, which runs when
+`RunConfig.from_dict` builds the typed config.
 
 The schema classes are module attributes under their own names, so a composed config pickles (joblib, SLURM and
 Ray launchers send it to their workers).

@@ -258,13 +258,15 @@ class TrainerConfig:
     log_every: int = 10  # steps between flushes of buffered step metrics to the tracker
     allow_nan: bool = False  # keep training through a NaN/inf loss instead of stopping the run (failure=nan)
     # Memory levers (bench.training.levers): they change what training holds, never what it computes (up to rounding).
-    gradient_checkpointing: bool = False  # recompute activations in backward instead of keeping them
-    optimizer: Optimizer = "adamw"  # adamw: torch-optimi (Kahan on 16-bit weights); the rest: bitsandbytes
+    gradient_checkpointing: bool = False  # recompute activations in backward rather than keep them (~1/3 more compute)
+    optimizer: Optimizer = "adamw"  # adamw: torch-optimi (Kahan on 16-bit weights); else bitsandbytes (paged_*: CUDA)
     grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch k x batch_size)
     # One run on several processes (bench.distributed): single; ddp (every rank holds the whole model, gradients
     # averaged); fsdp (FSDP2's fully_shard: parameters, gradients and optimizer state sharded across the ranks).
     strategy: Strategy = "single"
-    nproc: int = 1  # processes (GPUs) of the run, started through torchrun; batch_size is per process
+    # processes (GPUs) of the run, started through torchrun; batch_size is per process, so the global batch is
+    # batch_size x nproc x grad_accum_steps
+    nproc: int = 1
 
     def __post_init__(self) -> None:
         _check_positive("trainer.lr", self.lr)
@@ -383,9 +385,9 @@ class RunConfig:
         if unknown:
             raise unknown_keys("", {key: raw[key] for key in unknown}, sections)
         built = {key: _build(kinds[key], key, raw.get(key) or {}) for key in kinds}
-        return cls(**built, seed=int(raw.get("seed", 42)), output_dir=str(raw.get("output_dir", "outputs")),
-                   force=bool(raw.get("force", False)), dry_run=bool(raw.get("dry_run", False)),
-                   task=str(raw.get("task", "classification")))
+        given = {key: kind(raw[key]) for key, kind in (("seed", int), ("output_dir", str), ("force", bool),
+                                                       ("dry_run", bool), ("task", str)) if key in raw}
+        return cls(**built, **given)  # a key left out keeps the field's default
 
     def effective(self) -> dict[str, Any]:
         """The config as it affects the result: no tracker, monitor, deploy or output paths, only the technique's own

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-DEFAULT_EXPERIMENT = "bench"  # conf/tracker/mlflow.yaml's `experiment`
+DEFAULT_EXPERIMENT = "bench"  # tracker.experiment's default (TrackerConfig); tests/unit/test_defaults.py checks it
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 TIMELINE_WORD = "timeline"  # the monitor's artifact: any CSV whose name contains this word
 
