@@ -4,6 +4,9 @@
 - Several processes writing one SQLite file (parallel sweep cells) can meet "database is locked"; such
   calls are retried with backoff. Several creating a new file at once would each run MLflow's schema
   migrations and leave it half-migrated, so the first contact with a SQLite store holds a file lock.
+- Writers starting together (on a SQLite file or through one `mlflow server`) upsert the same rows: the
+  experiment's kind tag, a dataset. MLflow's upsert reads, then inserts, so all but one may fail on the
+  table's unique key; the retry finds the row and updates it (see `_TRANSIENT`).
 - A process killed with SIGKILL cannot close its run. Every run carries its host and PID, and the next
   run started on that host closes runs whose process is gone as KILLED, so none stays RUNNING.
 - Nothing that looks like a secret reaches params or tags.
@@ -25,7 +28,14 @@ from typing import Any, TypeVar
 from bench.config import ConfigError
 
 T = TypeVar("T")
-_TRANSIENT = ("database is locked", "already exists", "unable to open database", "disk i/o error")
+# What a retry clears, as the store words it. "database is locked" and friends: SQLite contention.
+# "already exists": two writers creating the same experiment or tables. "unique constraint failed":
+# two writers upserting one key (MLflow's set_experiment_tag, set_tag and log_inputs read, then insert): the
+# loser gets, through a server, `RestException: BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed:
+# experiment_tags.key, experiment_tags.experiment_id`, and its retry finds the row and updates it. (HTTP 5xx and
+# dropped connections are retried by MLflow's own HTTP client, for minutes, before bench sees them.)
+_TRANSIENT = ("database is locked", "already exists", "unable to open database", "disk i/o error",
+              "unique constraint failed")
 # A name is secret when it ends in one of these words (`token`, `hf_token`, `api_key`, `AWS_SECRET_ACCESS_KEY`),
 # not when it merely contains one (`tokenizer`, `num_key_value_heads`).
 _SECRET_WORDS = r"token|key|secret|password|passwd|credentials?"
@@ -56,7 +66,8 @@ def check_reachable(uri: str) -> None:
 
 def open_store(uri: str, experiment: str) -> Any:
     """Connect to the store and get (or create) the experiment; one process at a time for a SQLite file,
-    so that only one of them creates and migrates its schema."""
+    so that only one of them creates and migrates its schema. Writers that all find the experiment missing all
+    create it: one wins, and `mlflow.set_experiment` reads it back for the others (RESOURCE_ALREADY_EXISTS)."""
     import mlflow
     from filelock import FileLock
 
@@ -68,7 +79,8 @@ def open_store(uri: str, experiment: str) -> Any:
 
 
 def retrying(call: Callable[[], T], *, attempts: int = 8) -> T:
-    """Run a store call, retrying transient SQLite contention with jittered exponential backoff."""
+    """Run a store call, retrying transient contention (`_TRANSIENT`) with jittered exponential backoff; any
+    other error is raised at once."""
     for attempt in range(attempts):
         try:
             return call()

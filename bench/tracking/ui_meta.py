@@ -29,13 +29,24 @@ _LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora":
 
 def mark_training_experiment(client: Any, experiment: Any) -> None:
     """Tag the experiment `custom_model_development`, so the UI opens it on its runs: when it has no kind yet or
-    only an inferred one, never over a kind someone chose in the UI."""
+    only an inferred one, never over a kind someone chose in the UI (nor over this one: no write then)."""
     from bench.tracking.store import retrying
 
-    kind = experiment.tags.get(EXPERIMENT_KIND)
-    if kind and not kind.endswith("_inferred") and kind not in _GUESSED:
-        return
-    retrying(lambda: client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRAINING_KIND))
+    if not _chosen(experiment.tags.get(EXPERIMENT_KIND)):
+        retrying(lambda: _mark_unless_chosen(client, experiment.experiment_id))
+
+
+def _mark_unless_chosen(client: Any, experiment_id: str) -> None:
+    """One try at the tag, on the kind read afresh. Writers that start together all find no kind and all write
+    it; MLflow's upsert reads, then inserts, so all but one may fail on the tag's unique key, and `retrying`
+    tries again: by then the kind is there, and the retry writes nothing over it."""
+    if not _chosen(client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND)):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
+
+
+def _chosen(kind: str | None) -> bool:
+    """A kind someone chose (or bench wrote), not one the UI guessed."""
+    return bool(kind) and not kind.endswith("_inferred") and kind not in _GUESSED
 
 
 def ui_link(experiment_id: str, run_id: str | None = None, *, artifact: str | None = None) -> str:

@@ -10,9 +10,12 @@ import pytest
 import torch
 from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here, wait_until_training
 
+from bench.tracking.ui_meta import EXPERIMENT_KIND, TRAINING_KIND
+
 FOREVER = ["trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
 LONG = [*TINY, *FOREVER]
 SHRUNK = {"classification": TINY, "causal_lm": TINY_CAUSAL}  # both tasks go through the one run skeleton
+WRITERS = 8  # runs that start at once on one server store; each costs ~11 s of CPU (a round: 45 s+ on 2 free cores)
 
 # Faults happen for real, in the real training loop, on the 3rd forward pass; runs that need no signal or
 # second process go through `bench.cli.main` in this process (`run_cli_here`), with the fault patched in.
@@ -119,14 +122,24 @@ def test_four_writers_on_one_new_sqlite_store(store, tmp_path, ledger, start) ->
     assert set(runs["status"]) == {"FINISHED"}
 
 
-def test_four_writers_on_a_server_store(mlflow_server, tmp_path, ledger, start) -> None:
-    processes = [start("run", *TINY, f"seed={seed}", f"tracker.uri={mlflow_server}",
-                        f"hydra.run.dir={tmp_path / str(seed)}", cwd=tmp_path) for seed in range(4)]
-    errors = [p.communicate(timeout=600)[1] for p in processes]
-    assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]
-    runs = finished_runs(mlflow_server)
-    ledger("4 concurrent writers, server store", 4, len(runs))
-    assert sorted(runs["params.seed"]) == ["0", "1", "2", "3"] and set(runs["status"]) == {"FINISHED"}
+def test_writers_starting_together_on_a_server_store(mlflow_server, tmp_path, ledger, start) -> None:
+    """Several sweeps launched at once against one `mlflow server`: WRITERS runs start together, twice, and every
+    one is recorded FINISHED. First on a new experiment (they all create it, tag its kind, log the same dataset),
+    then on one that exists without a kind (they all tag it at the same moment)."""
+    client = mlflow.MlflowClient(mlflow_server)
+    client.create_experiment("untagged")
+    for experiment in ("new", "untagged"):
+        processes = [start("run", *TINY, f"seed={seed}", f"tracker.uri={mlflow_server}",
+                           f"tracker.experiment={experiment}", f"hydra.run.dir={tmp_path / experiment / str(seed)}",
+                           cwd=tmp_path) for seed in range(WRITERS)]
+        errors = [process.communicate(timeout=600)[1] for process in processes]
+        failed = [error[-1500:] for process, error in zip(processes, errors, strict=True) if process.returncode]
+        assert not failed, failed
+        runs = finished_runs(mlflow_server, experiment)
+        ledger(f"{WRITERS} writers starting together, server store, {experiment} experiment", WRITERS, len(runs))
+        assert sorted(runs["params.seed"], key=int) == [str(seed) for seed in range(WRITERS)]
+        assert set(runs["status"]) == {"FINISHED"}
+        assert client.get_experiment_by_name(experiment).tags[EXPERIMENT_KIND] == TRAINING_KIND
 
 
 def test_secrets_never_reach_the_store(store, tmp_path, ledger) -> None:
