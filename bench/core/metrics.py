@@ -15,8 +15,10 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 try:
     import tomllib
@@ -71,7 +73,7 @@ class Placeholder:
     or, with no values, a match of `pattern` (a rank: any whole number)."""
 
     name: str
-    values: dict[str, str]
+    values: Mapping[str, str]  # read-only: every reader shares the one table
     pattern: str
 
     @property
@@ -100,7 +102,7 @@ def _placeholder(name: str, value: str | list[str] | dict[str, str]) -> Placehol
     if isinstance(value, str):
         return Placeholder(name, {}, value)
     values = value if isinstance(value, dict) else dict.fromkeys(value, "")
-    return Placeholder(name, values, "|".join(map(re.escape, values)))
+    return Placeholder(name, MappingProxyType(values), "|".join(map(re.escape, values)))
 
 
 def _pattern(template: str, placeholders: dict[str, Placeholder]) -> re.Pattern[str]:
