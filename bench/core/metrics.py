@@ -62,10 +62,6 @@ class Metric:
     def placeholders(self) -> tuple[str, ...]:
         return tuple(_PLACEHOLDER.findall(self.name))
 
-    def hint(self) -> str:
-        """`name: meaning`, as the report's column hints read."""
-        return f"{self.name}: {self.meaning}"
-
 
 @dataclass(frozen=True)
 class Placeholder:
@@ -75,10 +71,6 @@ class Placeholder:
     name: str
     values: Mapping[str, str]  # read-only: every reader shares the one table
     pattern: str
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.values)
 
 
 @dataclass(frozen=True)
