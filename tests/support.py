@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,20 @@ REQUIRED_METRICS = (
     "params/trainable", "params/total", "params/trainable_pct",
     "mem/tensor_peak_bytes", "mem/weights_bytes", "mem/weight_bits_per_param", "artifact/adapter_bytes",
 )
+
+
+# The units a metric's name spells by its ending (`mem/peak_rss_bytes`, `prof/step_ms`), as bench.core.metrics
+# writes them; `_per_s` is whatever comes before it, per second (`rows_per_s`: rows/s).
+SPELLED_UNITS = (("bits_per_param", "bits"), ("_bytes", "bytes"), ("_ms", "ms"), ("_s", "s"), ("_pct", "%"),
+                 ("_j", "J"), ("_w", "W"))
+
+
+def spelled_unit(name: str) -> str | None:
+    """The unit `name` spells (an interval's end, `_low`/`_high`/`_{bound}`, has its figure's), or None."""
+    stem = re.sub(r"_(low|high|\{\w+\}|<\w+>)$", "", name)
+    if stem.endswith("_per_s"):
+        return f"{stem.removesuffix('_per_s').rpartition('_')[2].rpartition('/')[2]}/s"
+    return next((unit for ending, unit in SPELLED_UNITS if stem.endswith(ending)), None)
 
 
 PLAN_TOLERANCE_PCT = 5.0  # bench plan's peak against the tensor peak a run measures (issue: within 5 %)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from bench.core.metrics import TENSOR_PEAK_BYTES, TRAIN_TOKENS_PER_S
+
 if TYPE_CHECKING:
     import torch
 
     from bench.measure.monitor import Monitor
 
 # the per-rank figures summed into the run's throughput; the rest are per rank, with the maximum as the run's
-SUMMED = {"tokens_per_s": "train/tokens_per_s", "samples_per_s": "train/samples_per_s", "tokens": "train/tokens"}
+SUMMED = {"tokens_per_s": TRAIN_TOKENS_PER_S, "samples_per_s": "train/samples_per_s", "tokens": "train/tokens"}
 
 
 def local(tensor: torch.Tensor) -> Any:
@@ -38,13 +40,13 @@ def rank_figures(model: torch.nn.Module, *, result: Any, monitor: Monitor, comm:
     optimizer state it holds (the parameters now; the gradients and optimizer state as the first step left
     them, sized from the real tensors by `bench.models.footprint.training_state_bytes`)."""
     tensors = monitor.tensors.metrics() if getattr(monitor, "tensors", None) is not None else {}
-    figures = {"tokens_per_s": result.timing.get("train/tokens_per_s", math.nan),
+    figures = {"tokens_per_s": result.timing.get(TRAIN_TOKENS_PER_S, math.nan),
                "samples_per_s": result.timing.get("train/samples_per_s", math.nan),
                "tokens": float(result.tokens), "time_s": result.time_s,
                "params_bytes": float(held_bytes(model.parameters())),
                "grads_bytes": float(result.state_bytes.get("mem/grads_bytes", math.nan)),
                "optimizer_bytes": float(result.state_bytes.get("mem/optimizer_bytes", math.nan)),
-               "tensor_peak_bytes": float(tensors.get("mem/tensor_peak_bytes", math.nan))}
+               "tensor_peak_bytes": float(tensors.get(TENSOR_PEAK_BYTES, math.nan))}
     if comm is not None:
         figures |= {"allreduce_s": comm.total_seconds(), "allreduce_buckets": float(comm.buckets)}
     return figures
@@ -64,7 +66,7 @@ def run_figures(figures: list[dict[str, float]], *, strategy: str, backend: str)
         if values:
             metrics[f"dist/max_{name}"] = max(values)
     if "dist/max_tensor_peak_bytes" in metrics:
-        metrics["mem/tensor_peak_bytes"] = metrics["dist/max_tensor_peak_bytes"]
+        metrics[TENSOR_PEAK_BYTES] = metrics["dist/max_tensor_peak_bytes"]
     tags = {"dist/strategy": strategy, "dist/backend": backend,
             "dist/comm": "DDP all-reduce per bucket, launch to completion (overlaps backward)" if strategy == "ddp"
             else "not told apart: FSDP's all-gathers and reduce-scatters run inside fully_shard's hooks"}

@@ -10,19 +10,21 @@ import math
 import pandas as pd
 
 from bench.core.intervals import mean_interval
+from bench.core.metrics import EVAL_ACCURACY, TEST_ACCURACY, TRAIN_TOKENS_PER_S
 from bench.report import memory, step_time
 from bench.report.compare import best_on_validation
 from bench.report.labels import config_labels, labels, several
+from bench.report.logged import columns
 from bench.techniques import REFERENCE, report_order
 
 # Friendly column → the column `mlflow.search_runs` returns (the last logged value of each metric).
 METRICS = {
-    "accuracy": "metrics.eval/accuracy", "f1": "metrics.eval/f1",  # eval/*: the validation split
-    "test_accuracy": "metrics.test/accuracy", "test_f1": "metrics.test/f1",  # test/*: reported, never chosen on
-    "tokens_per_s": "metrics.train/tokens_per_s", "train_time_s": "metrics.train/time_s",
-    "trainable_params": "metrics.params/trainable", "trainable_pct": "metrics.params/trainable_pct",
-    "adapter_bytes": "metrics.artifact/adapter_bytes", "energy_j": "metrics.gpu/energy_j", **memory.METRICS,
-    **step_time.METRICS,
+    **columns({"accuracy": EVAL_ACCURACY, "f1": "eval/f1",  # eval/*: the validation split
+               "test_accuracy": TEST_ACCURACY, "test_f1": "test/f1",  # test/*: reported, never chosen on
+               "tokens_per_s": TRAIN_TOKENS_PER_S, "train_time_s": "train/time_s",
+               "trainable_params": "params/trainable", "trainable_pct": "params/trainable_pct",
+               "adapter_bytes": "artifact/adapter_bytes", "energy_j": "gpu/energy_j"}),
+    **memory.METRICS, **step_time.METRICS,
 }
 # One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together;
 # so is the stage of a fair comparison (`fair/stage`: blank outside one), so tuned and untuned runs never do either.

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.core.metrics import TENSOR_PEAK_BYTES, TRAIN_TOKENS_PER_S
 from bench.report import memory
 from bench.report.formats import count, decimal, mib, percent, plain, points, ratio, seconds, size, when
+from bench.report.logged import hint, unit
 from bench.report.render import Column, ci, delta
 
 VAL = "the validation split (eval/accuracy), which every choice in the report is made on"
@@ -18,26 +20,18 @@ PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed dif
            "to one (a shared seed is a shared batch order), Welch otherwise; the cell says which")
 
 
-# What each memory figure is, for the column hints: one name per figure, none standing in for another.
-TENSOR_PEAK = ("mem/tensor_peak_bytes: the most bytes of live tensors at any moment of training, on the training "
-               "device (weights, gradients, optimizer state, activations, temporaries); blank where not logged")
+# What each memory figure is, for the column hints (the registry's meaning): one name per figure, none standing in
+# for another.
+TENSOR_PEAK = f"{hint(TENSOR_PEAK_BYTES)}; blank where not logged"
 MEMORY_COLUMNS = [
-    Column("eval tensor peak", "eval_tensor_peak_bytes", size, True,
-           "mem/eval_tensor_peak_bytes: the most bytes of live tensors at any moment of evaluation"),
-    Column("net RSS", "peak_rss_net_bytes", size, True, "mem/peak_rss_net_bytes: the process's peak resident memory "
-           "minus its RSS just before the model loaded (allocator caches and libraries' buffers included)"),
-    Column("peak allocated", "peak_allocated_bytes", size, True,
-           "mem/peak_allocated_bytes: CUDA, the most bytes torch's caching allocator had handed out to tensors"),
-    Column("peak reserved", "peak_reserved_bytes", size, True,
-           "mem/peak_reserved_bytes: CUDA, the most bytes torch's caching allocator held (allocated plus its cache)"),
-    Column("NVML process", "peak_nvml_process_bytes", size, True, "mem/peak_nvml_process_bytes: CUDA, this "
-           "process's GPU memory as nvidia-smi shows it (CUDA context and memory torch does not see included)")]
+    Column("eval tensor peak", "eval_tensor_peak_bytes", size, True, hint("mem/eval_tensor_peak_bytes")),
+    Column("net RSS", "peak_rss_net_bytes", size, True, hint("mem/peak_rss_net_bytes")),
+    Column("peak allocated", "peak_allocated_bytes", size, True, hint("mem/peak_allocated_bytes")),
+    Column("peak reserved", "peak_reserved_bytes", size, True, hint("mem/peak_reserved_bytes")),
+    Column("NVML process", "peak_nvml_process_bytes", size, True, hint("mem/peak_nvml_process_bytes"))]
 BITS_COLUMNS = [
-    Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True, "mem/weight_bits_per_param: bits "
-           "per weight of the base's quantized linear layers (packed data and quantization state) for 4-bit "
-           "techniques, of its linear layers for 16-bit ones; embeddings, head and adapters not counted"),
-    Column("bits/param (model)", "model_bits_per_param", decimal, True, "mem/model_bits_per_param: bits per "
-           "parameter of the whole model as held, embeddings, head and adapters included")]
+    Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True, hint("mem/weight_bits_per_param")),
+    Column("bits/param (model)", "model_bits_per_param", decimal, True, hint("mem/model_bits_per_param"))]
 
 
 def _scope(*, several_datasets: bool, several_devices: bool) -> list[Column]:
@@ -57,12 +51,13 @@ def headline_columns(*, several_datasets: bool, several_devices: bool = False, t
         Column("n", "n", count, True, "finished runs (seeds) averaged", keep=True),
         *accuracy_columns(test=test),
         Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK, keep=True), *MEMORY_COLUMNS,
-        Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
+        Column("tokens/s", "tokens_per_s", count, True, TRAIN_TOKENS_PER_S),
         Column("train time", "train_time_s", seconds, True, "train/time_s"),
         Column("trainable", "trainable_params", count, True, "params/trainable"),
         Column("trainable %", "trainable_pct", decimal, True, "params/trainable_pct"),
-        Column("adapter size", "adapter_bytes", size, True, "artifact/adapter_bytes: what you would ship"),
-        *BITS_COLUMNS, Column("energy", "energy_j", lambda v: f"{v:,.0f} J", True, "gpu/energy_j"),
+        Column("adapter size", "adapter_bytes", size, True, hint("artifact/adapter_bytes")),
+        *BITS_COLUMNS, Column("energy", "energy_j", lambda v: f"{v:,.0f} {unit('gpu/energy_j')}", True,
+                              "gpu/energy_j"),
         Column("Δ val accuracy", "delta_accuracy", points, True, "against full fine-tuning of the same model on the "
                f"same device (its configuration best on validation), on {VAL}", keep=True),
         *([Column("Δ test accuracy", "delta_test_accuracy", points, True, "against the same full fine-tuning, on "
@@ -166,7 +161,7 @@ def tuned_columns(*, several_datasets: bool, several_devices: bool = False, seve
         Column("val accuracy %", "accuracy_mean", percent, True, f"mean over seeds, on {VAL}", keep=True),
         Column("chosen on", "chosen_on", hint="fair/chosen_on: the split the rate was chosen on"),
         Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK),
-        Column("tokens/s", "tokens_per_s", count, True, "train/tokens_per_s"),
+        Column("tokens/s", "tokens_per_s", count, True, TRAIN_TOKENS_PER_S),
         Column("trainable", "trainable_params", count, True, "params/trainable")]
 
 
@@ -178,12 +173,12 @@ def rate(v: float) -> str:  # rows or tokens per second
     return f"{v:,.1f}"
 
 
-def _serving(title: str, field: str, form: Callable[[float], str], hint: str, *, batch: float | None = None,
+def _serving(title: str, field: str, form: Callable[[float], str], *, batch: float | None = None,
              quantile: bool = False) -> list[Column]:
     """A serving figure (`p50 ms @1` when every row shares the batch) and its interval, as text."""
     logged = (f"mean over seeds of each run's 95 % interval (deploy/<form>/{field}_low, _high); for one seed, "
               "that interval")
-    return [Column(f"{title} @{batch:g}" if batch is not None else title, field, form, True, hint),
+    return [Column(f"{title} @{batch:g}" if batch is not None else title, field, form, True, _form_hint(field)),
             Column(f"{title} 95 % interval", f"{field}_interval", hint=QUANTILE if quantile else logged)]
 
 
@@ -192,10 +187,9 @@ def deploy_columns(*, several_datasets: bool, several_devices: bool = False, lat
     """Columns of the deployment-cost table, one row per configuration and form (`bench.report.deploy`). A batch
     every row shares goes into the serving headers (`p50 ms @1`); one that varies (None) gets a column instead.
     Classifier and causal-LM figures are both declared; a table shows those some row has."""
-    batches = [Column(title, field, plain, True, hint) for title, field, batch, hint in (
-        ("latency batch", "latency_batch", latency_batch, "deploy/latency_batch: rows per timed request"),
-        ("throughput batch", "throughput_batch", throughput_batch, "deploy/throughput_batch: rows per batch of "
-         "rows/s")) if batch is None]
+    batches = [Column(title, field, plain, True, hint(f"deploy/{field}")) for title, field, batch in (
+        ("latency batch", "latency_batch", latency_batch), ("throughput batch", "throughput_batch", throughput_batch))
+        if batch is None]
     return _scope(several_datasets=several_datasets, several_devices=several_devices) + [
         Column("model", "model"), Column("technique", "technique"), Column("r", "r", plain, True),
         Column("targets", "target_modules"),
@@ -204,29 +198,22 @@ def deploy_columns(*, several_datasets: bool, several_devices: bool = False, lat
                "the adapter merged into 16-bit weights; merged4: the merge quantized again to 4 bits; full: full "
                "fine-tuning's checkpoint"),
         Column("n", "n", count, True, "finished runs (seeds) that measured this form", keep=True),
-        Column("size", "bytes", size, True, "deploy/<form>/bytes: on disk, what you ship in this form; unmerged: "
-               "the adapter alone (the base, shared by every adapter, is the base form's size)"),
-        Column("load", "load_s", lambda v: f"{v:,.2f} s", True,
-               "deploy/<form>/load_s: median seconds from disk until ready to serve"),
+        Column("size", "bytes", size, True, _form_hint("bytes")),
+        Column("load", "load_s", lambda v: f"{v:,.2f} {unit('deploy/{form}/load_s')}", True, _form_hint("load_s")),
         Column("test accuracy %", "accuracy", percent, True, f"deploy/<form>/accuracy: this form on {TEST}"),
-        Column("Δ accuracy vs unmerged", "accuracy_delta", points, True,
-               "deploy/<form>/accuracy_delta: this form minus the unmerged form of the same run (merge fidelity)"),
-        Column("max |logit diff|", "max_abs_logit_diff", lambda v: f"{v:.3g}", True, "deploy/<form>/"
-               "max_abs_logit_diff: the largest absolute logit difference on the test split, of a merged form from "
-               "the unmerged model (what merging changed), of the unmerged form and full fine-tuning's checkpoint from "
-               "the trained model in memory (what saving and loading changed); deploy/max_abs_logit is the logits' "
-               "own scale"),
-        Column("perplexity", "perplexity", decimal, True, "deploy/<form>/perplexity: causal LMs, on the test split"),
+        Column("Δ accuracy vs unmerged", "accuracy_delta", points, True, _form_hint("accuracy_delta")),
+        Column("max |logit diff|", "max_abs_logit_diff", lambda v: f"{v:.3g}", True,
+               _form_hint("max_abs_logit_diff")),
+        Column("perplexity", "perplexity", decimal, True, _form_hint("perplexity")),
         *batches,
-        *_serving("p50 ms", "latency_p50_ms", milliseconds, "deploy/<form>/latency_p50_ms: median latency of a "
-                  "request", batch=latency_batch, quantile=True),
-        *_serving("p90 ms", "latency_p90_ms", milliseconds, "deploy/<form>/latency_p90_ms: 90th percentile "
-                  "latency of a request", batch=latency_batch, quantile=True),
-        *_serving("rows/s", "rows_per_s", rate, "deploy/<form>/rows_per_s: rows classified per second",
-                  batch=throughput_batch),
-        *_serving("TTFT ms", "ttft_ms", milliseconds, "deploy/<form>/ttft_ms: causal LMs, time to the first "
-                  "generated token"),
-        *_serving("gen tokens/s", "gen_tokens_per_s", rate, "deploy/<form>/gen_tokens_per_s: causal LMs, tokens "
-                  "generated per second (deploy/new_tokens per request)"),
-        Column("decode tokens/s", "decode_tokens_per_s", rate, True,
-               "deploy/<form>/decode_tokens_per_s: causal LMs, tokens per second of decoding")]
+        *_serving("p50 ms", "latency_p50_ms", milliseconds, batch=latency_batch, quantile=True),
+        *_serving("p90 ms", "latency_p90_ms", milliseconds, batch=latency_batch, quantile=True),
+        *_serving("rows/s", "rows_per_s", rate, batch=throughput_batch),
+        *_serving("TTFT ms", "ttft_ms", milliseconds),
+        *_serving("gen tokens/s", "gen_tokens_per_s", rate),
+        Column("decode tokens/s", "decode_tokens_per_s", rate, True, _form_hint("decode_tokens_per_s"))]
+
+
+def _form_hint(figure: str) -> str:
+    """The hint of a form's figure, `deploy/<form>/<figure>: <meaning>`, from the registry."""
+    return hint(f"deploy/{{form}}/{figure}")

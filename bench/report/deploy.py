@@ -21,12 +21,13 @@ from bench.report import analyse, columns, plots, render
 from bench.report.columns import milliseconds, rate
 from bench.report.deploy_plots import latency_bars, size_accuracy
 from bench.report.labels import labels, several
+from bench.report.logged import columns as logged_columns
 from bench.report.render import Section, empty
 from bench.report.tuned import TUNE
 
 FORMS = ("base", "unmerged", "merged16", "merged4", "full")  # the table's order within a configuration
-RUN_FIGURES = {"latency_batch": "metrics.deploy/latency_batch", "throughput_batch": "metrics.deploy/throughput_batch",
-               "new_tokens": "metrics.deploy/new_tokens", "max_abs_logit": "metrics.deploy/max_abs_logit"}
+RUN_FIGURES = logged_columns({name: f"deploy/{name}" for name in ("latency_batch", "throughput_batch", "new_tokens",
+                                                                  "max_abs_logit")})
 NOTE_TAGS = ("tags.deploy/notes", "tags.deploy/error")  # how a run's forms were measured; why it measured none
 UNBOUNDED = sys.float_info.max  # MLflow stores an interval's infinite end as the largest double
 # Figures logged with a 95 % interval (`<figure>_low`, `_high`), and how the interval's bounds read.

@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-# What the tensors at the peak were (`mem/at_peak/<name>_bytes`, torch's MemTracker categories), in the order the
-# breakdown stacks them: what stays for the whole run first, scratch last.
-CATEGORIES = {
-    "params": "parameters, with the quantization state of 4-bit layers (what holds the weights)",
-    "buffers": "module buffers", "grads": "gradients of the parameters", "optimizer": "optimizer state",
-    "activations": "tensors made by the forward pass (those kept for backward among them)",
-    "temporaries": "scratch of the backward pass, gradients of activations included",
-    "other": "the batch (inputs) and any other tensor counted from outside"}
-AT_PEAK = {f"at_peak_{name}_bytes": f"metrics.mem/at_peak/{name}_bytes" for name in CATEGORIES}
+from bench.core.metrics import TENSOR_PEAK_BYTES, logged_as, placeholder
+from bench.report.logged import column, columns
+
+# What the tensors at the peak were (`mem/at_peak/<name>_bytes`, torch's MemTracker categories) and what each
+# holds, in the order the breakdown stacks them: what stays for the whole run first, scratch last.
+CATEGORIES = placeholder("part").values
+AT_PEAK = {f"at_peak_{name}_bytes": column(logged_as("mem/at_peak/{part}_bytes", part=name)) for name in CATEGORIES}
 
 # Friendly column → the column `mlflow.search_runs` returns; `analyse.METRICS` takes these in.
 METRICS = {
-    "tensor_peak_bytes": "metrics.mem/tensor_peak_bytes",
-    "eval_tensor_peak_bytes": "metrics.mem/eval_tensor_peak_bytes",
-    "peak_rss_net_bytes": "metrics.mem/peak_rss_net_bytes",
-    "peak_allocated_bytes": "metrics.mem/peak_allocated_bytes",
-    "peak_reserved_bytes": "metrics.mem/peak_reserved_bytes",
-    "peak_nvml_process_bytes": "metrics.mem/peak_nvml_process_bytes",
-    "weight_bits_per_param": "metrics.mem/weight_bits_per_param",
-    "model_bits_per_param": "metrics.mem/model_bits_per_param",
-    # the plan made before the weights loaded (`bench plan`'s engine): compared with the tensor peak, never shown
-    # in its place (`bench.report.prediction`)
-    "plan_peak_bytes": "metrics.plan/peak_bytes",
-    "plan_met_peak_bytes": "metrics.plan/met_peak_bytes",  # the plan at the largest batch the run met
+    **columns({"tensor_peak_bytes": TENSOR_PEAK_BYTES, "eval_tensor_peak_bytes": "mem/eval_tensor_peak_bytes",
+               "peak_rss_net_bytes": "mem/peak_rss_net_bytes", "peak_allocated_bytes": "mem/peak_allocated_bytes",
+               "peak_reserved_bytes": "mem/peak_reserved_bytes",
+               "peak_nvml_process_bytes": "mem/peak_nvml_process_bytes",
+               "weight_bits_per_param": "mem/weight_bits_per_param",
+               "model_bits_per_param": "mem/model_bits_per_param",
+               # the plan made before the weights loaded (`bench plan`'s engine): compared with the tensor peak,
+               # never shown in its place (`bench.report.prediction`)
+               "plan_peak_bytes": "plan/peak_bytes",
+               "plan_met_peak_bytes": "plan/met_peak_bytes"}),  # the plan at the largest batch the run met
     **AT_PEAK,
 }
 PEAK_TAGS = {"peak_module": "tags.mem/peak_module", "peak_phase": "tags.mem/peak_phase"}

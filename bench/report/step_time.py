@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.core.metrics import logged_as
 from bench.measure.profile.categories import CATEGORIES
 from bench.report import plots, render
 from bench.report.formats import count, decimal
+from bench.report.logged import column, hint
 from bench.report.render import Column, Section, empty
 from bench.report.variants import PARENT
 
-METRICS = {"prof_step_ms": "metrics.prof/step_ms",
-           **{f"prof_{name}_ms": f"metrics.prof/{name}_ms" for name in CATEGORIES}}
+METRICS = {"prof_step_ms": column("prof/step_ms"),
+           **{f"prof_{name}_ms": column(logged_as("prof/{category}_ms", category=name)) for name in CATEGORIES}}
 # Who each technique is held against: the variants' parents, QLoRA against LoRA and LoRA against full fine-tuning
 # (the questions users ask: why is QLoRA slower than LoRA, why is LoRA not much faster than full).
 AGAINST = {**PARENT, "qlora": "lora", "lora": "full"}
@@ -99,8 +101,7 @@ def bars(rows: pd.DataFrame) -> plots.Figure | None:
 
 def columns() -> list[Column]:
     return [Column("configuration", "label"), Column("n", "n", count, True, "runs (seeds) averaged"),
-            Column("step ms", "prof_step_ms", decimal, True, "prof/step_ms: one profiled optimizer step, wall time; "
-                   "the categories sum to it", keep=True),
+            Column("step ms", "prof_step_ms", decimal, True, hint("prof/step_ms"), keep=True),
             *[Column(f"{TITLES[name]} ms", f"prof_{name}_ms", decimal, True, f"prof/{name}_ms: {label}")
               for name, label in CATEGORIES.items()]]
 

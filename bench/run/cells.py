@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import RunConfig, TrackerConfig, config_hash
+from bench.core.metrics import EVAL_ACCURACY
 
 CELL_MODULE = "bench.run.isolation"  # the child's entry point, run with `python -m`
 SPEC_FILE, RESULT_FILE = "cell.json", "cell_result.json"  # in the cell's Hydra output folder
@@ -62,7 +63,7 @@ def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
 
     sweep = current_context()
     if sweep is None:
-        return run_experiment(RunConfig.from_dict(raw))["eval/accuracy"]
+        return run_experiment(RunConfig.from_dict(raw))[EVAL_ACCURACY]
     context, number = sweep
     label = f"{stage}cell {number + 1}/{context.total_cells}"
     print(f"{label}: {' '.join(_cell_overrides())}", flush=True)
@@ -74,7 +75,7 @@ def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
             print(f"{label} skipped: already FINISHED as run {done} (force=true reruns it)", flush=True)
             return None
         if config.dry_run:  # a prediction: nothing loads and nothing is measured, so no process of its own
-            return run_experiment(config, parent_run_id=context.parent_run_id)["eval/accuracy"]
+            return run_experiment(config, parent_run_id=context.parent_run_id)[EVAL_ACCURACY]
     except Exception as error:  # noqa: BLE001 - a failed cell is a result; the sweep goes on
         return cell_failed(raw, error, context, label)
     return _run_in_fresh_process(raw, context, label, cell_hash=cell_hash)
@@ -94,7 +95,7 @@ def run_cell(spec: CellSpec, *, start_metrics: dict[str, float]) -> dict[str, An
 
         cell_failed(spec.raw, error, context, spec.label)
         return {"failure": failure_kind(error)}
-    return {"accuracy": metrics["eval/accuracy"]}
+    return {"accuracy": metrics[EVAL_ACCURACY]}
 
 
 def cell_failed(raw: dict[str, Any], error: Exception, context: Any, label: str) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-SELECTION_METRIC = "eval/accuracy"  # validation; `test/*` must never decide anything
+from bench.core.metrics import EVAL_ACCURACY
+
+SELECTION_METRIC = EVAL_ACCURACY  # validation; `test/*` must never decide anything
 
 
 @dataclass(frozen=True)

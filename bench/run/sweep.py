@@ -104,6 +104,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.report import report_hint
         from bench.tracking.store import redact_text
+        from bench.tracking.tracker import check_metric_names
         from bench.tracking.ui_meta import NOTE, sweep_note, ui_link, view_line
 
         context = load_context(Path(config.hydra.sweep.dir))
@@ -113,8 +114,10 @@ class SweepCallback(Callback):
         LAST_SUMMARY.clear()
         LAST_SUMMARY.update(summary)
         client = _client(context.tracking_uri)
-        for key, value in summary.items():
-            client.log_metric(context.parent_run_id, f"sweep/{key}", value)
+        counts = {f"sweep/{key}": value for key, value in summary.items()}
+        check_metric_names(counts)
+        for name, value in counts.items():
+            client.log_metric(context.parent_run_id, name, value)
         hint = report_hint(context.experiment, context.sweep_id)
         experiment_id = client.get_run(context.parent_run_id).info.experiment_id
         _log_cell_inputs(client, context, experiment_id)

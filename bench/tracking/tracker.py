@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from bench.tracking.store import (
 from bench.tracking.ui_meta import NOTE, failed_note, mark_training_experiment
 
 _BATCH = 200  # metrics per log_batch call (MLflow accepts up to 1000)
+STRICT_METRICS = "BENCH_STRICT_METRICS"  # "1": an unregistered metric name raises (tests/conftest.py sets it)
+_WARNED: set[str] = set()
 
 
 def tracking_uri(spec: TrackerConfig) -> str:
@@ -39,6 +44,25 @@ def failure_kind(error: BaseException) -> str:
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return "oom"
     return "error"
+
+
+def check_metric_names(names: Iterable[str]) -> None:
+    """Every name sent to MLflow must have its definition in bench.core.metrics. Where that fails is a choice:
+    with $BENCH_STRICT_METRICS=1, which tests/conftest.py sets for every test and the processes it starts, an
+    unregistered name raises UnregisteredMetric at the call that logs it, so a typo fails the suite at its source.
+    Without it (a user's run) the metric is logged anyway, with one warning per name: a name must never cost hours
+    of training, and the figure stays in the store, only unknown to the report and the README until registered."""
+    from bench.core.metrics import UnregisteredMetric, definition
+
+    for name in names:
+        try:
+            definition(name)
+        except UnregisteredMetric as error:
+            if os.environ.get(STRICT_METRICS) == "1":
+                raise
+            if name not in _WARNED:
+                _WARNED.add(name)
+                print(f"warning: {error}; logged anyway", file=sys.stderr)
 
 
 class Tracker:
@@ -98,9 +122,11 @@ class Tracker:
         retrying(lambda: self._client.log_inputs(self.run_id, datasets=inputs))
 
     def log(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Queue metrics; they are written in batches, so logging costs the loop almost nothing."""
+        """Queue metrics; they are written in batches, so logging costs the loop almost nothing. Each name is
+        checked against the registry first (`check_metric_names`)."""
         from mlflow.entities import Metric
 
+        check_metric_names(metrics)
         now = int(time.time() * 1000)
         self._pending += [Metric(key, float(value), now, step) for key, value in metrics.items()]
         if len(self._pending) >= _BATCH:

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from support import REQUIRED_METRICS, TINY, assert_plan_matches, finished_runs, run_cli
 
+from bench.core.metrics import is_registered
+
 
 @pytest.fixture(scope="module")
 def technique_run(tmp_path_factory: pytest.TempPathFactory):
@@ -35,6 +37,8 @@ def test_each_technique_records_every_metric(technique: str, technique_run) -> N
     assert run["status"] == "FINISHED"
     missing = [m for m in REQUIRED_METRICS if f"metrics.{m}" not in runs.columns or runs[f"metrics.{m}"].isna().any()]
     assert not missing, f"missing metrics: {missing}"
+    logged = [c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")]
+    assert [name for name in logged if not is_registered(name)] == []  # each has its definition (bench.core.metrics)
     assert run["tags.technique"] == technique
     for tag in ("model", "dataset", "config_hash", "git_sha", "version/torch", "version/peft", "hw/cpu"):
         assert run[f"tags.{tag}"], tag

@@ -30,6 +30,17 @@ from report_expect import (
 from report_store import BASE_MS, EVIL_NAME, EVIL_TARGET, EXPERIMENT, GPU, RUNS, SWEEP, finished_groups, tables
 
 from bench.cli import main
+from bench.core.metrics import is_registered
+
+
+def test_the_synthetic_store_logs_only_registered_metrics(store: tuple[str, Path]) -> None:
+    """The report is tested on the names real runs log (bench.core.metrics), never on a name of the store's own."""
+    import mlflow
+
+    client = mlflow.MlflowClient(store[0])
+    logged = {name for experiment in client.search_experiments()
+              for run in client.search_runs([experiment.experiment_id], max_results=5000) for name in run.data.metrics}
+    assert len(logged) > 100 and sorted(name for name in logged if not is_registered(name)) == []
 
 
 def test_headline_numbers_match_a_hand_computation(report: Path) -> None:

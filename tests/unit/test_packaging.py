@@ -34,6 +34,7 @@ def test_the_wheel_ships_every_config_group(wheel_files: list[str]) -> None:
                          if name.startswith(f"bench/conf/{group}/") and name.endswith(".yaml"))
         assert shipped == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
     assert "bench/report/assets/report.css" in wheel_files  # the report's assets travel too
+    assert "bench/core/metrics.toml" in wheel_files  # and the metric registry's table
 
 
 def test_conf_choices_match_the_table_of_techniques() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from bench.core.metrics import TENSOR_PEAK_BYTES
+
 if TYPE_CHECKING:
     from bench.measure.monitor.monitor import Monitor
     from bench.tracking.tracker import Tracker
@@ -15,7 +17,7 @@ def prediction_errors(plan: Any, measured: dict[str, float]) -> dict[str, float]
     """How far the plan at the largest batch the run met (`plan/met_peak_bytes`) was from the measured tensor
     peak (positive: predicted too much): `mem/prediction_error_pct` for the traced plan,
     `mem/analytic_error_pct` for the formula at the same batch."""
-    actual = measured.get("mem/tensor_peak_bytes")
+    actual = measured.get(TENSOR_PEAK_BYTES)
     if not actual or plan is None:
         return {}
     errors = {"plan/met_peak_bytes": float(plan.peak_bytes),
