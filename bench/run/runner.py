@@ -215,7 +215,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             try:
                 result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
                                trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
-                               log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
+                               log=tracker.log, desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
                                warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
                                evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED

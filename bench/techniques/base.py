@@ -62,11 +62,16 @@ class Option:
                               f"{', '.join(map(str, self.choices))}")
         kinds = (int, float) if self.kind is float else (self.kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and self.kind is not bool):
-            raise ConfigError(f"method.options.{self.name}={value!r} is not valid; it must be a {self.kind.__name__}"
+            raise ConfigError(f"method.options.{self.name}={value!r} is not valid; it must be {kind_name(self.kind)}"
                               f" ({self.describe()})")
         if self.above is not None and value <= self.above:
             raise ConfigError(f"method.options.{self.name}={value!r} is not valid; it must be > {self.above:g}")
         return value
+
+
+def kind_name(kind: type) -> str:
+    """`an int`, `a float`: a value's type as an error names it."""
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
 
 
 def unknown_options(technique: str, names: list[str], valid: list[str]) -> ConfigError:

@@ -13,12 +13,13 @@ arbitrary method's size, and says so (no figure) rather than guess.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError
-from bench.techniques.base import Technique
+from bench.techniques.base import Technique, kind_name
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,19 @@ def peft_config_class(peft_type: Any) -> type:
     return PEFT_TYPE_TO_CONFIG_MAPPING[chosen]
 
 
+def _check_types(config_class: type, options: dict[str, Any]) -> None:
+    """Values of fields peft types as a plain int, float, bool or str must be one (peft does not check)."""
+    hints = typing.get_type_hints(config_class)
+    for name, value in options.items():
+        kind = hints.get(name)
+        if kind not in (int, float, bool, str):
+            continue
+        kinds = (int, float) if kind is float else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):
+            raise ConfigError(f"method.options.{name}={value!r} is not valid for peft's {config_class.__name__}: "
+                              f"it must be {kind_name(kind)}")
+
+
 @dataclass(frozen=True)
 class PeftMethod(Technique):
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,6 +77,7 @@ class PeftMethod(Technique):
             if name not in valid:
                 raise ConfigError(f"method.options.{name} is not an option of peft's {config_class.__name__}; "
                                   f"valid: {', '.join(valid)}")
+        _check_types(config_class, options)
         try:
             config_class(**options)  # peft's own checks of the values, before any run starts
         except (TypeError, ValueError) as error:
