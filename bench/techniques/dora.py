@@ -4,7 +4,6 @@ dense B·A of every adapted layer and two output-wide tensors per token."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import Technique
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
     from bench.plan.analytic import Census
 
 
-@dataclass(frozen=True)
 class DoRA(Technique):
     def lora_options(self, method: MethodConfig) -> dict[str, Any]:
         return {"use_dora": True}

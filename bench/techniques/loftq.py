@@ -4,7 +4,6 @@ base + adapter approximates the 16-bit weights (`method.loftq_iter` rounds of qu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import LORA_KNOBS, QUANT_KNOBS
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from bench.config import MethodConfig
 
 
-@dataclass(frozen=True)
 class LoftQ(QLoRA):
     def before_loading(self, method: MethodConfig, weights: Any) -> Any:
         """The 32-bit weight of every linear layer (None from a plan's skeleton, which has no values)."""
@@ -31,5 +29,5 @@ class LoftQ(QLoRA):
 
 
 TECHNIQUE = LoftQ(name="loftq", label="LoftQ", summary="QLoRA with base and adapter initialised together",
-                  parent="qlora", knobs=LORA_KNOBS | QUANT_KNOBS | {"loftq_iter"}, initialises_from_values=True,
-                  order=7)
+                  parent="qlora", base="nf4", knobs=LORA_KNOBS | QUANT_KNOBS | {"loftq_iter"},
+                  initialises_from_values=True, order=7)

@@ -5,7 +5,6 @@ their own rate (`method.embed_norm_lr`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError
@@ -39,7 +38,6 @@ def check_longlora_supported(model_type: str, task: str) -> None:
                           f"decoder, one of: {', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
-@dataclass(frozen=True)
 class LongLoRA(Technique):
     def check_task(self, method: MethodConfig, task: str) -> None:
         check_longlora_task(task)

@@ -4,7 +4,6 @@ matrices (and of everything else), which the paper finds learns features faster 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.techniques.base import LORA_KNOBS, Option, Technique
@@ -13,7 +12,6 @@ if TYPE_CHECKING:
     from bench.config import MethodConfig
 
 
-@dataclass(frozen=True)
 class LoRAPlus(Technique):
     def lr_scales(self, method: MethodConfig) -> dict[str, float]:
         return {"lora_B": method.options["lr_ratio"]}

@@ -4,7 +4,6 @@ ships converted into a plain LoRA delta against the original weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import Technique
@@ -13,7 +12,6 @@ if TYPE_CHECKING:
     from bench.config import MethodConfig
 
 
-@dataclass(frozen=True)
 class OLoRA(Technique):
     def lora_options(self, method: MethodConfig) -> dict[str, Any]:
         return {"init_lora_weights": "olora"}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError
@@ -57,7 +56,6 @@ def _check_types(config_class: type, options: dict[str, Any]) -> None:
                               f"it must be {kind_name(kind)}")
 
 
-@dataclass(frozen=True)
 class PeftMethod(Technique):
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """`peft_type` in upper case, and the rest checked against its config class's fields and by peft itself."""

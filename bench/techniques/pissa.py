@@ -4,7 +4,6 @@ models need). Since the base changed, the adapter ships converted into a plain L
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import LORA_KNOBS, Technique
@@ -13,7 +12,6 @@ if TYPE_CHECKING:
     from bench.config import MethodConfig
 
 
-@dataclass(frozen=True)
 class PiSSA(Technique):
     def lora_options(self, method: MethodConfig) -> dict[str, Any]:
         return {"init_lora_weights": "pissa" if method.svd_iters == 0 else f"pissa_niter_{method.svd_iters}"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import LORA_KNOBS, Technique
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from bench.plan.analytic import Census
 
 
-@dataclass(frozen=True)
 class QALoRA(Technique):
     """LoRA's rank check stands: A sees d_in / group_size pooled values, which may be fewer than r (MiniLM at g=64:
     6 for r=8), a waste the paper's own settings accept, not an error; the layer's own size bounds r as for LoRA."""

@@ -5,7 +5,6 @@ NF4 with double quantization; the head (or a causal LM's LM head) stays in float
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import LORA_KNOBS, QUANT_KNOBS, Technique
@@ -18,10 +17,8 @@ if TYPE_CHECKING:
 NF4_BLOCK, NESTED_BLOCKS = 64, 256  # weights per absmax, and blocks per second-level constant (double quantization)
 
 
-@dataclass(frozen=True)
 class QLoRA(Technique):
-    base: str = "nf4"
-    knobs: frozenset[str] = LORA_KNOBS | QUANT_KNOBS
+    """A technique on bitsandbytes' NF4 base (`base="nf4"`)."""
 
     def quantization(self, method: MethodConfig, *, compute_dtype: torch.dtype, skip: list[str]) -> Any:
         """bitsandbytes' 4-bit config: the base a run trains on, and a merged model quantized again."""
@@ -44,4 +41,4 @@ class QLoRA(Technique):
 
 
 TECHNIQUE = QLoRA(name="qlora", label="QLoRA", summary="LoRA on a 4-bit NF4 base with double quantization",
-                  compared_with="lora", order=2)
+                  compared_with="lora", base="nf4", knobs=LORA_KNOBS | QUANT_KNOBS, order=2)

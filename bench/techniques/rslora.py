@@ -3,7 +3,6 @@ learning (peft's `use_rslora`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import Technique
@@ -12,7 +11,6 @@ if TYPE_CHECKING:
     from bench.config import MethodConfig
 
 
-@dataclass(frozen=True)
 class RsLoRA(Technique):
     def lora_options(self, method: MethodConfig) -> dict[str, Any]:
         return {"use_rslora": True}

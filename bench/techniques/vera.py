@@ -5,7 +5,6 @@ layer and slices it for smaller ones; the pair is saved with the adapter (`save_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.techniques.base import Option, Technique
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     from bench.plan.analytic import Census
 
 
-@dataclass(frozen=True)
 class VeRA(Technique):
     def peft_config(self, method: MethodConfig, *, task_type: str, targets: str | list[str],
                     modules_to_save: list[str], initialise: bool, **extra: Any) -> Any:
