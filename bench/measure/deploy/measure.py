@@ -163,7 +163,7 @@ def _measure(bench: _Bench, form: str, model: torch.nn.Module, *, size: int, loa
     if load_s is not None:
         measured.update({f"{prefix}load_s": load_s, f"{prefix}load_n": float(bench.options.load_repeats)})
     logits = None
-    if form == "base" and bench.tasks.causal:  # a causal LM's base keeps its pretrained head: what training added shows
+    if form == "base" and bench.causal:  # a causal LM's base keeps its pretrained head: what training added shows
         measured.update({f"{prefix}{name}": value for name, value in bench.scores(model).items()})
     elif against is not None or form == "unmerged":
         logits = bench.logits(model)
