@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from bench.techniques.longlora import ATTENTION_NAME, enable_s2_attention, group_size, longlora_peft_options
+from bench.techniques.impl.longlora import ATTENTION_NAME, enable_s2_attention, group_size, longlora_peft_options
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("s2", "full")
@@ -83,7 +83,7 @@ def attention_step(variant: str, seq_len: int, ratio: float) -> Callable[[], flo
     """A timed forward + backward of one layer's attention function on fresh q/k/v."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from bench.techniques.longlora import s2_attention_forward
+    from bench.techniques.impl.longlora import s2_attention_forward
 
     function = s2_attention_forward if variant == "s2" else sdpa_attention_forward
     module = _Attention(ratio).train()

@@ -51,6 +51,27 @@ def spelled_unit(name: str) -> str | None:
     return next((unit for ending, unit in SPELLED_UNITS if stem.endswith(ending)), None)
 
 
+def techniques(*, causal: bool = False, variants_only: bool = False) -> list[str]:
+    """The registered techniques a test runs for free, in the registry's order: those that train a classifier
+    (`causal=False`) or a causal LM; `variants_only`: those with a parent."""
+    from bench.techniques import NAMES, technique
+
+    return [name for name in NAMES if (causal or not technique(name).causal_lm_only)
+            and (technique(name).parent is not None or not variants_only)]
+
+
+def composed_method(name: str, *overrides: str):
+    """The `MethodConfig` of `method=<name>` as its conf/method YAML gives it (its own defaults and options), with
+    `overrides` such as `method.r=4`."""
+    from omegaconf import OmegaConf
+
+    from bench.cli import compose
+    from bench.config import MethodConfig
+
+    raw = OmegaConf.to_container(compose([f"method={name}", *overrides, "output_dir=x"]).method, resolve=True)
+    return MethodConfig(**raw)
+
+
 PLAN_TOLERANCE_PCT = 5.0  # bench plan's peak against the tensor peak a run measures (issue: within 5 %)
 
 

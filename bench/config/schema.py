@@ -107,12 +107,17 @@ SECTIONS: dict[str, type] = {"": RunConfig, "model": ModelConfig, "method": Meth
 def register() -> None:
     """Put the schema into Hydra's config store: `base_config` (the whole config), `method/_base` and
     `model/_base` (which every method and model file extends, so a sweep over `method=` can still override
-    `method.r`)."""
+    `method.r`); `method.options` takes any key."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunSchema)
-    store.store(group="method", name="_base", node=MethodSchema)
+    method = OmegaConf.structured(MethodSchema)
+    # A technique's own options are named by its module, not by the schema: `method.options.lr_ratio=8` adds the key
+    # without Hydra's `+`, and `MethodConfig` checks it against what the technique declares.
+    OmegaConf.set_struct(method.options, False)
+    store.store(group="method", name="_base", node=method)
     store.store(group="model", name="_base", node=ModelSchema)
 
 

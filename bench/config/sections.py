@@ -95,7 +95,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The fine-tuning technique (full fine-tuning, LoRA, QLoRA or a LoRA variant) and its knobs."""
+    """The fine-tuning technique (full fine-tuning, LoRA, QLoRA, a LoRA variant or any peft method) and its knobs."""
 
     name: str  # a technique of `bench.techniques.TECHNIQUES`
     lr: float = 2e-3  # the technique's usual learning rate; `trainer.lr` defaults to it
@@ -114,9 +114,15 @@ class MethodConfig:
     group_size: int = 64  # qalora: input features per quantization group, which is also the adapter's pooling
     attn_group_ratio: float = 0.25  # longlora: S²-Attn group size as a share of the sequence length
     embed_norm_lr: float = 2e-5  # longlora: learning rate of the trained embeddings and norms (LoRA: trainer.lr)
+    # The technique's own knobs (`method.options.lr_ratio=8`), each declared by its module in bench.techniques with
+    # its default and valid values; after checking, every declared option with its value (defaults filled in)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_choice("method", self.name, NAMES)
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"method.options={self.options!r} is not valid; give each as method.options.<name>=...")
+        object.__setattr__(self, "options", self.technique.resolve_options(self.options))
         _check_positive("method.lr", self.lr)
         _check_positive("method.r", self.r)
         _check_positive("method.alpha", self.alpha)
@@ -147,11 +153,23 @@ class MethodConfig:
     def uses_adapter(self) -> bool:
         return self.technique.uses_adapter
 
+    @property
+    def title(self) -> str:
+        """The technique as run names show it: its name, or for `method=peft` the peft type (`peft-loha`)."""
+        return self.technique.title(self.options)
+
+    @property
+    def rank(self) -> int | None:
+        """`method.r` where the technique has a rank (run names say `r=8`); None for full fine-tuning or a peft
+        method, whose rank, if any, is an option."""
+        return self.r if "r" in self.technique.knobs else None
+
     def effective(self) -> dict[str, Any]:
         """The fields that change this technique's result: full fine-tuning ignores every LoRA knob and
-        LoRA every quantization knob, so a rank sweep never reruns (or mislabels) the same full fine-tune."""
+        LoRA every quantization knob, so a rank sweep never reruns (or mislabels) the same full fine-tune. Options
+        count only where the technique has some, so a technique without any keeps the hash it had before them."""
         values = dataclasses.asdict(self)
-        unused = ALL_KNOBS - self.technique.knobs
+        unused = (ALL_KNOBS - self.technique.knobs) | ({"options"} if not self.options else set())
         return {key: value for key, value in values.items() if key not in unused}
 
 

@@ -1,13 +1,12 @@
-"""Turn a base model into the model to train: full fine-tuning, LoRA, QLoRA or a LoRA variant.
+"""Turn a base model into the model to train: full fine-tuning, LoRA, QLoRA, a LoRA variant or any peft method.
 
-Techniques differ only here, in how the model is built; the training loop is the same for all. Each adapter
-technique is LoRA on one of three bases (16-bit, bitsandbytes NF4, HQQ affine INT4) plus peft options or an
-initialisation; the variants that need more than a peft option live in `bench.techniques`.
+Techniques differ only here, in how the model is built; the training loop is the same for all. The steps are the
+same for every technique, and each asks the technique (`bench.techniques`, one module per technique) what it does
+at that step: the base's quantization, what it changes on the base, its peft config, its initialisation.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,14 +22,15 @@ from bench.models.load import (
     skeleton_heads,
 )
 from bench.models.precision import run_dtypes
-from bench.techniques.targets import check_rank_fits, check_targets_match, resolve_targets
+from bench.techniques.base import BASE_PACKAGES
+from bench.techniques.targets import check_targets_match, resolve_targets
 
 if TYPE_CHECKING:
     import torch
     from transformers import BitsAndBytesConfig
 
-# The library each quantized base needs.
-BASE_PACKAGES = {"nf4": "bitsandbytes", "int4-affine": "hqq"}
+__all__ = ["BASE_PACKAGES", "BuiltModel", "PretrainedWeights", "assemble", "build_model", "check_method_fits",
+           "check_method_supported"]
 
 
 @dataclass
@@ -41,19 +41,22 @@ class BuiltModel:
     weights_dtype: torch.dtype  # dtype of the (unquantized) weights as held
     compute_dtype: torch.dtype  # dtype matmuls run in (autocast)
     head_modules: list[str]  # modules outside the pretrained body, trained in full
-    target_modules: str | list[str] | None  # what LoRA was applied to (None for full fine-tuning)
+    target_modules: str | list[str] | None  # what the adapter was applied to (None for full fine-tuning)
     also_trained: list[str] = field(default_factory=list)  # body modules trained in full (LongLoRA's LoRA+)
     init_metrics: dict[str, float] = field(default_factory=dict)  # what an initialisation measured (LoftQ)
     lr_by_module: dict[str, float] = field(default_factory=dict)  # modules that train at their own rate
+    lr_scale_by_module: dict[str, float] = field(default_factory=dict)  # ... or at a multiple of trainer.lr (LoRA+)
+
+    def rates(self, lr: float) -> dict[str, float]:
+        """The rate of every module that does not train at `lr` (the trainer's), for the optimizer's groups."""
+        return {**{module: lr * scale for module, scale in self.lr_scale_by_module.items()}, **self.lr_by_module}
 
 
 def check_method_supported(method: MethodConfig, device: torch.device, task: str = "classification") -> None:
-    """Cheap checks before any data or weights load: the library each base needs, and the task it serves."""
-    if method.technique.causal_lm_only:
-        from bench.techniques.longlora import check_longlora_task
-
-        check_longlora_task(task)
-    package = BASE_PACKAGES.get(method.technique.base)
+    """Cheap checks before any data or weights load: the task the technique serves, and the library its base
+    needs."""
+    method.technique.check_task(method, task)
+    package = method.technique.package
     if package is None:
         return
     try:
@@ -66,23 +69,14 @@ def check_method_supported(method: MethodConfig, device: torch.device, task: str
                           "or cuda")
 
 
-# Below this many tokens per S²-Attn group, most groups miss the sequence's first tokens, which pretrained
-# attention leans on: SmolLM2's loss on 96 tokens of English is 3.0 with full attention and 6.4 with groups
-# of 24, against 2.5 and 3.2 on 2,048 tokens (groups of 512). The paper trains groups of 2,048.
-SHORT_GROUP_TOKENS = 256
-
-
 def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: ModelLocation, task: str,
                       max_length: int) -> None:
-    """Checks that need the architecture but no weights or data, on a skeleton built on the meta device:
-    LongLoRA needs a Llama-style decoder; QA-LoRA's groups must tile every quantized layer's inputs; no adapter's
-    rank may exceed what its layers can hold."""
-    if method.name == "longlora" and max_length * method.attn_group_ratio < SHORT_GROUP_TOKENS:
-        print(f"warning: method=longlora with data.max_length={max_length} and method.attn_group_ratio="
-              f"{method.attn_group_ratio:g} trains with groups of at most {max_length * method.attn_group_ratio:.0f} "
-              f"tokens; S²-Attn is meant for long sequences (the paper: groups of 2,048 tokens), and groups under "
-              f"{SHORT_GROUP_TOKENS} start from a much higher loss than full attention", file=sys.stderr)
-    if not method.uses_adapter:
+    """Checks that need the architecture but no weights or data, on a skeleton built on the meta device: the
+    technique's own (LongLoRA: a Llama-style decoder; QA-LoRA: groups that tile every quantized layer's inputs),
+    and an adapter the targeted layers can hold (no LoRA rank above what a layer can hold)."""
+    technique = method.technique
+    technique.advise(method, max_length=max_length)
+    if not technique.uses_adapter:
         return
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -90,26 +84,17 @@ def check_method_fits(method: MethodConfig, *, spec: ModelConfig, location: Mode
     try:
         config = model_config(spec, location, None if task == "causal_lm" else ["0", "1"])
     except (OSError, ValueError, KeyError):
-        if method.name in ("longlora", "qalora"):
+        if technique.needs_architecture:
             raise
         return  # the run reads the config again after the data, and fails there, on record, saying why
-    if method.name == "longlora":
-        from bench.techniques.longlora import check_longlora_supported
-
-        check_longlora_supported(config.model_type, task)
+    technique.check_model_type(method, model_type=config.model_type, task=task)
     causal = task == "causal_lm"
     with init_empty_weights():
         skeleton = (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_config(config)
     skip = ["lm_head"] if causal else skeleton_heads(skeleton)
-    targets = resolve_targets(method.target_modules, config.model_type)
-    if method.name == "qalora":
-        from bench.techniques.qalora import adapted_linear_names, check_group_size
-
-        targets = adapted_linear_names(skeleton, targets=targets, skip=skip)
-        check_group_size(skeleton, targets=targets, group_size=method.group_size, skip=skip)
-    # QA-LoRA's A sees in_features / group_size pooled values, which may be fewer than r (MiniLM at g=64: 6 for
-    # r=8): a waste the paper's own settings accept, not an error; the layer's own size bounds r as for LoRA.
-    check_rank_fits(skeleton, targets=targets, r=method.r, skip=skip)
+    targets = technique.select_targets(method, skeleton, targets=resolve_targets(method.target_modules,
+                                                                                 config.model_type), skip=skip)
+    technique.check_adapter_fits(method, skeleton, targets=targets, skip=skip)
 
 
 class PretrainedWeights:
@@ -134,7 +119,7 @@ class PretrainedWeights:
     def quantize_int4(self, model: torch.nn.Module, *, group_size: int, skip: list[str],
                       compute_dtype: torch.dtype) -> None:
         """QA-LoRA's base: hqq's affine INT4 on every linear layer not in `skip`."""
-        from bench.techniques.qalora import quantize_linears_hqq
+        from bench.techniques.impl.qalora import quantize_linears_hqq
 
         quantize_linears_hqq(model, group_size=group_size, skip=skip, compute_dtype=compute_dtype)
 
@@ -156,50 +141,44 @@ def assemble(*, method: MethodConfig, weights: Any, model_type: str, device: tor
     """The technique's model from a source of weights (`PretrainedWeights`, or a plan's skeleton): the base in
     the technique's dtype and quantization, then its adapter, trainable where the technique trains."""
     weights_dtype, compute_dtype = run_dtypes(method, device)
-    causal = task == "causal_lm"
+    technique = method.technique
     heads = weights.heads
-    if method.name == "full":
+    if not technique.uses_adapter:
         model = weights.load(dtype=weights_dtype)
         model.requires_grad_(True)
         return BuiltModel(model, weights_dtype, weights_dtype, heads, None)
-    if method.name == "longlora":
-        from bench.techniques.longlora import check_longlora_supported
-
-        check_longlora_supported(model_type, task)
+    technique.check_model_type(method, model_type=model_type, task=task)
     targets = resolve_targets(method.target_modules, model_type)
+    causal = task == "causal_lm"
     skip = ["lm_head"] if causal else heads
-    base_kind = method.technique.base
-    float_weights = weights.float_weights() if method.name == "loftq" else None
-    if base_kind == "nf4":
-        base = _load_4bit(method=method, load=weights.load, compute_dtype=compute_dtype, skip=skip)
-    else:
-        base = weights.load(dtype=compute_dtype)
+    read = technique.before_loading(method, weights)
+    base = _load_base(method, weights.load, compute_dtype=compute_dtype, skip=skip)
     check_targets_match(base, targets)
-    if base_kind == "int4-affine":
-        from bench.techniques.qalora import adapted_linear_names, check_group_size
-
-        # named before quantizing: peft's `all-linear` would not recognise the HQQ layers afterwards
-        targets = adapted_linear_names(base, targets=targets, skip=skip)
-        check_group_size(base, targets=targets, group_size=method.group_size, skip=skip)
-        weights.quantize_int4(base, group_size=method.group_size, skip=skip, compute_dtype=compute_dtype)
-    built = BuiltModel(None, compute_dtype, compute_dtype, heads, targets)
-    tying = {}
-    if method.name == "longlora":
-        from bench.techniques.longlora import embeddings_tied, enable_s2_attention, longlora_trainable_modules
-
-        enable_s2_attention(base, group_ratio=method.attn_group_ratio)
-        built.also_trained = longlora_trainable_modules(base)
-        # the paper trains them at its LoRA rate (2e-5); LoRA's usual 2e-3 would wreck a pretrained embedding
-        built.lr_by_module = dict.fromkeys(built.also_trained, method.embed_norm_lr)
-        # a tied head (SmolLM2's) shares the trained embedding copy instead of silently untying from it
-        tying = {"ensure_weight_tying": embeddings_tied(base)}
-    built.model = _add_lora(base, method=method, targets=targets, full_modules=heads + built.also_trained,
-                            causal=causal, initialise=weights.initialises, **tying)
-    if float_weights is not None:
-        from bench.techniques.loftq import loftq_initialise
-
-        built.init_metrics = loftq_initialise(built.model, float_weights, iterations=method.loftq_iter)
+    targets = technique.select_targets(method, base, targets=targets, skip=skip)
+    built = BuiltModel(None, compute_dtype, compute_dtype, heads, targets,
+                       lr_scale_by_module=technique.lr_scales(method))
+    extra = technique.prepare_base(method, base, weights=weights, built=built, skip=skip)
+    config = technique.peft_config(method, task_type="CAUSAL_LM" if causal else "SEQ_CLS", targets=targets,
+                                   modules_to_save=heads + built.also_trained, initialise=weights.initialises,
+                                   **extra)
+    built.model = _adapted(base, config)
+    built.init_metrics = technique.initialise(method, built.model, read)
     return built
+
+
+def _load_base(method: MethodConfig, load: Callable[..., Any], *, compute_dtype: torch.dtype,
+               skip: list[str]) -> Any:
+    """The frozen base in the compute dtype, its linear layers in 4 bits where the technique quantizes on load."""
+    quantization = method.technique.quantization(method, compute_dtype=compute_dtype, skip=skip)
+    if quantization is None:
+        return load(dtype=compute_dtype)
+    model = load(dtype=compute_dtype, quantization=quantization)
+    disable_cpu_4bit_repacking(model)
+    # No `prepare_model_for_kbit_training`: it upcasts every frozen non-quantized weight (embeddings
+    # included, half of MiniLM) to fp32 and turns on gradient checkpointing. We keep those weights in the
+    # compute dtype, as LoRA does, so the QLoRA-vs-LoRA difference is the 4-bit linears alone; the trained
+    # head is upcast in `_adapted` for both.
+    return model
 
 
 def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
@@ -216,59 +195,15 @@ def _float_weights(load: Callable[..., Any]) -> dict[str, Any]:
     return weights
 
 
-def nf4_quantization(method: MethodConfig, *, compute_dtype: torch.dtype, skip: list[str]) -> Any:
-    """bitsandbytes' 4-bit config of a technique: the base a run trains on, and a merged model quantized again."""
-    from transformers import BitsAndBytesConfig
+def _adapted(base: torch.nn.Module, config: Any) -> Any:
+    """peft's model of `config` on `base`, its trained parameters in fp32."""
+    from peft import get_peft_model
 
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=method.quant_type, bnb_4bit_use_double_quant=method.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype,
-        # The head stays in float: a new classifier must train in full; an LM head is often the embedding
-        # matrix itself (tied weights), which 4-bit would untie.
-        llm_int8_skip_modules=skip,
-    )
-
-
-def _load_4bit(*, method: MethodConfig, load: Callable[..., Any], compute_dtype: torch.dtype, skip: list[str]) -> Any:
-    quantization = nf4_quantization(method, compute_dtype=compute_dtype, skip=skip)
-    model = load(dtype=compute_dtype, quantization=quantization)
-    disable_cpu_4bit_repacking(model)
-    # No `prepare_model_for_kbit_training`: it upcasts every frozen non-quantized weight (embeddings
-    # included, half of MiniLM) to fp32 and turns on gradient checkpointing. We keep those weights in the
-    # compute dtype, as LoRA does, so the QLoRA-vs-LoRA difference is the 4-bit linears alone; the trained
-    # head is upcast in `_add_lora` for both.
-    return model
-
-
-def _add_lora(base: torch.nn.Module, *, method: MethodConfig, targets: str | list[str], full_modules: list[str],
-              causal: bool, initialise: bool = True, **options: Any) -> Any:
-    """peft's LoRA (and the variant's options) on `base`; `initialise=False` keeps peft's plain initialisation
-    where a variant's would decompose the weights (a plan's skeleton has no values to decompose)."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
-    variant = peft_options(method)
-    if not initialise:
-        variant.pop("init_lora_weights", None)
-    config = LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                        target_modules=targets, bias=method.bias, **variant, **options,
-                        modules_to_save=list(full_modules))  # peft extends the list it is given
-    if method.name == "qalora":
-        from bench.techniques.qalora import register_qalora
-
-        register_qalora(config, group_size=method.group_size)
     model = get_peft_model(base, config)
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != _fp32():
             parameter.data = parameter.data.float()  # the head copy was loaded in 16-bit; train it in fp32
     return model
-
-
-def peft_options(method: MethodConfig) -> dict[str, Any]:
-    """The LoraConfig options that make a variant out of plain LoRA."""
-    pissa = "pissa" if method.svd_iters == 0 else f"pissa_niter_{method.svd_iters}"
-    return {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}, "pissa": {"init_lora_weights": pissa},
-            "olora": {"init_lora_weights": "olora"}}.get(method.name, {})
 
 
 def _fp32() -> Any:

@@ -3,7 +3,9 @@
 after training, how far off it was as `mem/analytic_error_pct`.
 
 The model's parameters are counted on the meta device (no memory), then priced by how the technique holds
-them:
+them; what differs between techniques comes from each one's module in `bench.techniques` (`adapter_params`,
+`quantized_bytes`, `extra_activations`), and a technique that cannot size its adapter from shapes (a generic peft
+method) gets no estimate:
 - weights: the dtype the run picks (16-bit where native, else fp32); QLoRA's and LoftQ's base linears in
   4 bits plus their block constants, QA-LoRA's in 4 bits plus a scale and a zero point per group; LoRA
   adapters (DoRA: and a magnitude per output; QA-LoRA: A over d_in/g pooled inputs) and the trained copy of
@@ -16,14 +18,13 @@ them:
   tensor by tensor against autograd's saved tensors on MiniLM (exact for full fine-tuning on CPU). The
   sequence is the full `data.max_length`, the worst case of dynamic padding. Frozen layers save a little
   less (7 % on MiniLM), so for LoRA and QLoRA the term is an upper bound. DoRA and HQQ (QA-LoRA) save
-  more (`_variant_activations`).
+  more (their `extra_activations`).
 The peak is their sum, which assumes gradients and activations coexist; a tensor count, so compare it
 with the tensor peak a run measures (`mem/tensor_peak_bytes`, bench.measure.monitor.tensors), on CPU and CUDA alike.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,19 +51,24 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class _Census:
-    """Parameter counts of the model to train, by how the technique treats them."""
+class Census:
+    """Parameter counts of the model to train, by how the technique treats them (what its accounting hooks in
+    `bench.techniques` read)."""
 
     total: int  # every parameter of the base model
     head: int  # the classification head (trained in full; a fp32 copy under LoRA/QLoRA)
     body_linear_weights: list[int]  # numel of each body nn.Linear weight (4-bit under QLoRA)
-    lora: int  # adapter parameters: r * (in + out) per targeted linear (and the variants' extras)
+    lora: int | None  # adapter parameters (LoRA: r * (in + out) per targeted linear); None: the technique cannot say
     bias: int  # biases that `method.bias` makes trainable
+    targeted: int = 0  # how many linears the adapter targets
     targeted_weights: int = 0  # numel of the targeted linears' weights (DoRA materialises B·A for each)
+    targeted_inputs: int = 0  # sum of the targeted linears' input widths
     targeted_outputs: int = 0  # sum of the targeted linears' output widths
+    largest_in: int = 0  # the widest input among the targeted linears (VeRA's shared projections span it)
+    largest_out: int = 0  # the widest output among them
 
 
-def _census(config: PretrainedConfig, method: MethodConfig, trust_remote_code: bool) -> _Census:
+def _census(config: PretrainedConfig, method: MethodConfig, trust_remote_code: bool) -> Census:
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForSequenceClassification
@@ -78,35 +84,19 @@ def _census(config: PretrainedConfig, method: MethodConfig, trust_remote_code: b
     targets = [] if not method.uses_adapter else select_modules(
         list(linears), resolve_targets(method.target_modules, config.model_type))
     biases = {"all": [m.bias for m in linears.values()], "lora_only": [linears[n].bias for n in targets],
-              "none": []}[method.bias if method.name != "full" else "none"]
-    return _Census(total=sum(p.numel() for p in skeleton.parameters()),
-                   head=sum(p.numel() for n, p in skeleton.named_parameters() if n.split(".")[0] in heads),
-                   body_linear_weights=[m.weight.numel() for m in linears.values()],
-                   lora=sum(_adapter_params(method, linears[n]) for n in targets),
-                   bias=sum(b.numel() for b in biases if b is not None),
-                   targeted_weights=sum(linears[n].weight.numel() for n in targets),
-                   targeted_outputs=sum(linears[n].out_features for n in targets))
-
-
-def _adapter_params(method: MethodConfig, linear: torch.nn.Linear) -> int:
-    """What a variant trains on one linear: QA-LoRA's A sees d_in/g pooled inputs; DoRA adds a magnitude per output."""
-    d_in, d_out = linear.in_features, linear.out_features
-    if method.name == "qalora":
-        return method.r * (d_in // method.group_size + d_out)
-    return method.r * (d_in + d_out) + (d_out if method.name == "dora" else 0)
-
-
-def _nf4_bytes(numel: int, double_quant: bool) -> int:
-    """A 4-bit weight as bitsandbytes stores it: two per byte, plus one absmax per 64-weight block (8-bit
-    with a fp32 second level per 256 blocks under double quantization, else fp32)."""
-    blocks = math.ceil(numel / 64)
-    constants = blocks + 4 * math.ceil(blocks / 256) + 4 if double_quant else 4 * blocks
-    return math.ceil(numel / 2) + constants
-
-
-def _int4_affine_bytes(numel: int, group_size: int, meta_size: int) -> int:
-    """A 4-bit HQQ weight: two per byte, plus a scale and a zero point per group in the compute dtype."""
-    return math.ceil(numel / 2) + 2 * meta_size * math.ceil(numel / group_size)
+              "none": []}[method.bias if method.uses_adapter else "none"]
+    adapters = [method.technique.adapter_params(method, d_in=linears[n].in_features, d_out=linears[n].out_features)
+                for n in targets]
+    return Census(total=sum(p.numel() for p in skeleton.parameters()),
+                  head=sum(p.numel() for n, p in skeleton.named_parameters() if n.split(".")[0] in heads),
+                  body_linear_weights=[m.weight.numel() for m in linears.values()],
+                  lora=None if None in adapters else sum(adapters),
+                  bias=sum(b.numel() for b in biases if b is not None),
+                  targeted=len(targets), targeted_weights=sum(linears[n].weight.numel() for n in targets),
+                  targeted_inputs=sum(linears[n].in_features for n in targets),
+                  targeted_outputs=sum(linears[n].out_features for n in targets),
+                  largest_in=max((linears[n].in_features for n in targets), default=0),
+                  largest_out=max((linears[n].out_features for n in targets), default=0))
 
 
 def _attention_kind(config: PretrainedConfig, device: torch.device) -> str:
@@ -138,43 +128,30 @@ def _activations(config: PretrainedConfig, *, batch: int, seq: int, element: int
 
 def estimate_peak(*, config: PretrainedConfig, method: MethodConfig, device: torch.device, batch_size: int,
                   seq_len: int,
-                  trust_remote_code: bool = False) -> Estimate:
-    """Predict the training peak of `method` on this model config, batch and sequence length."""
+                  trust_remote_code: bool = False) -> Estimate | None:
+    """Predict the training peak of `method` on this model config, batch and sequence length; None for a technique
+    whose adapter's size cannot be told from shapes (an arbitrary peft method)."""
     from bench.models.precision import run_dtypes
 
     weights_dtype, compute_dtype = run_dtypes(method, device)
     size, element = weights_dtype.itemsize, compute_dtype.itemsize
     census = _census(config, method, trust_remote_code)
-    if method.name == "full":
+    technique = method.technique
+    if census.lora is None:
+        return None
+    if not technique.uses_adapter:
         weights = trainable = census.total * size
     else:
         trainable = 4 * (census.lora + census.head + census.bias)  # adapters, head copy, biases: fp32
         weights = census.total * size + trainable - census.bias * size  # trained biases are upcast in place
-        if method.technique.quantized:
-            weights += _quantized_bytes(method, census.body_linear_weights, size)
-    kahan = method.name == "full" and size < 4  # optimi adds a compensation buffer on 16-bit weights
+        weights += technique.adapter_buffer_bytes(method, census)
+        # what quantizing the body's linears changes: their storage as the base holds them minus 16-bit storage
+        weights += sum(technique.quantized_bytes(method, numel=n, size=size) - n * size
+                       for n in census.body_linear_weights)
+    kahan = not technique.uses_adapter and size < 4  # optimi adds a compensation buffer on 16-bit weights
     optimizer = trainable * (3 if kahan else 2)
     activations = _activations(config, batch=batch_size, seq=seq_len, element=element, device=device)
-    activations += _variant_activations(method, census, tokens=batch_size * seq_len, element=element)
+    # what the technique saves beyond LoRA (counted from autograd's saved tensors on a tiny BERT)
+    activations += technique.extra_activations(method, census, tokens=batch_size * seq_len, element=element)
     return Estimate(weights_bytes=weights, trainable_bytes=trainable, grads_bytes=trainable, optimizer_bytes=optimizer,
                     activations_bytes=activations)
-
-
-def _variant_activations(method: MethodConfig, census: _Census, *, tokens: int, element: int) -> int:
-    """What the variants save beyond LoRA (counted from autograd's saved tensors on a tiny BERT): DoRA keeps the
-    dense B·A of each adapted layer and two output-wide tensors per token (base and adapter results); HQQ
-    dequantizes every 4-bit weight in the forward pass, and autograd keeps it for the input gradient."""
-    if method.name == "dora":
-        return element * (census.targeted_weights + 2 * tokens * census.targeted_outputs)
-    if method.name == "qalora":
-        return element * sum(census.body_linear_weights)
-    return 0
-
-
-def _quantized_bytes(method: MethodConfig, linear_weights: list[int], size: int) -> int:
-    """What quantizing the body's linears changes: their 4-bit storage minus the 16-bit storage they replace."""
-    if method.name == "qalora":
-        packed = sum(_int4_affine_bytes(n, method.group_size, size) for n in linear_weights)
-    else:
-        packed = sum(_nf4_bytes(n, method.double_quant) for n in linear_weights)
-    return packed - sum(linear_weights) * size

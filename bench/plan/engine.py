@@ -211,19 +211,21 @@ def _notes(cfg: RunConfig, built: BuiltModel, device: torch.device) -> list[str]
     if cfg.method.technique.quantized:
         notes.append(f"{cfg.method.technique.base} weights: the quantizer's output shapes (the layers' own "
                      "forward and backward traced)")
-    if cfg.method.name in ("pissa", "olora", "loftq"):
+    if cfg.method.technique.initialises_from_values:
         notes.append(f"{cfg.method.name}'s initialisation not traced: it changes values, not what a step holds")
     return notes
 
 
 def _analytic(cfg: RunConfig, config: PretrainedConfig, device: torch.device, batch_size: int) -> int | None:
-    """bench.plan.analytic's formula, where it covers the configuration (classification), as a second opinion."""
+    """bench.plan.analytic's formula, where it covers the configuration (classification, a technique it can size),
+    as a second opinion."""
     if cfg.task != "classification":
         return None
     from bench.plan.analytic import estimate_peak
 
-    return estimate_peak(config=config, method=cfg.method, device=device, batch_size=batch_size,
-                         seq_len=cfg.data.max_length, trust_remote_code=cfg.model.trust_remote_code).peak_bytes
+    estimate = estimate_peak(config=config, method=cfg.method, device=device, batch_size=batch_size,
+                             seq_len=cfg.data.max_length, trust_remote_code=cfg.model.trust_remote_code)
+    return None if estimate is None else estimate.peak_bytes
 
 
 def largest_batch(cfg: RunConfig, *, device: torch.device, budget_bytes: int, config: PretrainedConfig | None = None,

@@ -31,7 +31,7 @@ def unit_of(rows: list[dict[str, Any]]) -> tuple[int, str]:
 def describe(row: dict[str, Any]) -> dict[str, str]:
     """What sets a row apart: model, technique, batch, sequence length, the levers, and any other swept key."""
     cfg = row["cfg"]
-    found = {"model": cfg.model.name, "technique": cfg.method.name, "batch": str(cfg.trainer.batch_size),
+    found = {"model": cfg.model.name, "technique": cfg.method.title, "batch": str(cfg.trainer.batch_size),
              "seq": str(cfg.data.max_length)}
     for name in LEVERS:
         if hasattr(cfg.trainer, name):

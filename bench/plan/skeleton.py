@@ -93,7 +93,7 @@ class SkeletonWeights:
 
 
 def _hqq(linear: torch.nn.Linear, group_size: int, compute_dtype: torch.dtype) -> Any:
-    """hqq's HQQLinear as `bench.techniques.qalora.quantize_linears_hqq` makes it: 4-bit weights packed two per
+    """hqq's HQQLinear as `bench.techniques.impl.qalora.quantize_linears_hqq` makes it: 4-bit weights packed two per
     byte along the groups, a scale and a zero point per group in the compute dtype, the bias kept."""
     import torch
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear

@@ -108,7 +108,7 @@ def trace_steps(built: BuiltModel, trainer: Any, *, batch: dict[str, Any], devic
     model = built.model
     apply_levers(model, trainer)
     model.train()
-    optimizer = build_optimizer(model, trainer, built.lr_by_module)
+    optimizer = build_optimizer(model, trainer, built.rates(trainer.lr))
     accounting = TensorAccounting(device, "every", held_outside_parameters)
     accounting.start(model, optimizer)
     autocast = torch.autocast(device.type, dtype=built.compute_dtype, enabled=built.compute_dtype != torch.float32)

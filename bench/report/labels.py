@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.techniques import REFERENCE
+from bench.techniques import REFERENCE, TECHNIQUES
 
 ADAPTER_PARAMS = ("method.r", "method.alpha", "method.dropout", "method.target_modules", "method.bias")
 FINAL = "final"  # fair/stage of a fair comparison's runs at the tuned rate (`tune`: the search for it)
@@ -19,20 +19,27 @@ def not_config(param: str) -> bool:
 
 def config_labels(runs: pd.DataFrame, out: pd.DataFrame, scope: list[str]) -> pd.DataFrame:
     """`config`: the params (besides rank, targets and seed) that vary within a `scope` and technique, e.g.
-    `alpha=32, lr=0.001`; `line_config`: the same without those that follow the rank (alpha = 2r in a rank
-    sweep), so a rank sweep draws one line per remaining setting."""
+    `alpha=32, lr=0.001`, and always the options its module names in `title_options` (a peft method's type);
+    `line_config`: the same without those that follow the rank (alpha = 2r in a rank sweep), so a rank sweep
+    draws one line per remaining setting."""
     shown = ("method.r", "method.target_modules")  # they have columns of their own
     params = [c for c in runs.columns if c.startswith("params.") and not not_config(c[7:]) and c[7:] not in shown]
     labels = pd.DataFrame({"config": "", "line_config": ""}, index=runs.index, dtype=object)
     for (*_, technique), index in out.groupby([*scope, "technique"], dropna=False).groups.items():
         block = runs.loc[index, params].fillna("null").astype(str)
-        varying = [c for c in params if block[c].nunique() > 1
+        named = {f"params.method.options.{name}" for name in _title_options(technique)}
+        varying = [c for c in params if (block[c].nunique() > 1 or c in named)
                    and not (technique == REFERENCE and c[7:] in ADAPTER_PARAMS)]
         rank = out.loc[index, "r"].fillna(-1)
         free = [c for c in varying if block[c].groupby(rank).nunique().max() > 1]  # not a function of r
         labels.loc[index, "config"] = _join(block, varying)
         labels.loc[index, "line_config"] = _join(block, free)
     return labels
+
+
+def _title_options(technique: str) -> tuple[str, ...]:
+    known = TECHNIQUES.get(technique)
+    return known.title_options if known else ()
 
 
 def _join(block: pd.DataFrame, columns: list[str]) -> pd.Series | str:

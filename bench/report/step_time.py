@@ -13,13 +13,14 @@ from bench.report import plots, render
 from bench.report.formats import count, decimal
 from bench.report.logged import column, hint
 from bench.report.render import Column, Section, empty
-from bench.report.variants import PARENT
+from bench.techniques import TECHNIQUES
 
 METRICS = {"prof_step_ms": column("prof/step_ms"),
            **{f"prof_{name}_ms": column(logged_as("prof/{category}_ms", category=name)) for name in CATEGORIES}}
-# Who each technique is held against: the variants' parents, QLoRA against LoRA and LoRA against full fine-tuning
-# (the questions users ask: why is QLoRA slower than LoRA, why is LoRA not much faster than full).
-AGAINST = {**PARENT, "qlora": "lora", "lora": "full"}
+# Who each technique is held against (its module's `compared_with`): the variants' parents, QLoRA against LoRA and
+# LoRA against full fine-tuning (the questions users ask: why is QLoRA slower than LoRA, why is LoRA not much faster
+# than full).
+AGAINST = {name: item.compared_with for name, item in TECHNIQUES.items() if item.compared_with}
 SHORT = {"base_matmul": "the base model's matmuls", "dequant": "4-bit dequantization",
          "adapter": "the adapter's own work", "attention": "attention", "optimizer": "the optimizer step",
          "data_host": "data and host work", "other": "the rest"}
@@ -53,7 +54,7 @@ def _reference(rows: pd.DataFrame, row: pd.Series) -> pd.Series | None:
     against = AGAINST.get(row["technique"])
     if against is None:
         return None
-    keys = MATCH + (["r", "target_modules"] if against != "full" else [])
+    keys = MATCH + (["r", "target_modules"] if TECHNIQUES[against].uses_adapter else [])
     same = rows["technique"] == against
     for key in keys:
         same &= (rows[key] == row[key]) | (rows[key].isna() & pd.isna(row[key]))

@@ -13,12 +13,13 @@ import pandas as pd
 
 from bench.report.compare import against, counted, reference_groups
 from bench.report.labels import FINAL
-from bench.techniques import REFERENCE, report_order
+from bench.techniques import TECHNIQUES, report_order
 
 TUNE = "tune"
 SCOPE = ["fair_id", "dataset", "model", "device"]  # one comparison, on one data set, model and device
 ORDER = {name: i for i, name in enumerate(report_order())}  # the headline's order of techniques
-BASELINES = {"lora": "lora", "full": REFERENCE}  # column prefix → the technique every row is compared with
+# The techniques every row is compared with (`vs_<name>` columns): LoRA and full fine-tuning, as their modules say.
+BASELINES = [name for name, item in TECHNIQUES.items() if item.baseline]
 
 
 def tuned_table(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -29,9 +30,9 @@ def tuned_table(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return rows
     rows = rows.join(_rates(runs), on="group")
-    for prefix, technique in BASELINES.items():
+    for technique in BASELINES:
         reference = reference_groups(rows, technique, SCOPE)
-        rows = rows.join(against(rows, runs, reference, "test_accuracy", f"vs_{prefix}"))
+        rows = rows.join(against(rows, runs, reference, "test_accuracy", f"vs_{technique}"))
     return rows
 
 

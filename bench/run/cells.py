@@ -134,9 +134,11 @@ def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any, *, 
     method, model, data = (raw.get(k) or {} for k in ("method", "model", "data"))
     tags = (raw.get("tracker") or {}).get("tags") or {}  # a fair comparison's cell is tagged even when it fails early
     spec = TrackerConfig(uri=context.tracking_uri, experiment=context.experiment, tags=dict(tags))
-    technique = str(method.get("name"))
-    identity = {"technique": technique, "model": model.get("name"), "data": data.get("name"), "seed": raw.get("seed"),
-                "rank": method.get("r") if technique in TECHNIQUES and TECHNIQUES[technique].uses_adapter else None}
+    name = str(method.get("name"))
+    technique = TECHNIQUES.get(name)  # None for a name the config refused
+    identity = {"technique": technique.title(method.get("options") or {}) if technique else name,
+                "model": model.get("name"), "data": data.get("name"), "seed": raw.get("seed"),
+                "rank": method.get("r") if technique and "r" in technique.knobs else None}
     subject = run_subject(**identity)
     with suppress(type(error)), Tracker(spec, run_name=run_title(**identity), parent_run_id=context.parent_run_id,
                                         subject=subject) as tracker:

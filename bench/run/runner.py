@@ -81,8 +81,8 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
         return dry_run(cfg, device=device)
     output_dir = _check_output_dir(cfg.output_dir)
     task = task_for(cfg)
-    identity = {"technique": cfg.method.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
-                "rank": cfg.method.r if cfg.method.uses_adapter else None}
+    identity = {"technique": cfg.method.title, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+                "rank": cfg.method.rank}
     run_name = cfg.tracker.run_name or run_title(**identity)  # `lora r=8 · minilm · tweets · s42`
     subject = run_subject(**identity)
     if needs_launch(cfg.trainer):  # the run's processes, started through torchrun; they come back here as ranks
@@ -182,13 +182,11 @@ def _import_before_baseline(cfg: RunConfig, task: Task, config: PretrainedConfig
     The monitor tags whatever still arrives late (`monitor/imported_late`)."""
     from transformers.models.auto import modeling_auto
 
-    from bench.models.build import BASE_PACKAGES
-
     classes = (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING if cfg.task == "causal_lm"
                else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING)
     classes[type(config)]  # noqa: B018 - indexing the lazy mapping imports the model's module
     libraries = ["optimi", "tqdm.auto", "transformers.optimization", *(["peft"] if cfg.method.uses_adapter else []),
-                 *([BASE_PACKAGES[cfg.method.technique.base]] if cfg.method.technique.quantized else [])]
+                 *([cfg.method.technique.package] if cfg.method.technique.package else [])]
     for library in libraries:
         importlib.import_module(library)
     task.load_libraries()
@@ -217,8 +215,8 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             try:
                 result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
                                trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
-                               log=tracker.log, desc=f"{cfg.method.name} {cfg.model.name}", hooks=monitor,
-                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.lr_by_module,
+                               log=tracker.log, desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
+                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
                                evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
                 if cfg.method.uses_adapter and ranks.ships_interrupted:
@@ -245,10 +243,9 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     if ranks.distributed:
         measured, tags = ranks.run_figures(rank_figures, measured, tags, plan=met)
     tracker.set_tags(tags)
-    if cfg.method.name == "qalora":  # after the monitor stopped: the check is not part of training's cost
-        from bench.techniques.qalora import merge_error
-
-        measured.update(merge_error(built.model, task.sample_batch(data), **measure))
+    # after the monitor stopped: what the technique checks (QA-LoRA's merge) is not part of training's cost
+    measured.update(cfg.method.technique.after_training(cfg.method, built.model, lambda: task.sample_batch(data),
+                                                        **measure))
     shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
                     upload=cfg.tracker.log_model)
     deployed: dict[str, float] = {}

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench.techniques import TECHNIQUES
+
 EXPERIMENT_KIND = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"  # the UI's "model training" experiments: they open on their runs
 NOTE = "mlflow.note.content"  # the description the UI shows (and edits) on a run's page
@@ -23,8 +25,6 @@ UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serve
 TRAINING_VIEW = "workflowType=machine_learning"  # the UI's "Model training" side, whatever the browser last chose
 _GUESSED = ("no_inferred_type",)  # with the `*_inferred` kinds: what the UI guessed, not what someone chose
 
-_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "rslora": "rsLoRA",
-           "pissa": "PiSSA", "olora": "OLoRA", "loftq": "LoftQ", "qalora": "QA-LoRA", "longlora": "LongLoRA"}
 
 
 def mark_training_experiment(client: Any, experiment: Any) -> None:
@@ -63,12 +63,15 @@ def view_line(uri: str, link: str) -> str:
 
 
 def technique_label(technique: str) -> str:
-    """`LoRA`, `QLoRA`, `Full fine-tuning`: a technique as a sentence names it."""
-    return _LABELS.get(technique, technique)
+    """`LoRA`, `QLoRA`, `Full fine-tuning`: a technique as a sentence names it (its module's label); a name the
+    registry does not know (`peft-loha`, a technique's title) as it is."""
+    known = TECHNIQUES.get(technique)
+    return known.label if known else technique
 
 
 def run_title(*, technique: str, model: str, data: str, seed: Any, rank: int | None) -> str:
-    """`lora r=8 · minilm · tweets · s42`: a run's name in the runs table (`rank`: None for full fine-tuning)."""
+    """`lora r=8 · minilm · tweets · s42`: a run's name in the runs table (`technique`: its title, `peft-loha` for a
+    peft method; `rank`: None for full fine-tuning)."""
     method = technique if rank is None else f"{technique} r={rank}"
     return " · ".join([method, str(model), str(data), f"s{seed}"])
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here
+from support import TINY, TINY_CAUSAL, finished_runs, run_cli_here, techniques
+
+from bench.techniques import technique as registered
 
 # Short serving figures: the tests check what is measured, not how fast.
 QUICK = ["deploy.measure=true", "deploy.max_seconds=0.2", "deploy.min_repeats=3", "deploy.load_repeats=1",
@@ -19,6 +21,20 @@ AGREE = 0.02
 FORMS = {"full": ["full"], "lora": ["base", "unmerged", "merged16"], "dora": ["base", "unmerged", "merged16"],
          "pissa": ["base", "unmerged", "merged16"], "qlora": ["base", "unmerged", "merged16", "merged4"],
          "loftq": ["base", "unmerged", "merged16", "merged4"], "qalora": ["base", "unmerged", "merged4"]}
+
+
+def expected_forms(technique: str) -> list[str]:
+    """The forms a technique ships in, from what its module says of it: full fine-tuning its checkpoint; an
+    adapter its base, itself on the base and merged into 16 bits, and into 4 bits again on a bitsandbytes base;
+    QA-LoRA's INT4 base only the merge into its zero points."""
+    found = registered(technique)
+    if not found.uses_adapter:
+        return ["full"]
+    if found.base == "int4-affine":
+        return ["base", "unmerged", "merged4"]
+    return ["base", "unmerged", "merged16", *(["merged4"] if found.base == "nf4" else [])]
+
+
 SERVING = ("latency_p50_ms", "latency_p90_ms", "rows_per_s")
 GENERATING = ("ttft_ms", "gen_tokens_per_s")
 
@@ -37,10 +53,15 @@ def _run(tmp_path: Path, *overrides: str, causal: bool = False):
     return runs.iloc[0], result.stdout
 
 
-@pytest.mark.parametrize("technique", list(FORMS))
+def test_the_forms_each_technique_ships_in_follow_from_its_module() -> None:
+    assert {technique: expected_forms(technique) for technique in FORMS} == FORMS
+
+
+@pytest.mark.parametrize("technique", techniques())
 def test_every_form_is_measured_and_agrees_with_the_model_it_came_from(tmp_path: Path, technique: str) -> None:
+    """Every technique that trains a classifier, the ten first and any added since."""
     run, printed = _run(tmp_path, f"method={technique}", *(["deploy.keep=true"] if technique == "qlora" else []))
-    forms = FORMS[technique]
+    forms = expected_forms(technique)
     assert run["tags.deploy/forms"] == ",".join(forms)
     scale = run["metrics.deploy/max_abs_logit"]
     for form in forms:

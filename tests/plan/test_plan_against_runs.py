@@ -5,9 +5,10 @@ QLoRA in tests/e2e and tests/causal), and each memory lever on both tasks."""
 from __future__ import annotations
 
 import pytest
-from support import TINY, TINY_CAUSAL, assert_plan_matches, finished_runs, run_cli_here
+from support import TINY, TINY_CAUSAL, assert_plan_matches, finished_runs, run_cli_here, techniques
 
-CAUSAL_VARIANTS = ("dora", "rslora", "pissa", "olora", "loftq", "qalora")
+# Every variant on the causal LM, the first six and any added since; LongLoRA has its own run in tests/variants.
+CAUSAL_VARIANTS = tuple(name for name in techniques(causal=True, variants_only=True) if name != "longlora")
 LEVERS = {"checkpointing": ["trainer.gradient_checkpointing=true"],
           "adamw_8bit": ["trainer.optimizer=adamw_8bit"],
           "accumulation": ["trainer.grad_accum_steps=2", "trainer.batch_size=4"]}

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import ConfigError
-from bench.techniques.longlora import (
+from bench.techniques.impl.longlora import (
     ATTENTION_NAME,
-    SUPPORTED_MODEL_TYPES,
-    check_longlora_supported,
     enable_s2_attention,
     group_size,
     longlora_peft_options,
     longlora_trainable_modules,
     s2_attention_forward,
 )
+from bench.techniques.longlora import SUPPORTED_MODEL_TYPES, check_longlora_supported
 
 REFERENCE_NAME = "test_s2_reference"
 VOCAB = 96

@@ -9,7 +9,7 @@ from bench.config import MethodConfig, ModelConfig, TrainerConfig
 from bench.models.build import build_model
 from bench.models.footprint import parameter_counts
 from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
-from bench.techniques.longlora import ATTENTION_NAME
+from bench.techniques.impl.longlora import ATTENTION_NAME
 from bench.training.loop import build_optimizer
 
 HIDDEN, LAYERS = 64, 2

@@ -10,7 +10,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 
 from bench.config import ConfigError
 from bench.models.footprint import base_weight_bits_per_param, parameter_counts, weights_bytes
-from bench.techniques.qalora import (
+from bench.techniques.impl.qalora import (
     QALoraHqqLinear,
     adapted_linear_names,
     check_group_size,

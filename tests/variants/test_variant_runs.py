@@ -4,25 +4,46 @@ parent; LongLoRA runs on the tiny Llama; a variant asked of a model it cannot se
 from __future__ import annotations
 
 import pytest
-from support import REQUIRED_METRICS, TINY, assert_one_error_line, assert_plan_matches, finished_runs, run_cli
+from support import (
+    REQUIRED_METRICS,
+    TINY,
+    assert_one_error_line,
+    assert_plan_matches,
+    finished_runs,
+    run_cli,
+    techniques,
+)
 
-CLASSIFICATION_VARIANTS = ("dora", "rslora", "pissa", "olora", "loftq", "qalora")
-PARENTS = {"dora": "lora", "rslora": "lora", "pissa": "lora", "olora": "lora", "loftq": "qlora", "qalora": "qlora"}
-BASES = {"lora": "16-bit", "dora": "16-bit", "rslora": "16-bit", "pissa": "16-bit", "olora": "16-bit",
-         "qlora": "nf4", "loftq": "nf4", "qalora": "int4-affine"}
+from bench.techniques import technique as registered
+
+# Every variant that trains a classifier, the six first and any added since (LoRA+, VeRA), with its parent.
+CLASSIFICATION_VARIANTS = tuple(techniques(variants_only=True))
+FIRST_PARENTS = {"dora": "lora", "rslora": "lora", "pissa": "lora", "olora": "lora", "loftq": "qlora",
+                 "qalora": "qlora"}
+PARENTS = {name: registered(name).parent for name in CLASSIFICATION_VARIANTS}
+FIRST_BASES = {"lora": "16-bit", "dora": "16-bit", "rslora": "16-bit", "pissa": "16-bit", "olora": "16-bit",
+               "qlora": "nf4", "loftq": "nf4", "qalora": "int4-affine"}
+BASES = {name: registered(name).base for name in sorted({*CLASSIFICATION_VARIANTS, *PARENTS.values()})}
+
+
+def test_the_first_variants_keep_their_parents_and_bases() -> None:
+    """The registry still says what the table of techniques said before each technique became a module."""
+    assert {name: PARENTS[name] for name in FIRST_PARENTS} == FIRST_PARENTS
+    assert {name: BASES[name] for name in FIRST_BASES} == FIRST_BASES
 
 
 @pytest.fixture(scope="module")
 def variant_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, object]:
     folder = tmp_path_factory.mktemp("variants")
     store = f"sqlite:///{folder / 'mlflow.db'}"
-    methods = ",".join(["lora", "qlora", *CLASSIFICATION_VARIANTS])
-    # two cells at a time (joblib), each in its own process: the sweep takes half the time on two cores
-    result = run_cli("-m", *TINY, f"method={methods}", "method.group_size=32", f"tracker.uri={store}",
+    methods = ",".join(BASES)
+    # two cells at a time (joblib), each in its own process: the sweep takes half the time on two cores. One rank
+    # for all (VeRA's YAML says 256): the report sets a variant beside its parent at the same rank.
+    result = run_cli("-m", *TINY, f"method={methods}", "method.group_size=32", "method.r=8", f"tracker.uri={store}",
                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder / 'sweep'}",
                      cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "cell 8/8" in result.stdout and "8 finished" in result.stdout
+    assert f"cell {len(BASES)}/{len(BASES)}" in result.stdout and f"{len(BASES)} finished" in result.stdout
     return store, folder
 
 

@@ -57,11 +57,11 @@ class Source:
 
     def quantization(self) -> Any:
         """The technique's NF4 config (the head or LM head kept in float, as when training)."""
-        from bench.models.build import PretrainedWeights, nf4_quantization
+        from bench.models.build import PretrainedWeights
 
         heads = ["lm_head"] if self.causal else PretrainedWeights(
             spec=self.spec, location=self.location, labels=self.labels, device=self.device, causal=False).heads
-        return nf4_quantization(self.method, compute_dtype=self.compute_dtype, skip=heads)
+        return self.method.technique.quantization(self.method, compute_dtype=self.compute_dtype, skip=heads)
 
     def load_served_base(self) -> Any:
         """The pretrained base from the run's own location, as the technique holds it: in 4 bits for an NF4

@@ -140,7 +140,7 @@ def _from_disk(bench: _Bench, source: Source, adapter: Path, folder: Path, refer
 def _in_memory(bench: _Bench, trained: Any, adapter: Path, reference: Any) -> dict[str, float]:
     """QA-LoRA: the base alone (peft's adapters switched off), the trained model, then its merge into the INT4
     zero points (peft's merge_and_unload, which takes the trained model apart: measured last)."""
-    from bench.techniques.qalora import merge_qalora
+    from bench.techniques.impl.qalora import merge_qalora
 
     base_bytes = _tensor_bytes(trained, skip=("lora_", "modules_to_save"))
     with trained.disable_adapter():
