@@ -58,6 +58,9 @@ def comparison_id(composed: dict[str, Any]) -> str:
     """The comparison's id: a hash of everything in its config that changes a result."""
     values = {key: value for key, value in composed.items() if key not in _NOT_IDENTITY}
     values["fair"] = {key: value for key, value in values["fair"].items() if key != "report"}
+    if isinstance(values.get("method"), dict) and not values["method"].get("options"):
+        # as before techniques declared options: a comparison without any keeps the id it had, and its runs
+        values["method"] = {key: value for key, value in values["method"].items() if key != "options"}
     return config_hash(values)
 
 

@@ -38,3 +38,12 @@ def test_every_cell_of_both_stages_is_a_valid_run(preset: str) -> None:
         config = _cell_config(*base, "fair.stage=final", f"method={technique}", f"fair.chosen={{{technique}:{middle}}}",
                               f"seed={fair.seeds[0]}")
         assert config.trainer.lr == middle and config.tracker.tags["fair/lr_chosen"] == middle
+
+
+def test_the_shipped_comparison_keeps_its_id() -> None:
+    """The id finds a comparison's finished runs again (`bench run experiment=fair-minilm` resumes); a config key
+    added since (`method.options`, empty) must not make it another comparison. Pinned from the code before it."""
+    from bench.run.fair import comparison_id
+
+    composed = OmegaConf.to_container(compose(["experiment=fair-minilm", "output_dir=x"]), resolve=False)
+    assert comparison_id(composed) == "890a6080a45a"
