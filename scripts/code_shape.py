@@ -1,5 +1,6 @@
 """The package's shape, read from the source: modules and lines per package, the longest functions, bare `Any`
-among the annotations, and the package-level import graph (what tests/unit/test_architecture.py checks).
+among the annotations, and the package-level import graph as tests/unit/test_architecture.py reads it (imports
+under `if TYPE_CHECKING:`, for type hints only, left out).
 
     python scripts/code_shape.py [package folder, default bench]
 """
@@ -36,6 +37,12 @@ def _annotations(tree: ast.AST) -> list[ast.expr]:
     return found
 
 
+def _hint_only(tree: ast.AST) -> set[int]:
+    """The nodes under `if TYPE_CHECKING:`: imports that never run."""
+    guarded = [node for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
+    return {id(child) for node in guarded for statement in node.body for child in ast.walk(statement)}
+
+
 def main(root: Path) -> None:
     modules, lines = Counter(), Counter()
     functions: list[tuple[int, str]] = []
@@ -48,9 +55,12 @@ def main(root: Path) -> None:
         tree = ast.parse(source)
         modules[package] += 1
         lines[package] += len(source.splitlines())
+        hints = _hint_only(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 functions.append((node.end_lineno - node.lineno + 1, f"{name}.{node.name}"))
+            if id(node) in hints:
+                continue
             targets = [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else \
                 [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             for target in targets:
