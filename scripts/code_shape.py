@@ -39,7 +39,8 @@ def _annotations(tree: ast.AST) -> list[ast.expr]:
 
 def _hint_only(tree: ast.AST) -> set[int]:
     """The nodes under `if TYPE_CHECKING:`: imports that never run."""
-    guarded = [node for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
+    guarded = [node for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
     return {id(child) for node in guarded for statement in node.body for child in ast.walk(statement)}
 
 
