@@ -85,7 +85,7 @@ def perf(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the package, tests, benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "bench", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "bench", "tests", "benchmarks", "scripts", "noxfile.py", *session.posargs)
 
 
 @nox.session(default=False)
