@@ -109,6 +109,7 @@ def _run_task(cfg: object) -> float | None:
     from bench.config import ConfigError
     from bench.config.check import describe
     from bench.run.cells import run_job
+    from bench.run.console import quiet
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
@@ -118,7 +119,8 @@ def _run_task(cfg: object) -> float | None:
 
             raw, stage = prepare_cell(raw)  # type: ignore[arg-type]
         raw.pop("fair", None)  # the schema's empty `fair:` section, outside a fair comparison
-        return run_job(raw, stage=stage)  # type: ignore[arg-type]
+        with quiet():  # the libraries' output goes to the run's bench.log, not to the terminal
+            return run_job(raw, stage=stage)  # type: ignore[arg-type]
     except (ConfigError, OmegaConfBaseException) as error:  # OmegaConf's: an interpolation that does not resolve
         if _debug():
             raise
@@ -132,7 +134,11 @@ def run_command(overrides: list[str]) -> int:
 
     from bench.config import ConfigError
     from bench.config.check import check_command_line
+    from bench.run.console import VERBOSE, asks_verbose, quiet_environment
 
+    if asks_verbose(overrides):
+        os.environ[VERBOSE] = "1"  # the cells' processes inherit it
+    quiet_environment()  # before any library is imported here or in a cell's process
     flags = {override for override in overrides if override.startswith("-")}
     try:
         check_group_overrides(overrides)

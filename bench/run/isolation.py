@@ -44,7 +44,10 @@ def main(argv: list[str]) -> int:
         _configure_logging(spec)
         for module in READY_IMPORTS:
             importlib.import_module(module)
-        result = run_cell(spec, start_metrics={"timing/cell_start_s": time.time() - spec.started})
+        from bench.run.console import quiet
+
+        with quiet():  # the libraries' output goes to the cell's bench.log, not to the terminal
+            result = run_cell(spec, start_metrics={"timing/cell_start_s": time.time() - spec.started})
     except KeyboardInterrupt:  # the run, if it had started, is closed KILLED by now
         result = {"failure": "killed"}
     for signum in (signal.SIGINT, signal.SIGTERM):  # the cell is over: nothing left that an interrupt could save

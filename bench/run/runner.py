@@ -61,6 +61,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     from bench.models.build import check_method_fits, check_method_supported
     from bench.models.load import resolve_location
     from bench.models.precision import pick_device
+    from bench.run.console import keep_log, log_file, log_line
     from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_link, view_line
     from bench.training.levers import check_trainer_supported
 
@@ -96,12 +97,18 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
 
         announce(tracker.run_id)
         tracker.log(start_metrics or {})
-        metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
+        try:
+            metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location,
+                                   output_dir=output_dir)
+        finally:  # however the run ends, what the libraries said during it is kept with it
+            keep_log(tracker)
         tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
     if not tracker.run_id:  # a rank other than 0
         return {"eval/accuracy": math.nan, **metrics}
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
           f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
+    if parent_run_id is None and (line := log_line(log_file())):  # a sweep names its cells' logs once, at its start
+        print(line)
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
 
 

@@ -84,6 +84,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.config import config_hash
+        from bench.run.console import log_line
         from bench.tracking.tracker import tracking_uri
 
         uri = tracking_uri(_tracker_spec(config))
@@ -100,6 +101,8 @@ class SweepCallback(Callback):
         (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
         ACTIVE[:] = [context]
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
+        if line := log_line(folder.resolve() / "<cell>" / "bench.log"):
+            print(line)  # once for the sweep: each cell's messages go to its own folder
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.report import report_hint

@@ -140,6 +140,9 @@ class Tracker:
     def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
         self._client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    def log_artifact(self, path: str | Path, artifact_path: str) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         if self._client is None or not self.run_id:
             return
