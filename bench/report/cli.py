@@ -35,6 +35,6 @@ def report_command(argv: list[str]) -> int:
     except StoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"report: {built.folder / 'index.html'} ({built.runs} runs, {built.finished} finished, "
+    print(f"report: {built.folder.resolve() / 'index.html'} ({built.runs} runs, {built.finished} finished, "
           f"{built.configurations} configurations, {built.seconds:.1f} s); also results.csv and summary.md")
     return 0

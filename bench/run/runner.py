@@ -62,7 +62,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     from bench.models.load import resolve_location
     from bench.models.precision import pick_device
     from bench.run.console import keep_log, log_file, log_line
-    from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_link, view_line
+    from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_address, ui_link, view_line
     from bench.training.levers import check_trainer_supported
 
     # Everything that can be checked without loading weights or data is checked here, in a second.
@@ -105,8 +105,9 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
         tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
     if not tracker.run_id:  # a rank other than 0
         return {"eval/accuracy": math.nan, **metrics}
+    page = ui_link(tracker.experiment_id, tracker.run_id, address=ui_address(tracker.uri))
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
-          f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
+          f"({task.result_line(metrics)})\n{view_line(tracker.uri, page)}")
     if parent_run_id is None and (line := log_line(log_file())):  # a sweep names its cells' logs once, at its start
         print(line)
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
