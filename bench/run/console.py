@@ -11,8 +11,8 @@ How, where each kind of output leaves a library:
   bench's records and errors (`ConsoleFilter`); the file handler keeps everything. MLflow and transformers put
   their own handlers on their loggers: those are taken off, so their records reach the file (`quiet`).
 - warnings: `warnings.showwarning` writes to the `py.warnings` logger, hence to the file.
-- progress bars: `HF_HUB_DISABLE_PROGRESS_BARS`, which transformers reads too, and its switch where it is
-  already imported.
+- progress bars: `HF_HUB_DISABLE_PROGRESS_BARS`, which transformers reads too, and its switch;
+  `MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR` for MLflow's (while it copies a model's files).
 
 `hydra.verbose=true` (or `BENCH_VERBOSE=1`) brings everything back, as the libraries print it.
 """
@@ -32,7 +32,8 @@ from typing import Any
 VERBOSE = "BENCH_VERBOSE"  # "1": the libraries' output on the console too (`hydra.verbose=true` sets it)
 LOG_ARTIFACT = "log"  # the run's artifact folder holding its log file
 # Environment the run and its cells' processes start with when quiet: read by the libraries at import.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false"}
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false",
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # Loggers that libraries give a console handler of their own (and do not propagate to the root).
 _SELF_HANDLED = ("mlflow", "alembic", "sqlalchemy.engine", "huey", "transformers")
 

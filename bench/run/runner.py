@@ -207,6 +207,7 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     from bench.measure.monitor import Monitor
     from bench.measure.monitor.results import run_metrics, upload_timeline
     from bench.models.footprint import held_outside_parameters
+    from bench.run.shipped_models import keeping_merged_forms, log_shipped_models
     from bench.training.loop import train
 
     data, plan = prepared.data, prepared.plan
@@ -263,13 +264,17 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     if cfg.deploy.measure:  # after shipping, outside the training figures: what serving each form costs
         from bench.measure.deploy.measure import deploy_after_training
 
-        deployed, deploy_tags = deploy_after_training(cfg, task, data, built, location=prepared.location,
-                                                      device=device, output_dir=output_dir)
+        deployed, deploy_tags = deploy_after_training(keeping_merged_forms(cfg), task, data, built,
+                                                      location=prepared.location, device=device,
+                                                      output_dir=output_dir)
         tracker.set_tags(deploy_tags)
     final = {**static, **measured, **result.final_eval, **before, **after, **tested,
              "artifact/adapter_bytes": shipped, **data.metrics, **deployed}
     tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
                 result.steps)
+    tracker.flush()  # every final figure is in the store before the models link to them
+    log_shipped_models(cfg, tracker, built, location=prepared.location, labels=data.head_labels or [],
+                       output_dir=output_dir, step=result.steps)
     return final
 
 

@@ -99,6 +99,11 @@ class Tracker:
         self.run_id = run.info.run_id
         return self
 
+    @property
+    def client(self) -> Any:
+        """The run's MlflowClient, for what the tracker has no method of its own."""
+        return self._client
+
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
