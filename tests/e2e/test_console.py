@@ -12,7 +12,7 @@ from support import TINY, finished_runs, run_cli
 
 # Every line bench itself writes during a sweep of two cells, and its progress bar (`lora tiny-bert:  50%|...`).
 OWN_LINE = re.compile(r"(sweep \w+(:| done:) |log: |cell \d+/\d+(:| skipped| failed)|results: run |view: |report: "
-                      r"|warning: data=|deploy |(lora|qlora) tiny-bert: )")
+                      r"|time: |note: |test: |warning: data=|deploy |(lora|qlora) tiny-bert: )")
 # What the libraries said in these runs, found in the log files instead.
 LIBRARY_NOISE = ("FutureWarning", "gemm_4bit_forward", "Loading weights", "INFO mlflow")
 
