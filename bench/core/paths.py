@@ -65,3 +65,15 @@ def check_writable_folder(path: str | Path, *, key: str) -> None:
     except OSError as error:
         where = "" if existing == folder else f" (nothing can be created in {str(existing)!r})"
         raise ConfigError(f"{key}={str(path)!r} cannot be written{where}: {error.strerror}") from None
+
+
+def create_output_folder(path: str, *, key: str) -> Path:
+    """The folder a run writes what it ships into, created now: a ConfigError naming `key` if it cannot be."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{key}={path!r} cannot be created: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{key}={path!r} is not writable")
+    return folder

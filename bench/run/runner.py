@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, RunConfig
+from bench.core.paths import create_output_folder
 from bench.models.load import ModelLocation
 from bench.models.shipping import save_initial_adapter, ship
 from bench.plan.in_run import plan_at_largest_batch, plan_before_training
@@ -29,17 +29,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
     from bench.tracking.tracker import Tracker
-
-
-def _check_output_dir(output_dir: str) -> Path:
-    folder = Path(output_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"output_dir={output_dir!r} cannot be created: {error.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"output_dir={output_dir!r} is not writable")
-    return folder
 
 
 def task_for(cfg: RunConfig) -> Task:
@@ -82,7 +71,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
         from bench.plan.dry_run import dry_run
 
         return dry_run(cfg, device=device)
-    output_dir = _check_output_dir(cfg.output_dir)
+    output_dir = create_output_folder(cfg.output_dir, key="output_dir")
     task = task_for(cfg)
     identity = {"technique": cfg.method.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
                 "rank": cfg.method.r if cfg.method.uses_adapter else None}
@@ -163,8 +152,8 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.devi
         data = task.load_data()
         tracker.log(data.metrics)
         _log_inputs(cfg, task, data, tracker=tracker)
-    rows = {name: int(data.metrics.get(f"data/{name}_rows", 0)) for name in ("train", "test")}
-    if note := quick_run_note(cfg, train_rows=rows["train"], test_rows=rows["test"]):
+    if note := quick_run_note(cfg, train_rows=int(data.metrics["data/train_rows"]),
+                              test_rows=int(data.metrics["data/test_rows"])):
         print(note, flush=True)
     tokenizer = load_tokenizer(cfg.model, location)
     if location.is_tiny:
