@@ -97,8 +97,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def ui(session: nox.Session) -> None:
-    """The MLflow UI on ./mlflow.db, bound to localhost only."""
-    session.install("mlflow")
-    session.log("open http://127.0.0.1:5000 and choose 'Model training' at the top of the sidebar once (the browser "
-                "remembers it): experiments then open on their runs, not on GenAI traces")
-    session.run("mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1", *session.posargs)
+    """`bench ui`: the MLflow UI on ./mlflow.db, bound to localhost only, opened on the runs of experiment `bench`."""
+    _install(session, ".")
+    session.run("bench", "ui", *session.posargs)

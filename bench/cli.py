@@ -24,10 +24,10 @@ commands:
   plan [--gpu NAME] [--tokens N] [overrides...]
                        will it fit, with what batch, how long: the memory plan of each technique, before renting
                        e.g. bench plan model=llama-3.1-8b method=full,lora,qlora --gpu rtx4090 --tokens 1e9
-  ui [--port N]        the MLflow UI on the store, bound to 127.0.0.1
+  ui [--uri URI] [--experiment NAME] [--port N] [--no-browser]
+                       the MLflow UI on the store, bound to 127.0.0.1, opened on the experiment's runs
 
-Results go to MLflow (default: ./mlflow.db). Browse them with:
-  mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+Results go to MLflow (default: ./mlflow.db). Browse them with `bench ui`.
 """
 GROUPS = ("model", "method", "data", "trainer", "tracker", "monitor", "deploy", "sweep", "experiment")
 
@@ -109,6 +109,7 @@ def _run_task(cfg: object) -> float | None:
     from bench.config import ConfigError
     from bench.config.check import describe
     from bench.run.cells import run_job
+    from bench.run.console import quiet
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
@@ -118,7 +119,8 @@ def _run_task(cfg: object) -> float | None:
 
             raw, stage = prepare_cell(raw)  # type: ignore[arg-type]
         raw.pop("fair", None)  # the schema's empty `fair:` section, outside a fair comparison
-        return run_job(raw, stage=stage)  # type: ignore[arg-type]
+        with quiet():  # the libraries' output goes to the run's bench.log, not to the terminal
+            return run_job(raw, stage=stage)  # type: ignore[arg-type]
     except (ConfigError, OmegaConfBaseException) as error:  # OmegaConf's: an interpolation that does not resolve
         if _debug():
             raise
@@ -132,7 +134,11 @@ def run_command(overrides: list[str]) -> int:
 
     from bench.config import ConfigError
     from bench.config.check import check_command_line
+    from bench.run.console import VERBOSE, asks_verbose, quiet_environment
 
+    if asks_verbose(overrides):
+        os.environ[VERBOSE] = "1"  # the cells' processes inherit it
+    quiet_environment()  # before any library is imported here or in a cell's process
     flags = {override for override in overrides if override.startswith("-")}
     try:
         check_group_overrides(overrides)
@@ -161,22 +167,28 @@ def run_command(overrides: list[str]) -> int:
 
 
 def ui_command(args: list[str]) -> int:
-    """`bench ui [--port N] [--host H] [--uri URI]`: the MLflow UI on the store, on localhost by default."""
+    """`bench ui [--uri URI] [--experiment NAME] [--port N] [--host H] [--no-browser]`: the MLflow UI on the store,
+    on localhost by default, opened on the experiment's runs (bench.tracking.ui_server)."""
     import argparse
-    import subprocess
 
     parser = argparse.ArgumentParser(prog="bench ui", description=ui_command.__doc__)
     parser.add_argument("--uri", default=None, help="tracking store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--experiment", default="bench", help="the experiment whose runs open (default: bench)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind; only this machine by default")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--no-browser", dest="browser", action="store_false",
+                        help="print the page only; by default it opens in a browser where there is one")
     options = parser.parse_args(args)
+    from bench.config import ConfigError
     from bench.tracking.store import resolve_uri
+    from bench.tracking.ui_server import serve
 
-    uri = resolve_uri(options.uri)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", options.host,
-               "--port", str(options.port)]
-    print(f"MLflow UI on http://{options.host}:{options.port} for {uri}", flush=True)
-    return subprocess.call(command)
+    try:
+        return serve(uri=resolve_uri(options.uri), experiment=options.experiment, host=options.host,
+                     port=options.port, browser=options.browser)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:

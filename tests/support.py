@@ -238,7 +238,7 @@ def wait_until_training(store: str, process: subprocess.Popen[str], timeout: flo
     mid-training)."""
     import time
 
-    from filelock import FileLock
+    from bench.tracking.store import store_lock
 
     database = Path(store.removeprefix("sqlite:///"))
     deadline = time.monotonic() + timeout
@@ -248,7 +248,7 @@ def wait_until_training(store: str, process: subprocess.Popen[str], timeout: flo
         if database.is_file():
             # bench creates a SQLite store's schema holding this lock (tracking.store.open_store); reading without it
             # could start MLflow's migrations a second time, and those copy tables, losing rows written meanwhile
-            with FileLock(f"{database}.lock", timeout=120):
+            with store_lock(database, timeout=120):
                 runs = finished_runs(store)
         if runs is not None and "metrics.train/loss" in runs and runs["metrics.train/loss"].notna().any():
             return runs[runs["metrics.train/loss"].notna()].iloc[0]["run_id"]

@@ -25,8 +25,8 @@ _ABSENT = object()
 
 
 def check_command_line(overrides: list[str], *, compose: Compose, multirun: bool) -> None:
-    """Compose every job `bench run <overrides>` would run (each value of a sweep once) and check its keys;
-    raise ConfigError with one line on the first that fails."""
+    """Compose every job `bench run <overrides>` would run (each value of a sweep once) and check its keys, and the
+    folders it will write; raise ConfigError with one line on the first that fails."""
     parsed = [_parse(override) for override in overrides]
     sweeps = [override for override in parsed if override.is_sweep_override()]
     fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
@@ -38,6 +38,8 @@ def check_command_line(overrides: list[str], *, compose: Compose, multirun: bool
         override, values = swept[sweeps[0].key_or_group]
         raise ConfigError(f"{override.input_line} sweeps over {len(values)} values; add -m to run one job per value "
                           f"(bench run -m ...), or give a list as {override.get_key_element()}=[{','.join(values)}]")
+    _check_folders(config, multirun=multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN",
+                   output_dir=not placeholder)
     preset = config.hydra.sweeper.get("params") or {}
     for key, value in preset.items():  # a `sweep=` preset's grid, unless the command line sweeps that key itself
         override = _parse(f"{key}={value}")
@@ -54,6 +56,17 @@ def check_command_line(overrides: list[str], *, compose: Compose, multirun: bool
                 _check_value(job, key, line)  # seeds takes milliseconds, not 100 compositions)
             else:  # a group choice (method=lora), or a key added or deleted: composed again
                 _compose([*others, line], compose=compose)
+
+
+def _check_folders(config: Any, *, multirun: bool, output_dir: bool) -> None:
+    """The folders a run writes, checked before Hydra creates them (it would fail with a traceback): Hydra's run
+    folder, or a sweep's, and an `output_dir` the command line gives."""
+    from bench.core.paths import check_writable_folder
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    check_writable_folder(str(config.hydra.sweep.dir if multirun else config.hydra.run.dir), key=key)
+    if output_dir:
+        check_writable_folder(str(config.output_dir), key="output_dir")
 
 
 def _is_value(override: Any, job: Any) -> bool:
@@ -130,10 +143,13 @@ def describe(error: BaseException, overrides: list[str] | None = None) -> str | 
 
 def expected(key: str) -> str:
     """What the schema accepts for `key`, in words: `a number (float)`, `one of: none, all, lora_only`."""
-    from bench.config.schema import field_type
+    from bench.config.schema import bound, field_type
 
     annotation = field_type(key)
-    return "a value of the type the schema gives it" if annotation is None else _in_words(annotation)
+    if annotation is None:
+        return "a value of the type the schema gives it"
+    valid = bound(key)
+    return _in_words(annotation) + (f" {valid.words()}" if valid is not None else "")
 
 
 def _in_words(annotation: Any) -> str:

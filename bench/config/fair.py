@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.config.bounds import check_bounds
 from bench.core.errors import ConfigError
 from bench.techniques import NAMES
 
@@ -46,6 +47,7 @@ class FairConfig:
             raise ConfigError("fair.seeds is empty; give the final stage's seeds, e.g. [1,2,3]")
         if self.stage not in (None, TUNE, FINAL):
             raise ConfigError(f"fair.stage={self.stage!r} is not valid; the orchestrator sets it (tune or final)")
+        check_bounds("fair", vars(self))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FairConfig:

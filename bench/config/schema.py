@@ -130,6 +130,14 @@ def field_type(key: str) -> Any:
     return typing.get_type_hints(kind)[name]
 
 
+def bound(key: str) -> Any:
+    """The valid range of a dotted numeric key (`trainer.weight_decay` -> `>= 0`), a `bench.config.bounds.Bound`;
+    None for a key that is not a number."""
+    from bench.config.bounds import BOUNDS
+
+    return BOUNDS.get(key)
+
+
 def section_keys(section: str) -> list[str] | None:
     """The keys of a config section (`""`: the top level), or None for a section the schema does not type."""
     kind = SECTIONS.get(section)

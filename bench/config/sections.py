@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
+from bench.config.bounds import check_bounds
 from bench.core.errors import ConfigError
 from bench.techniques import ALL_KNOBS, NAMES, Technique, technique
 
@@ -387,6 +388,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, Task)
+        check_bounds("", {"seed": self.seed})  # every section's numbers against their ranges (bench.config.bounds)
+        for name in ("model", "method", "data", "trainer", "tracker", "monitor", "deploy"):
+            check_bounds(name, vars(getattr(self, name)))
         # What a run writes goes under output_dir; a relative path may not climb out of the working folder.
         if not PurePath(self.output_dir).is_absolute() and ".." in PurePath(self.output_dir).parts:
             raise ConfigError(f"output_dir={self.output_dir!r} climbs out of the working folder through '..'; "

@@ -24,17 +24,24 @@ def parser() -> argparse.ArgumentParser:
 
 def report_command(argv: list[str]) -> int:
     """Parse `argv`, write the report, print where it is; exit code 2 with one line when runs are missing."""
+    from bench.core.errors import ConfigError
+    from bench.core.paths import check_writable_folder
     from bench.report.build import build_report, default_folder
     from bench.report.load import StoreError, resolve_uri
 
     args = parser().parse_args(argv)
     out = args.out or default_folder(args.experiment, args.sweep_id)
     try:
+        check_writable_folder(out, key="--out")  # before reading any run: a bad folder costs nothing
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         built = build_report(uri=resolve_uri(args.tracking_uri), experiment=args.experiment,
                              sweep_id=args.sweep_id, out=out)
     except StoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"report: {built.folder / 'index.html'} ({built.runs} runs, {built.finished} finished, "
+    print(f"report: {built.folder.resolve() / 'index.html'} ({built.runs} runs, {built.finished} finished, "
           f"{built.configurations} configurations, {built.seconds:.1f} s); also results.csv and summary.md")
     return 0

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, RunConfig
+from bench.core.paths import create_output_folder
 from bench.models.load import ModelLocation
 from bench.models.shipping import save_initial_adapter, ship
 from bench.plan.in_run import plan_at_largest_batch, plan_before_training
@@ -29,17 +29,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
     from bench.tracking.tracker import Tracker
-
-
-def _check_output_dir(output_dir: str) -> Path:
-    folder = Path(output_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"output_dir={output_dir!r} cannot be created: {error.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"output_dir={output_dir!r} is not writable")
-    return folder
 
 
 def task_for(cfg: RunConfig) -> Task:
@@ -61,9 +50,12 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
     from bench.models.build import check_method_fits, check_method_supported
     from bench.models.load import resolve_location
     from bench.models.precision import pick_device
-    from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_link, view_line
+    from bench.run import phases
+    from bench.run.console import keep_log, log_file, log_line
+    from bench.tracking.ui_meta import result_note, run_subject, run_title, ui_address, ui_link, view_line
     from bench.training.levers import check_trainer_supported
 
+    phases.start()
     # Everything that can be checked without loading weights or data is checked here, in a second.
     device = pick_device(cfg.trainer.device)
     check_method_supported(cfg.method, device, cfg.task)
@@ -79,7 +71,7 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
         from bench.plan.dry_run import dry_run
 
         return dry_run(cfg, device=device)
-    output_dir = _check_output_dir(cfg.output_dir)
+    output_dir = create_output_folder(cfg.output_dir, key="output_dir")
     task = task_for(cfg)
     identity = {"technique": cfg.method.title, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
                 "rank": cfg.method.rank}
@@ -96,12 +88,20 @@ def run_experiment(cfg: RunConfig, *, parent_run_id: str | None = None,
 
         announce(tracker.run_id)
         tracker.log(start_metrics or {})
-        metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location, output_dir=output_dir)
+        try:
+            metrics = _run_tracked(cfg, task, tracker=tracker, device=device, location=location,
+                                   output_dir=output_dir)
+        finally:  # however the run ends, what the libraries said during it is kept with it
+            keep_log(tracker)
         tracker.describe(result_note(subject, metrics))  # the UI's description: the headline result
     if not tracker.run_id:  # a rank other than 0
         return {"eval/accuracy": math.nan, **metrics}
+    page = ui_link(tracker.experiment_id, tracker.run_id, address=ui_address(tracker.uri))
     print(f"results: run {tracker.run_id} '{run_name}' in experiment '{cfg.tracker.experiment}' at {tracker.uri} "
-          f"({task.result_line(metrics)})\n{view_line(tracker.uri, ui_link(tracker.experiment_id, tracker.run_id))}")
+          f"({task.result_line(metrics)})\n{view_line(tracker.uri, page)}")
+    print(phases.line())
+    if parent_run_id is None and (line := log_line(log_file())):  # a sweep names its cells' logs once, at its start
+        print(line)
     return {"eval/accuracy": math.nan, **metrics}  # a sweep cell returns the accuracy; a causal LM may have none
 
 
@@ -145,21 +145,28 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.devi
     the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
     training's alone (peft alone is ~180 MB of RSS)."""
     from bench.models.load import check_context, load_tokenizer, materialize_tiny, model_config
+    from bench.run.phases import phase, quick_run_note
 
     task.check_model(cfg.model, location)
-    data = task.load_data()
-    tracker.log(data.metrics)
-    _log_inputs(cfg, task, data, tracker=tracker)
+    with phase("data"):
+        data = task.load_data()
+        tracker.log(data.metrics)
+        _log_inputs(cfg, task, data, tracker=tracker)
+    if note := quick_run_note(cfg, train_rows=int(data.metrics["data/train_rows"]),
+                              test_rows=int(data.metrics["data/test_rows"])):
+        print(note, flush=True)
     tokenizer = load_tokenizer(cfg.model, location)
     if location.is_tiny:
         location = materialize_tiny(cfg.model, tokenizer=tokenizer, labels=data.head_labels, seed=cfg.seed)
     config = model_config(cfg.model, location, data.head_labels)
     check_context(cfg.data.max_length, model_limit=getattr(config, "max_position_embeddings", None),
                   tokenizer=tokenizer, model_name=cfg.model.name)
-    plan = plan_before_training(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
+    with phase("plan"):
+        plan = plan_before_training(cfg, config=config, device=device, tracker=tracker)  # before any weight loads
     task.make_batches(data, tokenizer)
     tracker.set_tags(data.tags)
-    _import_before_baseline(cfg, task, config)
+    with phase("imports"):
+        _import_before_baseline(cfg, task, config)
     return _Prepared(data, location, config.model_type, plan, config)
 
 
@@ -197,6 +204,9 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     from bench.measure.monitor import Monitor
     from bench.measure.monitor.results import run_metrics, upload_timeline
     from bench.models.footprint import held_outside_parameters
+    from bench.run import phases
+    from bench.run.phases import announce, mark_setup_done, phase
+    from bench.run.shipped_models import keeping_merged_forms, log_shipped_models
     from bench.training.loop import train
 
     data, plan = prepared.data, prepared.plan
@@ -204,8 +214,10 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
                                  static_tensors=held_outside_parameters)
     try:
         with monitor:
-            built, static = _build(cfg, tracker=tracker, location=prepared.location,
-                                   model_type=prepared.model_type, labels=data.head_labels or [], device=device)
+            mark_setup_done()
+            with phase("model"):
+                built, static = _build(cfg, tracker=tracker, location=prepared.location,
+                                       model_type=prepared.model_type, labels=data.head_labels or [], device=device)
             measure = {"device": device, "autocast_dtype": built.compute_dtype}
             before = task.after_build(built.model, data, **measure)
             tracker.log(before)
@@ -213,11 +225,12 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             monitor.mark_training()
             model, train_loader = ranks.prepare(built.model, data.train_loader, seed=cfg.seed)  # DDP, FSDP
             try:
-                result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
-                               trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
-                               log=tracker.log, desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
-                               warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
-                               evaluate=task.evaluate)
+                with phase("train"):
+                    result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
+                                   trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
+                                   log=tracker.log, desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
+                                   warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
+                                   evaluate=task.evaluate)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
                 if cfg.method.uses_adapter and ranks.ships_interrupted:
                     ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
@@ -233,10 +246,12 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             labels=data.head_labels or [], device=device)[0])
         if built is None:
             return {}
-    after = task.after_training(built.model, data, before, **measure)  # outside the training figures
-    tracker.log(after, result.steps)
-    tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
-    tracker.log(tested, result.steps)
+    with phase("test"):
+        announce(f"test: scoring the {int(data.metrics.get('data/test_rows', 0)):,} rows of the test split")
+        after = task.after_training(built.model, data, before, **measure)  # outside the training figures
+        tracker.log(after, result.steps)
+        tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
+        tracker.log(tested, result.steps)
     tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
     met = plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
     measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
@@ -246,19 +261,28 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
     # after the monitor stopped: what the technique checks (QA-LoRA's merge) is not part of training's cost
     measured.update(cfg.method.technique.after_training(cfg.method, built.model, lambda: task.sample_batch(data),
                                                         **measure))
-    shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
-                    upload=cfg.tracker.log_model)
+    with phase("ship"):
+        shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
+                       upload=cfg.tracker.log_model)
     deployed: dict[str, float] = {}
     if cfg.deploy.measure:  # after shipping, outside the training figures: what serving each form costs
         from bench.measure.deploy.measure import deploy_after_training
 
-        deployed, deploy_tags = deploy_after_training(cfg, task, data, built, location=prepared.location,
-                                                      device=device, output_dir=output_dir)
+        with phase("deploy"):
+            announce("deploy: each form the model ships in, loaded, scored on the test split and timed serving")
+            deployed, deploy_tags = deploy_after_training(keeping_merged_forms(cfg), task, data, built,
+                                                          location=prepared.location, device=device,
+                                                          output_dir=output_dir, tested=tested)
         tracker.set_tags(deploy_tags)
     final = {**static, **measured, **result.final_eval, **before, **after, **tested,
              "artifact/adapter_bytes": shipped, **data.metrics, **deployed}
     tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
                 result.steps)
+    tracker.flush()  # every final figure is in the store before the models link to them
+    with phase("models"):
+        log_shipped_models(cfg, tracker, built, location=prepared.location, labels=data.head_labels or [],
+                           output_dir=output_dir, step=result.steps)
+    tracker.log(phases.metrics(), result.steps)
     return final
 
 

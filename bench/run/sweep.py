@@ -10,9 +10,9 @@ Hydra runs the grid; this module only adds what Hydra does not know about MLflow
   `bench.run.isolation`), so no cell's memory figures carry what an earlier cell left in a process. A process that
   dies without a result leaves its run RUNNING: `close_crashed_cell` finds it among the parent's children by its
   `process/pid` tag and closes it FAILED.
-- `on_multirun_end` gives the parent the data sets its cells logged, writes the sweep's report into its artifacts
-  (`report/index.html`, which the MLflow UI shows; `tracker.log_report=false` turns it off), closes it with the
-  cell counts and says where the report is.
+- `on_multirun_end` gives the parent the data sets its cells logged, writes the sweep's report into the sweep's
+  folder and the parent's artifacts (`report/index.html`, which the MLflow UI shows; `tracker.log_report=false`
+  turns it off), closes it with the cell counts and says where the report is, on disk and in the UI.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +83,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.config import config_hash
+        from bench.run.console import log_line
         from bench.tracking.tracker import tracking_uri
 
         uri = tracking_uri(_tracker_spec(config))
@@ -100,12 +100,14 @@ class SweepCallback(Callback):
         (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
         ACTIVE[:] = [context]
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
+        if line := log_line(folder.resolve() / "<cell>" / "bench.log"):
+            print(line)  # once for the sweep: each cell's messages go to its own folder
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from bench.report import report_hint
         from bench.tracking.store import redact_text
         from bench.tracking.tracker import check_metric_names
-        from bench.tracking.ui_meta import NOTE, sweep_note, ui_link, view_line
+        from bench.tracking.ui_meta import NOTE, sweep_note, ui_address, ui_link, view_line
 
         context = load_context(Path(config.hydra.sweep.dir))
         if context is None:
@@ -121,30 +123,33 @@ class SweepCallback(Callback):
         hint = report_hint(context.experiment, context.sweep_id)
         experiment_id = client.get_run(context.parent_run_id).info.experiment_id
         _log_cell_inputs(client, context, experiment_id)
-        logged = log_report(context) if summary["cells"] and config.tracker.get("log_report", True) else None
+        folder = Path(config.hydra.sweep.dir).resolve() / REPORT_ARTIFACT  # beside the cells' folders
+        logged = (log_report(context, folder) if summary["cells"] and config.tracker.get("log_report", True)
+                  else None)
         overrides = sweep_overrides(config)
         client.set_tag(context.parent_run_id, NOTE, redact_text(sweep_note(
             sweep_id=context.sweep_id, overrides=overrides, swept=swept_overrides(overrides), summary=summary,
             total_cells=context.total_cells, report=logged, hint=hint)))
         client.set_terminated(context.parent_run_id, "FAILED" if summary["failed"] == summary["cells"] else "FINISHED")
         ACTIVE.clear()
-        where = (f" (its report: {ui_link(experiment_id, context.parent_run_id, artifact=logged)})" if logged else "")
+        address = ui_address(context.tracking_uri)
+        report = (f"{folder / 'index.html'} (in the MLflow UI: "
+                  f"{ui_link(experiment_id, context.parent_run_id, artifact=logged, address=address)})"
+                  if logged else f"`{hint}` writes it")
         print(f"sweep {context.sweep_id} done: {summary['finished']} finished, {summary['failed']} failed "
               f"of {summary['cells']} distinct cells, in experiment '{context.experiment}' at {context.tracking_uri}\n"
-              f"report: {hint}\n{view_line(context.tracking_uri, ui_link(experiment_id))}{where}")
+              f"report: {report}\n{view_line(context.tracking_uri, ui_link(experiment_id, address=address))}")
 
 
-def log_report(context: SweepContext) -> str | None:
-    """Write the sweep's report (`bench report --sweep <id>`) into the parent run's artifacts, where the MLflow
-    UI shows it; returns its artifact path, or None, with a warning, when it could not: a report is never a
-    reason to fail a sweep whose cells ran."""
+def log_report(context: SweepContext, folder: Path) -> str | None:
+    """Write the sweep's report (`bench report --sweep <id>`) into `folder` and the parent run's artifacts, where
+    the MLflow UI shows it; returns its artifact path, or None, with a warning, when it could not: a report is never
+    a reason to fail a sweep whose cells ran."""
     from bench.report.build import build_report
 
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-report-") as folder:
-            build_report(uri=context.tracking_uri, experiment=context.experiment, sweep_id=context.sweep_id,
-                         out=Path(folder))
-            _client(context.tracking_uri).log_artifacts(context.parent_run_id, folder, REPORT_ARTIFACT)
+        build_report(uri=context.tracking_uri, experiment=context.experiment, sweep_id=context.sweep_id, out=folder)
+        _client(context.tracking_uri).log_artifacts(context.parent_run_id, str(folder), REPORT_ARTIFACT)
     except Exception as error:  # noqa: BLE001 - no runs to report, an unwritable artifact store, a report bug
         print(f"warning: the sweep's report was not logged to its parent run ({type(error).__name__}: {error}); "
               "`bench report` still writes it", file=sys.stderr)

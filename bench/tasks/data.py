@@ -18,6 +18,8 @@ from bench.core.paths import package_file
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from bench.tasks.incomplete import Incomplete
+
 LOCAL_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
 
@@ -33,20 +35,26 @@ class Splits:
     test: Any  # evaluated once, after training: `test/*`
     test_baseline: float  # test accuracy of always predicting the majority label
     dropped: dict[str, int]  # near-duplicates dropped from each split
+    incomplete: dict[str, float]  # rows dropped for a missing text or label (bench.tasks.incomplete)
 
     def metrics(self) -> dict[str, float]:
         """What every run logs about its data before training."""
         from bench.tasks.splits import split_metrics
 
         rows = {"train": len(self.train), "eval": len(self.eval), "test": len(self.test)}
-        return {"eval/majority_baseline": self.majority_baseline, **split_metrics(rows, self.dropped)}
+        return {"eval/majority_baseline": self.majority_baseline, **split_metrics(rows, self.dropped),
+                **self.incomplete}
 
 
 def load_splits(spec: DataConfig) -> Splits:
     """Read, clean, label-check, split (near-duplicates removed across splits) and cap the data set."""
+    from bench.tasks.incomplete import report
     from bench.tasks.splits import three_splits
 
-    frames = {name: None if raw is None else _clean(raw, spec, name) for name, raw in read_frames(spec).items()}
+    cleaned = {name: _clean(raw, spec, name) for name, raw in read_frames(spec).items() if raw is not None}
+    frames = {name: cleaned[name][0] if name in cleaned else None for name in ("train", "eval", "test")}
+    incomplete = report(spec, {name: counts for name, (_, counts) in cleaned.items()},
+                        names=("data.text_column", "data.label_column"))
     labels = _label_set([frame for frame in frames.values() if frame is not None], spec)
     parts = three_splits(frames, spec, key="text", floor=True)  # labelled text: its splits are scored by accuracy
     check_two_labels(parts.train, spec)
@@ -55,7 +63,7 @@ def load_splits(spec: DataConfig) -> Splits:
                                for part in (parts.train, parts.eval, parts.test))
     majority = str(parts.train["label"].value_counts().idxmax())
     return Splits(train, evaluation, labels, majority, _share(parts.eval, majority), test=test,
-                  test_baseline=_share(parts.test, majority), dropped=parts.dropped)
+                  test_baseline=_share(parts.test, majority), dropped=parts.dropped, incomplete=incomplete)
 
 
 def _share(frame: Any, label: str) -> float:
@@ -141,21 +149,21 @@ def _read_hub(spec: DataConfig, split: str) -> Any:
     return frame
 
 
-def _clean(raw: Any, spec: DataConfig, split: str = "train") -> Any:
-    """Keep the two configured columns; drop empty texts, missing labels and duplicate texts."""
+def _clean(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any, Incomplete]:
+    """Keep the two configured columns; drop rows without a text or a label (counted: bench.tasks.incomplete) and
+    duplicate texts."""
+    from bench.tasks.incomplete import complete_rows
+
     missing = [c for c in (spec.text_column, spec.label_column) if c not in raw.columns]
     if missing:
         raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
                           f"{', '.join(map(str, raw.columns))} (set data.text_column / data.label_column)")
-    frame = raw[[spec.text_column, spec.label_column]].set_axis(["text", "label"], axis=1).dropna()
-    frame["text"] = frame["text"].astype(str).str.strip()
-    frame["label"] = frame["label"].astype(str)
+    frame = raw[[spec.text_column, spec.label_column]].set_axis(["text", "label"], axis=1)
+    frame, counts = complete_rows(frame, text="text", label="label", spec=spec, split=split,
+                                  names=("data.text_column", "data.label_column"))
+    frame = frame.assign(text=frame["text"].astype(str).str.strip(), label=frame["label"].astype(str))
     # A text labelled twice would leak between splits; keep its first label only.
-    frame = frame[frame["text"] != ""].drop_duplicates("text").reset_index(drop=True)
-    if frame.empty:
-        where = "" if split == "train" else f" ({split} split)"
-        raise ConfigError(f"data={spec.name}{where}: no rows left after dropping empty texts and missing labels")
-    return frame
+    return frame.drop_duplicates("text").reset_index(drop=True), counts
 
 
 def _label_set(frames: list[Any], spec: DataConfig) -> list[str]:

@@ -3,7 +3,8 @@
 - A tracking URI that cannot be reached is a config error found in a second, not after the model loads.
 - Several processes writing one SQLite file (parallel sweep cells) can meet "database is locked"; such
   calls are retried with backoff. Several creating a new file at once would each run MLflow's schema
-  migrations and leave it half-migrated, so the first contact with a SQLite store holds a file lock.
+  migrations and leave it half-migrated, so the first contact with a SQLite store holds a file lock. The lock
+  file lives in the system's temporary folder, never beside the store in the user's folder (`store_lock`).
 - Writers starting together (on a SQLite file or through one `mlflow server`) upsert the same rows: the
   experiment's kind tag, a dataset. MLflow's upsert reads, then inserts, so all but one may fail on the
   table's unique key; the retry finds the row and updates it (see `_TRANSIENT`).
@@ -14,10 +15,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -69,13 +72,25 @@ def open_store(uri: str, experiment: str) -> Any:
     so that only one of them creates and migrates its schema. Writers that all find the experiment missing all
     create it: one wins, and `mlflow.set_experiment` reads it back for the others (RESOURCE_ALREADY_EXISTS)."""
     import mlflow
-    from filelock import FileLock
 
     mlflow.set_tracking_uri(uri)
     if not uri.startswith("sqlite:///"):
         return retrying(lambda: mlflow.set_experiment(experiment))
-    with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
+    with store_lock(Path(uri.removeprefix("sqlite:///"))):
         return retrying(lambda: mlflow.set_experiment(experiment))
+
+
+def store_lock(database: Path, *, timeout: float = 300) -> Any:
+    """The lock every process on this host takes before its first contact with the SQLite file `database`. Its
+    file is in the temporary folder, named by a digest of the store's absolute path: a lock file beside the store
+    would stay in the user's folder after every run (flock's file cannot be removed safely on release: a process
+    waiting on it would then lock a file nobody else sees). SQLite's own locking covers one host as well."""
+    from filelock import FileLock
+
+    digest = hashlib.sha256(str(database.expanduser().resolve()).encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"bench-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return FileLock(folder / f"store-{digest}.lock", timeout=timeout)
 
 
 def retrying(call: Callable[[], T], *, attempts: int = 8) -> T:

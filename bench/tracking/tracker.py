@@ -99,6 +99,11 @@ class Tracker:
         self.run_id = run.info.run_id
         return self
 
+    @property
+    def client(self) -> Any:
+        """The run's MlflowClient, for what the tracker has no method of its own."""
+        return self._client
+
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -139,6 +144,9 @@ class Tracker:
 
     def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
         self._client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_artifact(self, path: str | Path, artifact_path: str) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         if self._client is None or not self.run_id:

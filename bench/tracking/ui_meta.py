@@ -49,17 +49,31 @@ def _chosen(kind: str | None) -> bool:
     return bool(kind) and not kind.endswith("_inferred") and kind not in _GUESSED
 
 
-def ui_link(experiment_id: str, run_id: str | None = None, *, artifact: str | None = None) -> str:
-    """The page of an experiment's runs, of one run, or of one of its artifacts, in `mlflow ui` at its default
-    address, on the UI's model-training side."""
+def ui_link(experiment_id: str, run_id: str | None = None, *, artifact: str | None = None,
+            address: str = UI_ADDRESS) -> str:
+    """The page of an experiment's runs, of one run, or of one of its artifacts, in the MLflow UI at `address`
+    (`mlflow ui`'s and `bench ui`'s default, or a tracking server's own, `ui_address`), on its model-training side."""
     page = f"/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
     page += f"/artifacts/{artifact}" if run_id and artifact else ""
-    return f"{UI_ADDRESS}/#{page}?{TRAINING_VIEW}"
+    return f"{address.rstrip('/')}/#{page}?{TRAINING_VIEW}"
+
+
+def ui_address(uri: str) -> str:
+    """Where the UI of the store `uri` is served: a tracking server serves its own; a file store needs `bench ui`,
+    which serves it at UI_ADDRESS."""
+    from bench.tracking.store import redact_uri
+
+    return redact_uri(uri).rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
 
 
 def view_line(uri: str, link: str) -> str:
-    """`view: mlflow ui ... , then <link>`: the command that serves the store and the page to open."""
-    return f"view: mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then {link}"
+    """`view: bench ui --uri <store> starts the MLflow UI and opens <link>`: the command that serves the store, and
+    the page it opens (a browser opens by itself where there is one); a server's page alone, which is up already."""
+    from bench.tracking.store import redact_uri
+
+    if uri.startswith(("http://", "https://")):
+        return f"view: {link}"
+    return f"view: bench ui --uri {redact_uri(uri)} starts the MLflow UI and opens {link}"
 
 
 def technique_label(technique: str) -> str:

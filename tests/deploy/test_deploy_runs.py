@@ -79,6 +79,10 @@ def test_every_form_is_measured_and_agrees_with_the_model_it_came_from(tmp_path:
         assert run["metrics.deploy/merged4/max_abs_logit_diff"] >= 0
         assert run["metrics.deploy/merged4/accuracy_delta"] == pytest.approx(
             run["metrics.deploy/merged4/accuracy"] - run["metrics.deploy/unmerged/accuracy"])
+    reloaded = {"full": "full", "lora": "unmerged"}.get(technique)  # the trained weights, bit for bit
+    if reloaded and run[f"metrics.deploy/{reloaded}/max_abs_logit_diff"] == 0:  # its test scores are the run's own
+        assert run[f"metrics.deploy/{reloaded}/accuracy"] == run["metrics.test/accuracy"]
+        assert run["tags.deploy/notes"].startswith(f"{reloaded}: the trained model's own weights and logits")
     if technique == "qalora":  # its HQQ base has no from_pretrained path: measured in memory, said so
         assert "in memory" in run["tags.deploy/notes"]
         assert not any(f"metrics.deploy/{form}/load_s" in run.index for form in forms)

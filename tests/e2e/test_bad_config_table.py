@@ -22,7 +22,7 @@ def _files(folder: Path) -> dict[str, Path]:
     frame = pd.DataFrame(GOOD, columns=["text", "label"]).assign(source="web")
     files = {name: folder / name for name in ("good.csv", "one-label.csv", "latin1.csv", "latin1.jsonl", "utf16.csv",
                                               "binary.csv", "ragged.csv", "empty.csv", "not.parquet", "pos.csv",
-                                              "eval.csv", "test.csv")}
+                                              "eval.csv", "test.csv", "no-labels.csv", "blank-eval.csv")}
     frame.to_csv(files["good.csv"], index=False)
     frame.assign(label="pos").to_csv(files["one-label.csv"], index=False)
     accented = frame.assign(text="café " + frame["text"])
@@ -37,6 +37,8 @@ def _files(folder: Path) -> dict[str, Path]:
     frame[frame["label"] == "pos"].to_csv(files["pos.csv"], index=False)  # a train file of one label, beside ...
     for split in ("eval", "test"):  # ... validation and test files of both labels
         frame.assign(text=f"{split} " + frame["text"]).to_csv(files[f"{split}.csv"], index=False)
+    frame.assign(label="").to_csv(files["no-labels.csv"], index=False)  # a label column left empty
+    frame.assign(text="   ").to_csv(files["blank-eval.csv"], index=False)  # a validation file of blank texts
     return files
 
 
@@ -79,6 +81,20 @@ TABLE: dict[str, list[tuple[list[str], tuple[str, ...]]]] = {
         (["method.bias=some"], ("method.bias='some'", "none, all, lora_only")),
         (["data.encoding=utf-9"], ("data.encoding='utf-9'", "utf-8", "latin-1")),
         (["data.labels=[positive]"], ("data.labels=['positive']", "at least two")),
+        (["seed=-1"], ("seed=-1", "in [0, 4294967295]")),
+        (["trainer.warmup_ratio=2"], ("trainer.warmup_ratio=2.0", "in [0, 1)")),
+        (["trainer.weight_decay=-0.01"], ("trainer.weight_decay=-0.01", ">= 0")),
+        (["data.split_seed=-5"], ("data.split_seed=-5", "in [0, 4294967295]")),
+    ],
+    "a folder bench cannot write": [
+        (["hydra.run.dir={good.csv}/out"], ("hydra.run.dir=", "good.csv", "lies under the file")),
+        (["output_dir={good.csv}"], ("output_dir=", "good.csv", "is a file")),
+    ],
+    "rows without a text or a label, none left": [
+        (_local("no-labels.csv"), ("all 60 rows of data.path=", "no-labels.csv", "60 without a label",
+                                   "data.label_column='label'")),
+        (_local("good.csv", "data.eval_path={blank-eval.csv}"), ("all 60 rows of data.eval_path=", "blank-eval.csv",
+                                                                  "60 without a text")),
     ],
     "file not text in the declared encoding": [
         (_local("latin1.csv"), ("data.path=", "latin1.csv", "data.encoding='utf-8'", "data.encoding=cp1252")),
@@ -110,7 +126,7 @@ TABLE: dict[str, list[tuple[list[str], tuple[str, ...]]]] = {
 }
 # Found after the run started (they need the data): the run is on record FAILED.
 RECORDED = {"file not text in the declared encoding", "file pandas cannot read", "fewer than two labels",
-            "validation or test split too small"}
+            "validation or test split too small", "rows without a text or a label, none left"}
 CASES = [pytest.param(kind, overrides, needles, id=f"{kind}: {' '.join(overrides)}")
          for kind, rows in TABLE.items() for overrides, needles in rows]
 
@@ -123,8 +139,8 @@ def test_bad_input_is_one_line_and_exit_2(kind: str, overrides: list[str], needl
     for name, path in files.items():
         given = [override.replace(f"{{{name}}}", str(path)) for override in given]
     store = tmp_path / "mlflow.db"
-    result = run_cli_here(*TINY, *given, f"tracker.uri=sqlite:///{store}", f"hydra.run.dir={tmp_path / 'out'}",
-                          cwd=tmp_path)
+    folder = [] if any(o.startswith("hydra.run.dir=") for o in given) else [f"hydra.run.dir={tmp_path / 'out'}"]
+    result = run_cli_here(*TINY, *given, f"tracker.uri=sqlite:///{store}", *folder, cwd=tmp_path)
     assert_one_error_line(result, *needles)
     if kind in RECORDED:
         run = finished_runs(f"sqlite:///{store}").iloc[0]
@@ -157,3 +173,26 @@ def test_a_sweep_with_a_bad_value_is_refused_before_it_starts(overrides: list[st
                           f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert_one_error_line(result, *needles)
     assert not store.exists() and not (tmp_path / "sweep").exists()
+
+
+def test_rows_without_a_text_or_a_label_are_counted_and_named_once(tmp_path: Path) -> None:
+    """100 rows, 20 without a text and 23 without a label: the 57 others train, and the 43 are one `warning:` line
+    and the metric data/incomplete_rows_dropped, not a silent loss."""
+    rows = [(f"review number {i} was {'great' if i % 2 else 'awful'}", "pos" if i % 2 else "neg") for i in range(100)]
+    frame = pd.DataFrame(rows, columns=["text", "label"])
+    frame.loc[0:19, "text"] = ""  # a blank text
+    frame.loc[20:24, "text"] = "   "  # whitespace is no text either
+    frame.loc[20:42, "label"] = None  # 3 of these rows also lack a text; 23 - 5 + 5 = 23 lack a label only
+    frame.loc[20:24, "text"] = [f"review {i} with no label" for i in range(20, 25)]
+    path = tmp_path / "holes.csv"
+    frame.to_csv(path, index=False)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli_here(*TINY, "data=local", f"data.path={path}", f"tracker.uri={store}",
+                          f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warned = [line for line in result.stderr.splitlines() if "rows dropped" in line]
+    assert warned == ["warning: data=local: 43 of 100 rows dropped, 20 without a text (data.text_column='text') and "
+                      "23 without a label (data.label_column='label'); logged as data/incomplete_rows_dropped"]
+    run = finished_runs(store).iloc[0]
+    assert run["metrics.data/incomplete_rows_dropped"] == 43
+    assert run["metrics.data/train_rows"] + run["metrics.data/eval_rows"] + run["metrics.data/test_rows"] <= 57

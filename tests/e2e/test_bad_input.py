@@ -54,3 +54,15 @@ def test_unknown_command(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(['trian']))"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert_one_error_line(result, "trian", "run", "report")
+
+
+def test_a_report_folder_that_cannot_be_written_is_refused_before_any_run_is_read(tmp_path) -> None:
+    from support import call_main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = call_main(["report", "--out", str(blocker / "report"), "--tracking-uri",
+                        f"sqlite:///{tmp_path / 'none.db'}"], cwd=tmp_path)
+    assert_one_error_line(result, "--out=", "a-file", "lies under the file")
+    assert not (tmp_path / "none.db").exists()  # the store was never opened
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # and the check left nothing behind

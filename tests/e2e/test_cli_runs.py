@@ -49,7 +49,7 @@ def test_each_technique_records_every_metric(technique: str, technique_run) -> N
     assert [m.step for m in history] == [1, 2]  # one point per optimizer step
     shipped = "adapter" if technique != "full" else "model"
     artifacts = [a.path for a in mlflow.MlflowClient(store).list_artifacts(run["run_id"])]
-    assert artifacts == sorted([shipped, "monitor"])  # what ships, and the monitor's timeline
+    assert artifacts == sorted([shipped, "log", "monitor"])  # what ships, the run's log, the monitor's timeline
     assert run["metrics.artifact/adapter_bytes"] > 0
     assert 0 <= run["metrics.eval/majority_baseline"] <= 1
     # the tensor accounting holds every weight where the model does (4-bit state counted with the parameters)

@@ -15,6 +15,9 @@ from bench.tracking.ui_meta import EXPERIMENT_KIND, TRAINING_KIND
 FOREVER = ["trainer.max_steps=20000", "trainer.epochs=1000", "trainer.log_every=1"]  # minutes, unless stopped
 LONG = [*TINY, *FOREVER]
 SHRUNK = {"classification": TINY, "causal_lm": TINY_CAUSAL}  # both tasks go through the one run skeleton
+# What a run may leave in the folder it was started from (here the test's, with the store in it and the run's
+# output folder `o`): the store, its artifacts and the outputs. No lock, no scratch file.
+KEPT = {"mlflow.db", "mlruns", "o", "o2"}
 WRITERS = 8  # runs that start at once on one server store; each costs ~11 s of CPU (a round: 45 s+ on 2 free cores)
 
 # Faults happen for real, in the real training loop, on the 3rd forward pass; runs that need no signal or
@@ -28,6 +31,13 @@ FAULTS = {
 
 def _raise(error: BaseException) -> None:
     raise error
+
+
+def assert_nothing_left_behind(folder) -> None:
+    """The folder a run started in holds what the user asked for and nothing else, however the run ended."""
+    left = sorted(path.name for path in folder.iterdir() if path.name not in KEPT)
+    scratch = sorted(str(path) for path in folder.rglob("*") if path.suffix in (".lock", ".tmp"))
+    assert not left and not scratch, (left, scratch)
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
@@ -74,6 +84,7 @@ def test_fault_in_training_ends_failed_with_metrics_so_far(fault, failure, task,
     history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
     if fault == "nan":
         assert len(history) >= 3  # the losses up to and including the first NaN are on record
+    assert_nothing_left_behind(tmp_path)
 
 
 @pytest.mark.parametrize(("signum", "task"), [(signal.SIGINT, "classification"), (signal.SIGTERM, "classification"),
@@ -92,6 +103,7 @@ def test_signal_ends_the_run_killed(signum, task, store, tmp_path, ledger, start
     assert run.data.tags["failure"] == "killed"
     assert (tmp_path / "o" / "adapter" / "adapter_config.json").is_file()  # the adapter so far is saved
     assert "train/loss" in run.data.metrics
+    assert_nothing_left_behind(tmp_path)
 
 
 def test_sigkill_leaves_no_run_running(store, tmp_path, ledger, start) -> None:
@@ -165,3 +177,4 @@ def test_allow_nan_trains_on(store, tmp_path, ledger, monkeypatch) -> None:
     assert run["status"] == "FINISHED"
     history = mlflow.MlflowClient(store).get_metric_history(run["run_id"], "train/loss")
     assert len(history) == 6  # all six steps ran; the NaN losses are on record
+    assert_nothing_left_behind(tmp_path)

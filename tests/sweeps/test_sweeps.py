@@ -31,7 +31,7 @@ def test_one_parent_two_children_and_a_rerun_adds_nothing(store: str, tmp_path) 
     first = _sweep("method=lora", "method.r=2,4", store=store, tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "cell 1/2" in first.stdout and "cell 2/2" in first.stdout
-    assert "report: bench report" in first.stdout
+    assert f"report: {(tmp_path / 'sweep' / 'report' / 'index.html').resolve()} (in the MLflow UI: " in first.stdout
     parents, children = _children(store)
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}

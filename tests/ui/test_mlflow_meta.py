@@ -97,9 +97,13 @@ def test_a_sweep_reads_well_in_the_mlflow_ui(store: str, tmp_path: Path) -> None
     assert f"<title>bench report: {sweep_id}</title>" in page.read_text(encoding="utf-8")
 
     # what the command line says: the page to open, on the UI's model-training side, and the report's page
+    # and the report's file on disk, where the sweep wrote it, beside its cells' folders
     link = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
-    assert f"view: mlflow ui --backend-store-uri {store} --host 127.0.0.1, then {link}?workflowType=machine_learning " \
-           f"(its report: {link}/runs/{parent['run_id']}/artifacts/report/index.html?workflowType=machine_learning)" \
+    on_disk = (tmp_path / "sweep" / "report" / "index.html").resolve()
+    assert f"<title>bench report: {sweep_id}</title>" in on_disk.read_text(encoding="utf-8")
+    assert f"report: {on_disk} (in the MLflow UI: {link}/runs/{parent['run_id']}/artifacts/report/index.html" \
+           "?workflowType=machine_learning)\n" in result.stdout
+    assert f"view: bench ui --uri {store} starts the MLflow UI and opens {link}?workflowType=machine_learning\n" \
            in result.stdout
 
 
@@ -149,7 +153,7 @@ def test_a_report_that_cannot_be_built_warns_and_the_sweep_still_ends(store: str
     run = client.get_run(parent)
     assert run.info.status == "FINISHED" and client.list_artifacts(parent) == []
     assert run.data.tags[NOTE].endswith("Report: `bench report --experiment hand --sweep hand1`.")
-    assert "its report:" not in out
+    assert "report: `bench report --experiment hand --sweep hand1` writes it\n" in out  # no page to point to
     assert set(_inputs(client, parent)) == {"train", "test"}  # the cell's data sets, on the sweep's row too
 
 

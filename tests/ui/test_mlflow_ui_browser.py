@@ -106,9 +106,9 @@ def page(served: Served, tmp_path: Path):
 
 def _printed_link(served: Served, which: str) -> str:
     """A page the sweep's last lines point to (`view` or `report`), at this test's port instead of 5000."""
-    line = next(line for line in served.printed.splitlines() if line.startswith("view: mlflow ui"))
+    line = next(line for line in served.printed.splitlines() if line.startswith(f"{which}: "))
     links = re.findall(r"http://127\.0\.0\.1:5000(/#\S+?)(?:\)|$|\s)", line)
-    return served.base + links[0 if which == "view" else 1]
+    return served.base + links[0]
 
 
 def _by_row(column: str, value: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -68,3 +69,42 @@ def test_full_fine_tuning_ignores_lora_knobs_in_hash_and_params() -> None:
     lora = RunConfig.from_dict({**RAW, "method": {"name": "lora", "compute_dtype": "fp32"}})
     assert lora.hash(CPU) == RunConfig.from_dict(RAW).hash(CPU)  # quantization knobs do not touch LoRA
     assert "tracker.experiment" in full.flat() and "force" not in full.flat()
+
+
+def _numeric(annotation: object) -> bool:
+    """An int or float field, optional or not (a bool is not a number here; a list of ints is)."""
+    import typing
+
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is list:
+        return _numeric(args[0])
+    return any(arg in (int, float) for arg in args)
+
+
+def test_every_number_in_the_config_has_its_range_in_the_schema() -> None:
+    import typing
+
+    from bench.config.bounds import BOUNDS
+    from bench.config.schema import SECTIONS, bound
+
+    numeric = {f"{section}.{item.name}" if section else item.name
+               for section, kind in SECTIONS.items() for item in dataclasses.fields(kind)
+               if _numeric(typing.get_type_hints(kind)[item.name])}
+    assert sorted(numeric - set(BOUNDS)) == []  # each number's valid range is written down
+    assert sorted(set(BOUNDS) - numeric) == []  # and no range names a key that is gone
+    assert bound("trainer.weight_decay").words() == ">= 0" and bound("data.text_column") is None
+
+
+@pytest.mark.parametrize(("section", "key", "value", "words"), [
+    ("", "seed", -1, "in [0, 4294967295]"),
+    ("data", "split_seed", 2**32, "in [0, 4294967295]"),
+    ("trainer", "weight_decay", -0.1, ">= 0"),
+    ("trainer", "warmup_ratio", 1.0, "in [0, 1)"),
+    ("trainer", "lr", float("nan"), "> 0"),
+])
+def test_a_number_outside_its_range_is_refused_with_the_range(section: str, key: str, value: float,
+                                                              words: str) -> None:
+    raw = {**RAW, section: {**RAW[section], key: value}} if section else {**RAW, key: value}
+    name = f"{section}.{key}" if section else key
+    with pytest.raises(ConfigError, match=rf"^{name}=.* is not valid; it must be {re.escape(words)}$"):
+        RunConfig.from_dict(raw)

@@ -15,7 +15,7 @@ measured as a user would serve it:
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,9 @@ class _Bench:
     device: torch.device
     autocast_dtype: torch.dtype
     causal: bool
+    trained: Any = None  # the model as it trained, and what the run scored it at on the test split (`test/*`):
+    tested: dict[str, float] = field(default_factory=dict)  # a form with its very weights is not scored again
+    reused: list[str] = field(default_factory=list)  # the forms whose scores are the run's own
 
     def __post_init__(self) -> None:
         """The inputs every form is compared and timed on, made once (speed.py drops their labels)."""
@@ -63,7 +66,15 @@ class _Bench:
             logits = logits * self.batch["attention_mask"].unsqueeze(-1)
         return logits
 
-    def scores(self, model: torch.nn.Module) -> dict[str, float]:
+    def scores(self, model: torch.nn.Module, *, form: str = "", same_logits: bool = False) -> dict[str, float]:
+        """The form's accuracy (and perplexity) on the test split. A form that holds the trained model's very weights
+        and gave its very logits computes what the run's test scores computed, with the same code on the same rows:
+        those are taken, exactly, instead of scoring the split again (`deploy/notes` says which)."""
+        known = {name: self.tested[f"test/{name}"] for name in ("accuracy", "perplexity")
+                 if f"test/{name}" in self.tested}
+        if known and same_logits and _same_weights(model, self.trained, autocast=self.autocast_dtype):
+            self.reused.append(form)
+            return known
         found = self.task.evaluate(model, self.data.test_data, device=self.device, autocast_dtype=self.autocast_dtype)
         return {name: found[f"eval/{name}"] for name in ("accuracy", "perplexity") if f"eval/{name}" in found}
 
@@ -79,10 +90,12 @@ class _Bench:
 
 
 def measure_deployment(cfg: RunConfig, task: Task, data: TaskData, trained: Any, *, source: Source,
-                       output_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+                       output_dir: Path, tested: dict[str, float] | None = None) -> tuple[dict[str, float],
+                                                                                        dict[str, str]]:
     """`deploy/*` metrics and tags of every form of the trained model; the saved forms are removed after unless
-    `deploy.keep`."""
-    bench = _Bench(task, data, cfg.deploy, source.device, source.compute_dtype, source.causal)
+    `deploy.keep`. `tested`: the run's own test scores (`test/accuracy`, ...) of `trained`."""
+    bench = _Bench(task, data, cfg.deploy, source.device, source.compute_dtype, source.causal, trained=trained,
+                   tested=dict(tested or {}))
     metrics = {"deploy/latency_batch": 1.0, "deploy/throughput_batch": float(cfg.deploy.throughput_batch),
                **({"deploy/new_tokens": float(cfg.deploy.new_tokens)} if source.causal else {})}
     technique, folder, tags = cfg.method.technique, output_dir / "deploy", {}
@@ -100,6 +113,10 @@ def measure_deployment(cfg: RunConfig, task: Task, data: TaskData, trained: Any,
         if not cfg.deploy.keep:
             shutil.rmtree(folder, ignore_errors=True)
     shown = sorted({key.split("/")[1] for key in measured}, key=_FORM_ORDER.index)
+    if bench.reused:
+        note = (f"{', '.join(bench.reused)}: the trained model's own weights and logits, so its test scores are the "
+                "run's test/* (not computed twice)")
+        tags["deploy/notes"] = f"{tags['deploy/notes']}; {note}" if "deploy/notes" in tags else note
     return {**metrics, **measured}, {**tags, "deploy/forms": ",".join(shown)}
 
 
@@ -169,7 +186,9 @@ def _measure(bench: _Bench, form: str, model: torch.nn.Module, *, size: int, loa
         logits = bench.logits(model)
         if against is not None:
             measured[f"{prefix}max_abs_logit_diff"] = float((logits - against).abs().max())
-        measured.update({f"{prefix}{name}": value for name, value in bench.scores(model).items()})
+        same = against is not None and measured[f"{prefix}max_abs_logit_diff"] == 0.0
+        measured.update({f"{prefix}{name}": value for name, value in bench.scores(model, form=form,
+                                                                                   same_logits=same).items()})
     unmerged = (baseline or {}).get("deploy/unmerged/accuracy")
     if unmerged is not None and f"{prefix}accuracy" in measured:
         measured[f"{prefix}accuracy_delta"] = measured[f"{prefix}accuracy"] - unmerged  # a fraction, as accuracy
@@ -199,6 +218,32 @@ def _report(form: str, measured: dict[str, float], prefix: str) -> None:
     print(f"deploy {form}: " + ", ".join(parts), flush=True)
 
 
+def _same_weights(model: torch.nn.Module, trained: torch.nn.Module | None, *, autocast: torch.dtype) -> bool:
+    """Whether `model` holds the trained model's tensors: the same names and values. A tensor kept in float32 by one
+    and in the run's 16-bit autocast dtype by the other (peft reloads a trained head in the base's dtype) matches
+    when the float32 one rounds to exactly the other: under autocast, the linear layers compute with that rounding."""
+    import torch
+
+    if trained is None:
+        return False
+    if model is trained:
+        return True
+    mine, theirs = model.state_dict(), trained.state_dict()
+    if mine.keys() != theirs.keys():
+        return False
+    for name, tensor in mine.items():
+        other = theirs[name].to(tensor.device)
+        if tensor.shape != other.shape:
+            return False
+        if tensor.dtype != other.dtype:
+            if {tensor.dtype, other.dtype} != {torch.float32, autocast}:
+                return False
+            tensor, other = tensor.to(autocast), other.to(autocast)
+        if not torch.equal(tensor, other):
+            return False
+    return True
+
+
 def _tensor_bytes(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
     return sum(t.numel() * t.element_size() for name, t in model.state_dict().items()
                if not any(part in name for part in skip))
@@ -221,15 +266,15 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> Any:
 
 
 def deploy_after_training(cfg: RunConfig, task: Task, data: TaskData, built: BuiltModel, *, location: ModelLocation,
-                          device: torch.device,
-                          output_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+                          device: torch.device, output_dir: Path,
+                          tested: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, str]]:
     """The run skeleton's deploy phase, after the model shipped. A failure here is recorded on the run (tag
     `deploy/error`) and leaves its training figures standing: they were measured and logged already."""
     source = Source(method=cfg.method, spec=cfg.model, location=location, labels=data.head_labels or [],
                     device=device, causal=cfg.task == "causal_lm", weights_dtype=built.weights_dtype,
                     compute_dtype=built.compute_dtype)
     try:
-        return measure_deployment(cfg, task, data, built.model, source=source, output_dir=output_dir)
+        return measure_deployment(cfg, task, data, built.model, source=source, output_dir=output_dir, tested=tested)
     except Exception as error:  # noqa: BLE001 - recorded on the run; the run's training figures stand
         message = f"{type(error).__name__}: {error}"
         print(f"warning: deploy measurement failed: {message}", flush=True)

@@ -21,9 +21,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, DataConfig
+
+if TYPE_CHECKING:
+    from bench.tasks.incomplete import Incomplete
 
 Prompt = str | list[dict[str, str]]  # plain text, or chat turns before the answer
 
@@ -49,6 +52,7 @@ class SftSplits:
     test: list[Pair] = field(default_factory=list)  # evaluated once, after training
     test_baseline: float | None = None  # test accuracy of always answering the most frequent train label
     dropped: dict[str, int] = field(default_factory=dict)  # near-duplicate prompts dropped from each split
+    incomplete: dict[str, float] = field(default_factory=dict)  # pairs without a prompt or an answer, dropped
 
     def metrics(self) -> dict[str, float]:
         """What every run logs about its data before training."""
@@ -56,7 +60,7 @@ class SftSplits:
 
         rows = {"train": len(self.train), "eval": len(self.eval), "test": len(self.test)}
         baseline = {} if self.majority_baseline is None else {"eval/majority_baseline": self.majority_baseline}
-        return {**baseline, **split_metrics(rows, self.dropped)}
+        return {**baseline, **split_metrics(rows, self.dropped), **self.incomplete}
 
 
 def load_sft_splits(spec: DataConfig) -> SftSplits:
@@ -64,9 +68,14 @@ def load_sft_splits(spec: DataConfig) -> SftSplits:
     if spec.prompt_template:
         return _templated(spec)
     from bench.tasks.data import read_frames  # one reader and one split for both tasks
+    from bench.tasks.incomplete import report
     from bench.tasks.splits import three_splits
 
-    frames = {name: None if raw is None else _pairs_frame(raw, spec) for name, raw in read_frames(spec).items()}
+    read = {name: _pairs_frame(raw, spec, name) for name, raw in read_frames(spec).items() if raw is not None}
+    frames = {name: read[name][0] if name in read else None for name in ("train", "eval", "test")}
+    names = (("data.messages_column",) * 2 if spec.messages_column
+             else ("data.prompt_column", "data.response_column"))
+    incomplete = report(spec, {name: counts for name, (_, counts) in read.items()}, names=names)
     labels = _answer_labels([frame for frame in frames.values() if frame is not None], spec)
     for frame in frames.values():
         if labels is not None and frame is not None:
@@ -87,7 +96,7 @@ def load_sft_splits(spec: DataConfig) -> SftSplits:
                                                                               strict=True)]
 
     return _with_baseline(SftSplits(pairs(parts.train), pairs(parts.eval), labels, answers, test=pairs(parts.test),
-                                    dropped=parts.dropped))
+                                    dropped=parts.dropped, incomplete=incomplete))
 
 
 def _templated(spec: DataConfig) -> SftSplits:
@@ -102,7 +111,7 @@ def _templated(spec: DataConfig) -> SftSplits:
                 for text, y in zip(part["text"], part["label_id"], strict=True)]
 
     return _with_baseline(SftSplits(pairs(splits.train), pairs(splits.eval), splits.labels, answers,
-                                    test=pairs(splits.test), dropped=splits.dropped))
+                                    test=pairs(splits.test), dropped=splits.dropped, incomplete=splits.incomplete))
 
 
 def _with_baseline(splits: SftSplits) -> SftSplits:
@@ -113,9 +122,12 @@ def _with_baseline(splits: SftSplits) -> SftSplits:
     return splits
 
 
-def _pairs_frame(raw: Any, spec: DataConfig) -> Any:
-    """`prompt` and `response` columns (a chat prompt kept as JSON text, so it can be deduplicated); empty
-    answers dropped, and duplicate prompts, which would leak between splits."""
+def _pairs_frame(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any, Incomplete]:
+    """`prompt` and `response` columns (a chat prompt kept as JSON text, so it can be deduplicated); pairs without
+    a prompt or an answer dropped (counted: bench.tasks.incomplete), and duplicate prompts, which would leak between
+    splits."""
+    from bench.tasks.incomplete import Incomplete, complete_rows
+
     wanted = [spec.messages_column] if spec.messages_column else [spec.prompt_column, spec.response_column]
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
@@ -123,25 +135,25 @@ def _pairs_frame(raw: Any, spec: DataConfig) -> Any:
         raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
                           f"{', '.join(map(str, raw.columns))} (set {hint})")
     if spec.messages_column:
-        split = [_split_chat(turns, row=row, column=spec.messages_column)
-                 for row, turns in enumerate(raw[spec.messages_column])]
-        rows = [(json.dumps(p), r) for p, r in split if p is not None]
+        split_turns = [_split_chat(turns, row=row, column=spec.messages_column)
+                       for row, turns in enumerate(raw[spec.messages_column])]
+        rows = [(json.dumps(p), r) for p, r in split_turns if p is not None and str(r).strip()]
+        counts = Incomplete(len(raw), 0, len(raw) - len(rows))  # a chat without an answer to train on
+        if raw.shape[0] and not rows:
+            raise ConfigError(f"data={spec.name}: none of the {len(raw)} chats of data.messages_column="
+                              f"{spec.messages_column!r} ends in an assistant answer after a prompt")
     else:
-        rows = [(str(p).strip(), str(r)) for p, r in zip(raw[spec.prompt_column], raw[spec.response_column],
-                                                         strict=True) if _present(p) and _present(r)]
+        kept, counts = complete_rows(raw, text=spec.prompt_column, label=spec.response_column, spec=spec, split=split,
+                                     names=("data.prompt_column", "data.response_column"))
+        rows = [(str(p).strip(), str(r)) for p, r in zip(kept[spec.prompt_column], kept[spec.response_column],
+                                                         strict=True)]
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["prompt", "response"])
-    frame = frame[(frame["prompt"] != "") & (frame["response"].str.strip() != "")]
-    frame = frame.drop_duplicates("prompt").reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=["prompt", "response"]).drop_duplicates("prompt").reset_index(drop=True)
     if frame.empty:
         raise ConfigError(f"data={spec.name}: no prompt/response pairs left after dropping empty ones")
     frame["label"] = ""  # one stratum unless a label set is given
-    return frame
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value == value and str(value).strip() != ""  # value == value: not NaN
+    return frame, counts
 
 
 def _split_chat(turns: Any, *, row: int, column: str) -> tuple[list[dict[str, str]] | None, str]:
