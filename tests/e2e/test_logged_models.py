@@ -26,9 +26,9 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
     original = shipped.log_shipped_models
 
     def watching(cfg, tracker, built, **kwargs):
-        from bench.models.load import load_tokenizer
+        from bench.models.load import load_tokenizer, resolve_location
 
-        tokenizer = load_tokenizer(cfg.model, kwargs["location"])
+        tokenizer = load_tokenizer(cfg.model, resolve_location(cfg.model))  # as the run loaded it
         encoded = tokenizer(TEXTS, truncation=True, max_length=cfg.data.max_length, padding=True, return_tensors="pt")
         built.model.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=built.compute_dtype,
