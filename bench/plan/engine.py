@@ -44,12 +44,14 @@ class MemoryPlan:
     phases: dict[str, dict[str, int]] = field(default_factory=dict)  # each phase's own peak, by category
     paged_bytes: int = 0  # a paged optimizer's state: in CUDA unified memory, left out of the peak (`_unpage`)
     phase_modules: dict[str, str] = field(default_factory=dict)  # where each phase's peak happened
+    fit: Any = None  # bench.plan.overhead.Fit: the allocator, reserved and process figures, once calibrated
 
     def metrics(self) -> dict[str, float]:
-        """`plan/peak_bytes` and `plan/<category>_bytes`, as a run logs its prediction."""
+        """`plan/peak_bytes`, `plan/<category>_bytes` and the fit's figures, as a run logs its prediction."""
         return {"plan/peak_bytes": float(self.peak_bytes),
                 **{f"plan/{name}_bytes": float(value) for name, value in self.categories.items()},
-                **({"plan/paged_bytes": float(self.paged_bytes)} if self.paged_bytes else {})}
+                **({"plan/paged_bytes": float(self.paged_bytes)} if self.paged_bytes else {}),
+                **(self.fit.metrics() if self.fit is not None else {})}
 
 
 def head_labels(cfg: RunConfig) -> list[str] | None:

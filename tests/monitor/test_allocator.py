@@ -153,8 +153,8 @@ def test_rise_takes_events_in_time_order() -> None:
 
 def test_cuda_allocator_peak_is_the_caching_allocators_training_peak() -> None:
     """On CUDA no window opens: the figure is torch's peak allocated of the training phase."""
-    from bench.measure.monitor.summary import _allocator
+    from bench.measure.monitor.summary import allocator_metrics
 
     peaks = SimpleNamespace(phase_peak=lambda name, phase: {"allocated": 123_456}.get(name) if phase == "train" else 0)
     monitor = SimpleNamespace(allocator=None, peaks=peaks)
-    assert _allocator(monitor) == {"mem/allocator_peak_bytes": 123_456.0}
+    assert allocator_metrics(monitor) == {"mem/allocator_peak_bytes": 123_456.0}

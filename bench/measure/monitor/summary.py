@@ -34,7 +34,7 @@ def monitor_metrics(monitor: Monitor) -> dict[str, float]:
     metrics.update(_gpu(monitor))
     if monitor.tensors is not None:
         metrics.update(monitor.tensors.metrics())
-    metrics.update(_allocator(monitor))
+    metrics.update(allocator_metrics(monitor))
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(v)}
 
 
@@ -53,7 +53,7 @@ def _memory(monitor: Monitor, column: str, stem: str, exact: bool) -> dict[str, 
     return out
 
 
-def _allocator(monitor: Monitor) -> dict[str, float]:
+def allocator_metrics(monitor: Monitor) -> dict[str, float]:
     """`mem/allocator_peak_bytes`: the allocator's own training peak, an instrument apart from the tensor
     accounting. CUDA: the caching allocator's peak allocated of the training phase; CPU: its events over the
     watched micro-batches (`bench.measure.monitor.allocator`)."""
