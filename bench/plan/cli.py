@@ -173,11 +173,12 @@ def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, l
               terms: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
     """Plan each configuration with the terms beyond its tensors (`terms`: config -> bench.plan.overhead.Overhead,
     from a store) and, with a budget, find the largest batch whose process fits it."""
+    import functools
     import os
 
     from bench.config import ConfigError
     from bench.plan.engine import largest_batch, plan_memory
-    from bench.plan.overhead import Overhead, tensor_budget, with_fit
+    from bench.plan.overhead import Overhead, process_bytes, with_fit
 
     rows = []
     for (cfg, swept), config in zip(cfgs, model_configs([cfg for cfg, _ in cfgs]), strict=True):
@@ -186,8 +187,9 @@ def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, l
             overhead = terms(cfg) if terms is not None else Overhead(reason="no store read")
             row["plan"] = with_fit(plan_memory(cfg, device=device, config=config), overhead)
             if limit:
-                row["largest"] = largest_batch(cfg, device=device, config=config,
-                                               budget_bytes=tensor_budget(limit.bytes, overhead))[0]
+                process = functools.partial(process_bytes, overhead=overhead)  # the fit is the process's
+                row["largest"] = largest_batch(cfg, device=device, config=config, budget_bytes=limit.bytes,
+                                               figure=process)[0]
         except ConfigError:
             raise
         except Exception as error:  # noqa: BLE001 - a configuration the tracer cannot follow fails its row only

@@ -4,8 +4,10 @@ peak, what the CUDA caching allocator reserves, and the whole process.
 The tensor peak is traced (`bench.plan.engine`); three terms on top of it are not, because the trace runs on fake
 tensors that allocate nothing, and they are taken from runs in the MLflow store that measured them:
 
-- allocator: the allocator's own peak less the tensor peak (`mem/allocator_peak_bytes` - `mem/tensor_peak_bytes`):
-  scratch space ops allocate beyond their outputs; on CUDA mostly cuBLAS' workspaces, a few tens of MiB.
+- allocator (CUDA): the allocator's own peak less the tensor peak (`mem/allocator_peak_bytes` -
+  `mem/tensor_peak_bytes`): what ops allocate beyond their outputs, mostly cuBLAS' workspaces, a few tens of MiB.
+  On CPU the trace itself runs the library kernels that allocate scratch (`bench.plan.scratch`), and torch's own
+  CPU ops measured next to nothing beyond their outputs, so no term is taken from runs.
 - cache (CUDA): peak reserved less peak allocated: the caching allocator's rounding and the blocks it keeps but
   cannot reuse (fragmentation).
 - runtime: the process beyond that. CUDA: NVML's process figure less peak reserved (the CUDA context and the
@@ -78,9 +80,10 @@ class Fit:
         return out
 
 
-def predict(tensor_bytes: int, overhead: Overhead, *, device: str) -> Fit:
-    """The figures a run of this tensor peak holds on `device` (cuda or cpu)."""
-    allocator = tensor_bytes + overhead.allocator_bytes
+def predict(tensor_bytes: int, overhead: Overhead, *, device: str, traced_allocator_bytes: int = 0) -> Fit:
+    """The figures a run of this tensor peak holds on `device` (cuda or cpu); `traced_allocator_bytes`: the
+    allocator's peak as far as the trace sees it (ops' own scratch in, bench.plan.scratch), if larger."""
+    allocator = max(tensor_bytes, traced_allocator_bytes) + overhead.allocator_bytes
     reserved = allocator + overhead.cache_bytes if device == "cuda" else None
     process = (reserved if reserved is not None else allocator) + overhead.runtime_bytes
     return Fit(tensor_bytes, allocator, reserved, process, overhead)
@@ -90,12 +93,13 @@ def with_fit(plan: Any, overhead: Overhead) -> Any:
     """`plan` (bench.plan.engine.MemoryPlan) with the figures its tensor peak and `overhead` give."""
     from dataclasses import replace
 
-    return replace(plan, fit=predict(plan.peak_bytes, overhead, device=plan.device))
+    return replace(plan, fit=predict(plan.peak_bytes, overhead, device=plan.device,
+                                     traced_allocator_bytes=plan.traced_allocator_bytes))
 
 
-def tensor_budget(process_budget: int, overhead: Overhead) -> int:
-    """The largest tensor peak whose process fits `process_budget` (every term is added, none scales)."""
-    return process_budget - overhead.total_bytes
+def process_bytes(plan: Any, overhead: Overhead) -> int:
+    """The process a plan's run holds with `overhead`: what a fit is checked on."""
+    return with_fit(plan, overhead).fit.process_bytes
 
 
 def _on_device(runs: Any, device: str, gpu: Any) -> tuple[Any, Any]:
@@ -140,12 +144,14 @@ def measured_overhead(store: Store, *, device: str, gpu: Any = None, gpu_title: 
 
 
 def _terms(found: Any, device: str, source: str) -> Overhead:
-    allocator = (found[ALLOCATOR] - found[TENSOR]).clip(lower=0).max()
+    """The largest of each term over `found`. On CPU the trace sees the ops' scratch itself (bench.plan.scratch),
+    so only the runtime is taken from the runs."""
     if device == "cuda":
+        allocator = (found[ALLOCATOR] - found[TENSOR]).clip(lower=0).max()
         cache, runtime = (found[RESERVED] - found[ALLOCATOR]).clip(lower=0).max(), \
             (found[NVML] - found[RESERVED]).clip(lower=0).max()
     else:
-        cache, runtime = 0, (found[RSS] - found[ALLOCATOR]).clip(lower=0).max()
+        allocator, cache, runtime = 0, 0, (found[RSS] - found[ALLOCATOR]).clip(lower=0).max()
     names = column(found, "tags.mlflow.runName").fillna("").astype(str)
     starts = column(found, "start_time")
     dates = sorted({str(start)[:10] for start in starts.dropna()})
