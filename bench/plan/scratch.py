@@ -19,11 +19,12 @@ Used for CPU plans only: a CUDA kernel's scratch is not its CPU twin's (on CUDA 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode_temporarily
+from torch.utils._python_dispatch import TorchDispatchMode, _len_torch_dispatch_stack, _pop_mode_temporarily
 from torch.utils._pytree import tree_flatten
 
 LIBRARIES = ("bitsandbytes",)  # op namespaces whose CPU kernels can allocate what no dispatch mode sees
@@ -81,6 +82,7 @@ class OpScratch(TorchDispatchMode):
 
         live, phase = self.now()
         counter = _Counter(_tensors((args, kwargs)))
-        with _pop_mode_temporarily(), counter:  # the tracker set aside: the kernel's tensors are not the run's
+        below = _pop_mode_temporarily() if _len_torch_dispatch_stack() else contextlib.nullcontext()
+        with below, counter:  # the tracker set aside: the kernel's own tensors are not the run's
             func.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *args, **kwargs)
         self.peaks[phase] = max(self.peaks.get(phase, 0), live + counter.peak)

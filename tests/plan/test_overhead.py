@@ -95,8 +95,8 @@ def test_uncalibrated_says_why(store, tmp_path) -> None:
         throughput_only, device="cpu", model="m", technique="lora", seq_len=32, levers=LEVERS).reason
 
 
-def test_figures_add_each_term_and_the_budget_takes_them_all_back() -> None:
-    from bench.plan.overhead import Overhead, predict, tensor_budget
+def test_figures_add_each_term_on_the_larger_of_tensor_peak_and_traced_scratch() -> None:
+    from bench.plan.overhead import Overhead, predict
 
     terms = Overhead(allocator_bytes=64, cache_bytes=100, runtime_bytes=700, source="1 run", runs=("r (12345678)",))
     gpu = predict(1000, terms, device="cuda")
@@ -106,6 +106,7 @@ def test_figures_add_each_term_and_the_budget_takes_them_all_back() -> None:
     cpu = predict(1000, terms, device="cpu")  # no caching allocator: nothing reserved beyond what is allocated
     assert (cpu.allocator_bytes, cpu.reserved_bytes, cpu.process_bytes) == (1064, None, 1764)
     assert "plan/reserved_bytes" not in cpu.metrics()
-    assert tensor_budget(gpu.process_bytes, terms) == 1000
+    scratch = predict(1000, terms, device="cpu", traced_allocator_bytes=1500)  # an op's own scratch, traced
+    assert (scratch.allocator_bytes, scratch.process_bytes) == (1564, 2264)
     described = "allocator +0.0 MiB, cache +0.0 MiB, runtime +0.0 MiB (largest of 1 run: r (12345678))"
     assert terms.describe() == described
