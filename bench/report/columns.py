@@ -22,6 +22,10 @@ PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed dif
 TENSOR_PEAK = ("mem/tensor_peak_bytes: the most bytes of live tensors at any moment of training, on the training "
                "device (weights, gradients, optimizer state, activations, temporaries); blank where not logged")
 MEMORY_COLUMNS = [
+    Column("allocator peak", "allocator_peak_bytes", size, True, "mem/allocator_peak_bytes: the allocator's own "
+           "training peak, an instrument apart from the tensor accounting: CUDA, the caching allocator's peak "
+           "allocated; CPU, the allocator's allocation events over the watched steps plus what was live when each "
+           "began (ops' scratch included, which the tensor peak misses)"),
     Column("eval tensor peak", "eval_tensor_peak_bytes", size, True,
            "mem/eval_tensor_peak_bytes: the most bytes of live tensors at any moment of evaluation"),
     Column("net RSS", "peak_rss_net_bytes", size, True, "mem/peak_rss_net_bytes: the process's peak resident memory "

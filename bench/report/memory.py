@@ -35,6 +35,10 @@ METRICS = {
     # in its place (`bench.report.prediction`)
     "plan_peak_bytes": "metrics.plan/peak_bytes",
     "plan_met_peak_bytes": "metrics.plan/met_peak_bytes",  # the plan at the largest batch the run met
+    # the allocator's own peak, an instrument apart from the tensor accounting, and the plan's figure for it
+    "allocator_peak_bytes": "metrics.mem/allocator_peak_bytes",
+    "plan_allocator_peak_bytes": "metrics.plan/allocator_peak_bytes",
+    "plan_met_allocator_peak_bytes": "metrics.plan/met_allocator_peak_bytes",
     **AT_PEAK,
 }
 PEAK_TAGS = {"peak_module": "tags.mem/peak_module", "peak_phase": "tags.mem/peak_phase"}
