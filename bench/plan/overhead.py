@@ -131,11 +131,10 @@ def measured_overhead(store: Store, *, device: str, gpu: Any = None, gpu_title: 
     name = gpu_title or ("this GPU" if device == "cuda" else "cpu")
     same = (column(runs, "tags.model") == model) & (column(runs, "tags.technique") == technique)
     config = same & (column(runs, "params.data.max_length").astype(str) == str(seq_len)) & same_levers(runs, levers)
-    levels = [(here & config, f"runs of this configuration on {name}"),
-              (here & same, f"runs of {model} {technique} on {name}"),
-              (here, f"runs on {name}")]
+    levels = [(here & config, f"of this configuration on {name}"), (here & same, f"of {model} {technique} on {name}"),
+              (here, f"on {name}")]
     if device == "cuda":
-        levels.append((anywhere, "runs on another GPU (a context's size depends on the card)"))
+        levels.append((anywhere, "on another GPU (a context's size depends on the card)"))
     for mask, source in levels:
         found = runs[mask]
         if not found.empty:
@@ -157,7 +156,8 @@ def _terms(found: Any, device: str, source: str) -> Overhead:
     dates = sorted({str(start)[:10] for start in starts.dropna()})
     when = f", {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") if dates else ""
     labels = tuple(f"{name or 'run'} ({run_id[:8]})" for name, run_id in zip(names, found["run_id"], strict=True))
-    return Overhead(int(allocator), int(cache), int(runtime), f"{len(found)} {source}{when}", labels)
+    runs = f"{len(found)} run{'s' if len(found) > 1 else ''}"
+    return Overhead(int(allocator), int(cache), int(runtime), f"{runs} {source}{when}", labels)
 
 
 def overhead_for(store: Store | str, cfg: Any, *, device: str, gpu: Any = None, gpu_title: str = "") -> Overhead:

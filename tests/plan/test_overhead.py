@@ -59,7 +59,7 @@ def test_a_lever_has_its_own_runs(store) -> None:
 
 def test_then_the_same_model_and_technique_then_the_device(store) -> None:
     qlora = _ask(store, technique="qlora", checkpointing=True)  # no qlora run used checkpointing
-    assert _names(qlora) == ["qlora-4090"] and "runs of tiny-llama qlora on GeForce RTX 4090" in qlora.source
+    assert _names(qlora) == ["qlora-4090"] and "1 run of tiny-llama qlora on GeForce RTX 4090" in qlora.source
     full = _ask(store, technique="full")  # full fine-tuning ran on an A100 only: every finished 4090 run
     on_4090 = [run for run in RUNS if run.gpu == RTX4090 and run.status == "FINISHED" and run.memory]
     assert _names(full) == sorted(run.name for run in on_4090) and "runs on GeForce RTX 4090" in full.source
