@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", metavar="SIZE", help="the device's memory, e.g. 24GiB, 80GB, 512MiB (overrides "
                    "the card's; on --device cpu the default is this machine's RAM)")
     p.add_argument("--headroom", default=DEFAULT_HEADROOM, metavar="SHARE",
-                   help="memory kept free for the CUDA context, the allocator's cache and fragmentation: a "
-                        f"percentage or a size (default {DEFAULT_HEADROOM.replace('%', '%%')})")
+                   help="memory kept free beyond the predicted process (tensors, the allocator's scratch and cache, "
+                        "the CUDA context): a percentage or a size (default "
+                        f"{DEFAULT_HEADROOM.replace('%', '%%')})")
     p.add_argument("--tokens", metavar="N", help="a token budget (non-padding tokens, e.g. 1e9): time and cost "
                    "from the throughput measured in the store")
     p.add_argument("--price-per-hour", metavar="USD", help="the device's price per hour, for the cost")
