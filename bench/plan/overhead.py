@@ -55,7 +55,7 @@ class Overhead:
         if not self.calibrated:
             return f"uncalibrated ({self.reason}): allocator, cache and runtime terms not added"
         mib = 2 ** 20
-        terms = [f"allocator +{self.allocator_bytes / mib:,.1f} MiB"]
+        terms = [f"allocator +{self.allocator_bytes / mib:,.1f} MiB"] if self.allocator_bytes else []  # CPU: traced
         terms += [f"cache +{self.cache_bytes / mib:,.1f} MiB"] if self.cache_bytes else []
         terms += [f"runtime +{self.runtime_bytes / mib:,.1f} MiB"]
         return f"{', '.join(terms)} (largest of {self.source}: {', '.join(self.runs)})"
