@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench on a real GPU, as one bounded script (~9 minutes): plans, then trains full fine-tuning, LoRA and QLoRA
-# on CUDA (each sweep cell in its own process) with the monitor and the tensor accounting on, and prints, per
-# run, the plan made before training beside what the run measured: the tensor peak, peak allocated and
-# reserved, NVML's view of the process, tokens/s and training-only energy. Then the memory levers (gradient
+# on CUDA (each sweep cell in its own process) with the monitor and the tensor accounting on, checks the fit
+# boundary (the plan's largest batch under a cap on the allocator finishes, 25 % more runs out of memory), and
+# prints, per run, its own plan at the batch it met beside what it measured: the tensor peak, the allocator's
+# peak, reserved, NVML's view of the process, tokens/s and training-only energy. Then the memory levers (gradient
 # checkpointing, 8-bit and paged optimizers), one run on two processes (DDP, FSDP) and the tests marked `gpu`. The MLflow store comes back as
 # $OUT/store.tar.gz, so `bench report` can be built from it on any machine.
 #
@@ -20,7 +21,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t bench-cuda-XXXX)}
 WORK=$(mktemp -d -t bench-work-XXXX)  # the store, its artifacts and Hydra's folders: out of the checkout
 STORE="sqlite:///$WORK/mlflow.db"
-STEPS=${STEPS:-plan,minilm,dist,smollm2,levers,profile,1b,tests}
+STEPS=${STEPS:-plan,minilm,boundary,dist,smollm2,levers,profile,1b,tests}
 export HF_HUB_OFFLINE=1 BENCH_CACHE="$WORK/cache" TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 # these runs log what no CPU test reaches (CUDA memory, NVML, energy): a name bench.core.metrics does not define
 # fails its step here, as it fails the tests
@@ -83,6 +84,14 @@ if wanted minilm; then
   bench run -m "${MINILM[@]}" method=full,lora,qlora trainer.device=cuda trainer.epochs=1 \
     data.max_train_samples=8192 data.max_eval_samples=1024 "tracker.uri=$STORE" tracker.log_model=false \
     tracker.experiment=cuda-minilm "hydra.sweep.dir=$WORK/minilm"
+fi
+if wanted boundary; then
+  # "Will it fit", answered by what runs out: each run's process caps torch's allocator at the budget
+  # (set_per_process_memory_fraction); the plan's largest batch for it (bench plan's 10 % headroom kept free, the
+  # terms beyond the tensors from the minilm runs just stored) must finish, 25 % more must end failure=oom.
+  echo "== the fit boundary: the plan's largest batch under a 1 GiB cap on the allocator, and 25 % more"
+  step "$PY" "$REPO/benchmarks/fit_boundary.py" --store "$STORE" --budget-mib 1024 --device cuda "${MINILM[@]}" \
+    data.max_length=64
 fi
 if wanted dist; then
   # One GPU: DDP runs two ranks on it through gloo (NCCL refuses two ranks on one device; gloo all-reduces and
@@ -148,23 +157,30 @@ mlflow.set_tracking_uri(sys.argv[1])
 MIB = 2 ** 20
 experiments = [e.name for e in mlflow.search_experiments() if e.name.startswith("cuda-")]
 runs = mlflow.search_runs(experiment_names=experiments, output_format="list") if experiments else []
-columns = ["plan", "tensor", "err%", "alloc", "reserved", "nvml", "tok/s", "J", "acc/loss"]
+# each run against its own plan at the batch it met: tensors (the plan's own accounting), the allocator (the check),
+# reserved and the process (NVML), the last three with the terms calibrated from the runs stored before it
+columns = ["plan T", "tensor", "T err%", "plan A", "alloc", "A err%", "plan R", "reserved", "plan P", "nvml",
+           "P err%", "tok/s", "J", "acc/loss"]
 print(f"{'experiment':14s} {'technique':9s} {'levers':28s} {'status':9s}" + "".join(f"{c:>10s}" for c in columns))
 for run in sorted(runs, key=lambda r: (r.info.experiment_id, r.data.tags.get("technique", ""), r.info.start_time)):
     tags, m, p = run.data.tags, run.data.metrics, run.data.params
     if tags.get("sweep_role") == "parent":
         continue
     levers = f"gc={p.get('trainer.gradient_checkpointing', '?')} opt={p.get('trainer.optimizer', '?')}"
-    values = [m.get("plan/peak_bytes", float("nan")) / MIB, m.get("mem/tensor_peak_bytes", float("nan")) / MIB,
-              m.get("mem/prediction_error_pct", float("nan")), m.get("mem/peak_allocated_bytes", float("nan")) / MIB,
-              m.get("mem/peak_reserved_bytes", float("nan")) / MIB,
-              m.get("mem/peak_nvml_process_bytes", float("nan")) / MIB, m.get("train/tokens_per_s", float("nan")),
-              m.get("gpu/energy_j", float("nan")), m.get("eval/accuracy", m.get("eval/loss", float("nan")))]
+    def get(name, m=m):
+        return m.get(name, float("nan"))
+    values = [get("plan/met_peak_bytes") / MIB, get("mem/tensor_peak_bytes") / MIB,
+              get("mem/tensor_prediction_error_pct"), get("plan/met_allocator_peak_bytes") / MIB,
+              get("mem/allocator_peak_bytes") / MIB, get("mem/prediction_error_pct"),
+              get("plan/met_reserved_bytes") / MIB, get("mem/peak_reserved_bytes") / MIB,
+              get("plan/met_process_bytes") / MIB, get("mem/peak_nvml_process_bytes") / MIB,
+              get("mem/process_prediction_error_pct"), get("train/tokens_per_s"), get("gpu/energy_j"),
+              m.get("eval/accuracy", get("eval/loss"))]
     name = mlflow.get_experiment(run.info.experiment_id).name
     print(f"{name:14s} {tags.get('technique', '?'):9s} {levers:28s} {run.info.status:9s}"
           + "".join(f"{v:10.2f}" for v in values))
-    for key in ("plan/error", "error", "failure", "plan/notes", "mem/peak_module", "monitor/backend",
-                "monitor/reason", "gpu/energy_source", "gpu/energy_coverage"):
+    for key in ("plan/error", "error", "failure", "plan/notes", "plan/calibration", "mem/peak_module",
+                "monitor/backend", "monitor/reason", "gpu/energy_source", "gpu/energy_coverage"):
         if key in tags:
             print(f"    {key}: {tags[key][:300]}")
 dist = [run for run in runs if run.data.tags.get("dist/strategy")]

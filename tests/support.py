@@ -72,15 +72,18 @@ def composed_method(name: str, *overrides: str):
     return MethodConfig(**raw)
 
 
-PLAN_TOLERANCE_PCT = 5.0  # bench plan's peak against the tensor peak a run measures (issue: within 5 %)
+PLAN_TOLERANCE_PCT = 5.0  # bench plan against what a run measures (issues 20 and 26: within 5 %)
 
 
 def assert_plan_matches(run) -> None:
-    """The plan a run made before training (`plan/peak_bytes`) is within PLAN_TOLERANCE_PCT of the tensor peak it
-    measured. The tiny test runs cut every text at data.max_length, so their largest batch is the plan's."""
-    error = run["metrics.mem/prediction_error_pct"]
-    assert abs(error) <= PLAN_TOLERANCE_PCT, (run["tags.technique"], error, run["metrics.plan/peak_bytes"],
-                                              run["metrics.mem/tensor_peak_bytes"])
+    """The plan at the largest batch the run met is within PLAN_TOLERANCE_PCT of the allocator peak the run
+    measured (`mem/prediction_error_pct`: an instrument that shares no code with the plan's trace), and of its
+    tensor peak (`mem/tensor_prediction_error_pct`: the accounting the trace shares)."""
+    errors = {name: run[f"metrics.mem/{name}"] for name in ("prediction_error_pct", "tensor_prediction_error_pct")}
+    figures = {name: run[f"metrics.{name}"] for name in ("plan/met_allocator_peak_bytes",
+                                                         "mem/allocator_peak_bytes", "mem/tensor_peak_bytes")}
+    assert all(abs(error) <= PLAN_TOLERANCE_PCT for error in errors.values()), (run["tags.technique"], errors,
+                                                                                 figures)
 
 
 def run_cli(*overrides: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

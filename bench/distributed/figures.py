@@ -39,14 +39,18 @@ def rank_figures(model: torch.nn.Module, *, result: Any, monitor: Monitor, comm:
     """This rank's figures after training: its throughput, tensor peak, and the parameters, gradients and
     optimizer state it holds (the parameters now; the gradients and optimizer state as the first step left
     them, sized from the real tensors by `bench.models.footprint.training_state_bytes`)."""
+    from bench.measure.monitor.summary import allocator_metrics
+
     tensors = monitor.tensors.metrics() if getattr(monitor, "tensors", None) is not None else {}
+    allocator = allocator_metrics(monitor)
     figures = {"tokens_per_s": result.timing.get(TRAIN_TOKENS_PER_S, math.nan),
                "samples_per_s": result.timing.get("train/samples_per_s", math.nan),
                "tokens": float(result.tokens), "time_s": result.time_s,
                "params_bytes": float(held_bytes(model.parameters())),
                "grads_bytes": float(result.state_bytes.get("mem/grads_bytes", math.nan)),
                "optimizer_bytes": float(result.state_bytes.get("mem/optimizer_bytes", math.nan)),
-               "tensor_peak_bytes": float(tensors.get(TENSOR_PEAK_BYTES, math.nan))}
+               "tensor_peak_bytes": float(tensors.get(TENSOR_PEAK_BYTES, math.nan)),
+               "allocator_peak_bytes": float(allocator.get("mem/allocator_peak_bytes", math.nan))}
     if comm is not None:
         figures |= {"allreduce_s": comm.total_seconds(), "allreduce_buckets": float(comm.buckets)}
     return figures
@@ -55,18 +59,21 @@ def rank_figures(model: torch.nn.Module, *, result: Any, monitor: Monitor, comm:
 def run_figures(figures: list[dict[str, float]], *, strategy: str, backend: str) -> tuple[dict[str, float],
                                                                                          dict[str, str]]:
     """The run's metrics and tags from every rank's figures (rank order): each rank's as `dist/rank{r}/<name>`,
-    throughput summed over the ranks, the tensor peak the largest rank's (what the GPUs must each hold)."""
+    throughput summed over the ranks, the tensor and allocator peaks the largest rank's (what the GPUs must each
+    hold)."""
     metrics: dict[str, float] = {"dist/world_size": float(len(figures))}
     for rank, own in enumerate(figures):
         metrics |= {f"dist/rank{rank}/{name}": value for name, value in own.items()}
     for name, total in SUMMED.items():
         metrics[total] = sum(own[name] for own in figures)
-    for name in ("tensor_peak_bytes", "params_bytes", "grads_bytes", "optimizer_bytes", "allreduce_s"):
+    for name in ("tensor_peak_bytes", "allocator_peak_bytes", "params_bytes", "grads_bytes", "optimizer_bytes",
+                 "allreduce_s"):
         values = [own[name] for own in figures if name in own and not math.isnan(own[name])]
         if values:
             metrics[f"dist/max_{name}"] = max(values)
-    if "dist/max_tensor_peak_bytes" in metrics:
-        metrics[TENSOR_PEAK_BYTES] = metrics["dist/max_tensor_peak_bytes"]
+    for name in ("tensor_peak_bytes", "allocator_peak_bytes"):  # what the GPUs must each hold
+        if f"dist/max_{name}" in metrics:
+            metrics[f"mem/{name}"] = metrics[f"dist/max_{name}"]
     tags = {"dist/strategy": strategy, "dist/backend": backend,
             "dist/comm": "DDP all-reduce per bucket, launch to completion (overlaps backward)" if strategy == "ddp"
             else "not told apart: FSDP's all-gathers and reduce-scatters run inside fully_shard's hooks"}

@@ -46,9 +46,10 @@ class Store:
     problem: str = ""
 
 
-def load_store(uri: str) -> Store:
-    """Every FINISHED run with `train/tokens_per_s`, across experiments. A missing SQLite file is not created
-    (MLflow would make an empty store) and an unreachable store is a reason, not an error: the plan stands."""
+def load_store(uri: str, metric: str = THROUGHPUT) -> Store:
+    """Every FINISHED run with `metric` (default `train/tokens_per_s`), across experiments. A missing SQLite file is
+    not created (MLflow would make an empty store) and an unreachable store is a reason, not an error: the plan
+    stands."""
     import pandas as pd
 
     empty = pd.DataFrame()
@@ -65,23 +66,24 @@ def load_store(uri: str) -> Store:
         from bench.tracking.store import redact_uri
 
         return Store(empty, f"the store at {redact_uri(uri)} cannot be read ({type(error).__name__})")
-    if runs.empty or THROUGHPUT not in runs:
-        return Store(empty, "no finished run in the store logged train/tokens_per_s")
-    return Store(runs[runs[THROUGHPUT].notna()].reset_index(drop=True))
+    if runs.empty or metric not in runs:
+        return Store(empty, f"no finished run in the store logged {metric.removeprefix('metrics.')}")
+    return Store(runs[runs[metric].notna()].reset_index(drop=True))
 
 
-def _column(runs: Any, name: str) -> Any:
+def column(runs: Any, name: str) -> Any:
+    """The store's column `name`, or a column of None where no run logged it."""
     import pandas as pd
 
     return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
 
 
-def _same_levers(runs: Any, levers: dict[str, tuple[Any, Any]]) -> Any:
+def same_levers(runs: Any, levers: dict[str, tuple[Any, Any]]) -> Any:
     """Runs whose logged `trainer.<lever>` equals the planned value; a run that did not log a lever (older than
     the lever) ran with its default. `levers`: name -> (planned value, default)."""
     keep = runs.index == runs.index  # all True
     for name, (value, default) in levers.items():
-        logged = _column(runs, f"params.trainer.{name}")
+        logged = column(runs, f"params.trainer.{name}")
         keep &= (logged.astype(str) == str(value)) | (logged.isna() & (value == default))
     return keep
 
@@ -97,20 +99,28 @@ def calibrate(store: Store, *, model: str, technique: str, seq_len: int, levers:
         return Calibration(None, reason="no card named (--gpu): a throughput belongs to one GPU model")
     runs = store.runs
     if device == "cuda":
-        on_device = _column(runs, "tags.hw/gpu").fillna("").astype(str).map(card.matches)
+        on_device = column(runs, "tags.hw/gpu").fillna("").astype(str).map(card.matches)
         device_name = card.title
     else:
-        on_device = _column(runs, "tags.hw/device").astype(str) == "cpu"
+        on_device = column(runs, "tags.hw/device").astype(str) == "cpu"
         device_name = "cpu"
-    match = (on_device & (_column(runs, "tags.model") == model) & (_column(runs, "tags.technique") == technique)
-             & (_column(runs, "params.data.max_length").astype(str) == str(seq_len)) & _same_levers(runs, levers))
+    match = (on_device & (column(runs, "tags.model") == model) & (column(runs, "tags.technique") == technique)
+             & (column(runs, "params.data.max_length").astype(str) == str(seq_len)) & same_levers(runs, levers))
     rates = runs[THROUGHPUT].astype(float)
     found = runs[match & rates.map(math.isfinite) & (rates > 0)]
     if found.empty:
         return Calibration(None, reason=f"no finished run of {where} on {device_name} with these levers")
-    names = _column(found, "tags.mlflow.runName").fillna("").astype(str)
+    names = column(found, "tags.mlflow.runName").fillna("").astype(str)
     labels = tuple(f"{name or 'run'} ({run_id[:8]})" for name, run_id in zip(names, found["run_id"], strict=True))
     return Calibration(float(found[THROUGHPUT].astype(float).mean()), labels)
+
+
+def levers_of(cfg: Any) -> dict[str, tuple[Any, Any]]:
+    """The trainer's memory levers `cfg` sets: name -> (value, default)."""
+    from bench.config import TrainerConfig, field_defaults
+
+    defaults = field_defaults(TrainerConfig)
+    return {name: (getattr(cfg.trainer, name), defaults[name]) for name in LEVERS if hasattr(cfg.trainer, name)}
 
 
 def duration(seconds: float) -> str:

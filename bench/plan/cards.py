@@ -3,8 +3,8 @@
 A card's memory is what its maker sells it with. NVIDIA's spec sheets write "GB", but DRAM comes in binary
 sizes (an RTX 4090's twelve 16 Gbit GDDR6X chips hold 12 x 2 GiB), so "24 GB" is read as 24 GiB. CUDA reports
 a little less than the figure sold (an A100 40GB shows 40,441 MiB to CUDA's deviceQuery): the headroom
-(`DEFAULT_HEADROOM`) covers that along with the CUDA context, the caching allocator's unused blocks and
-fragmentation.
+(`DEFAULT_HEADROOM`) covers that, and whatever the predicted process (tensors, the allocator's scratch, its cache
+and the CUDA context, `bench.plan.overhead`) did not see.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 
 GIB, MIB = 2 ** 30, 2 ** 20
-# Kept free by default for what the tensor peak does not count: the CUDA context (a few hundred MiB), cuBLAS
-# workspaces, the caching allocator's reserved-but-unallocated blocks and fragmentation, and the gap between the
-# memory sold and the memory CUDA reports. A run's own ratio of the two is in `bench report` (peak reserved
-# against tensor peak); `--headroom` sets another share or a fixed size.
+# Kept free by default beyond the predicted process: the gap between the memory sold and the memory CUDA reports,
+# and what the terms beyond the tensors (taken from stored runs, or zero where none measured them) did not see.
+# `--headroom` sets another share or a fixed size.
 DEFAULT_HEADROOM = "10%"
 
 

@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", metavar="SIZE", help="the device's memory, e.g. 24GiB, 80GB, 512MiB (overrides "
                    "the card's; on --device cpu the default is this machine's RAM)")
     p.add_argument("--headroom", default=DEFAULT_HEADROOM, metavar="SHARE",
-                   help="memory kept free for the CUDA context, the allocator's cache and fragmentation: a "
-                        f"percentage or a size (default {DEFAULT_HEADROOM.replace('%', '%%')})")
+                   help="memory kept free beyond the predicted process (tensors, the allocator's scratch and cache, "
+                        "the CUDA context): a percentage or a size (default "
+                        f"{DEFAULT_HEADROOM.replace('%', '%%')})")
     p.add_argument("--tokens", metavar="N", help="a token budget (non-padding tokens, e.g. 1e9): time and cost "
                    "from the throughput measured in the store")
     p.add_argument("--price-per-hour", metavar="USD", help="the device's price per hour, for the cost")
@@ -169,21 +170,27 @@ def model_configs(cfgs: list[Any]) -> list[Any]:
     return [found[key] for key in keys]
 
 
-def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, limit: Budget | None) -> list[dict[str,
-              Any]]:
-    """Plan each configuration and, with a budget, find its largest batch."""
+def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, limit: Budget | None,
+              terms: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
+    """Plan each configuration with the terms beyond its tensors (`terms`: config -> bench.plan.overhead.Overhead,
+    from a store) and, with a budget, find the largest batch whose process fits it."""
+    import functools
     import os
 
     from bench.config import ConfigError
     from bench.plan.engine import largest_batch, plan_memory
+    from bench.plan.overhead import Overhead, process_bytes, with_fit
 
     rows = []
     for (cfg, swept), config in zip(cfgs, model_configs([cfg for cfg, _ in cfgs]), strict=True):
         row: dict[str, Any] = {"cfg": cfg, "swept": swept, "plan": None, "largest": None, "error": ""}
         try:
-            row["plan"] = plan_memory(cfg, device=device, config=config)
+            overhead = terms(cfg) if terms is not None else Overhead(reason="no store read")
+            row["plan"] = with_fit(plan_memory(cfg, device=device, config=config), overhead)
             if limit:
-                row["largest"] = largest_batch(cfg, device=device, budget_bytes=limit.bytes, config=config)[0]
+                process = functools.partial(process_bytes, overhead=overhead)  # the fit is the process's
+                row["largest"] = largest_batch(cfg, device=device, config=config, budget_bytes=limit.bytes,
+                                               figure=process)[0]
         except ConfigError:
             raise
         except Exception as error:  # noqa: BLE001 - a configuration the tracer cannot follow fails its row only
@@ -195,24 +202,15 @@ def plan_rows(cfgs: list[tuple[Any, dict[str, str]]], *, device: torch.device, l
     return rows
 
 
-def _levers(cfg: Any) -> dict[str, tuple[Any, Any]]:
-    """The trainer's memory levers this config sets: name -> (value, default)."""
-    from bench.config import TrainerConfig, field_defaults
-    from bench.plan.calibrate import LEVERS
-
-    defaults = field_defaults(TrainerConfig)
-    return {name: (getattr(cfg.trainer, name), defaults[name]) for name in LEVERS if hasattr(cfg.trainer, name)}
-
-
 def calibrate_rows(rows: list[dict[str, Any]], *, uri: str, device: str, limit: Budget | None) -> None:
     """Add each row's measured throughput (`bench.plan.calibrate`)."""
-    from bench.plan.calibrate import calibrate, load_store
+    from bench.plan.calibrate import calibrate, levers_of, load_store
 
     store = load_store(uri)
     for row in rows:
         cfg = row["cfg"]
         row["calibration"] = calibrate(store, model=cfg.model.name, technique=cfg.method.name,
-                                       seq_len=cfg.data.max_length, levers=_levers(cfg), device=device,
+                                       seq_len=cfg.data.max_length, levers=levers_of(cfg), device=device,
                                        card=limit.card if limit else None)
 
 
@@ -261,11 +259,16 @@ def run_plan(args: argparse.Namespace, compose: Composer) -> tuple[str, int]:
     price = _positive(args.price_per_hour, "--price-per-hour", allow_zero=True)
     if price is not None and tokens is None:
         raise PlanError("--price-per-hour needs --tokens (a token budget to price)")
+    from bench.plan.overhead import store_terms
+
     limit = budget(args)
     cfgs = configs(args.overrides, compose)
-    with quiet():
-        rows = plan_rows(cfgs, device=_planned_device(args.device), limit=limit)
     uri = resolve_uri(args.tracking_uri)
+    card = limit.card if limit is not None else None
+    terms = store_terms(uri, device=args.device, gpu=card.matches if card else None, gpu_title=card.title if card
+                        else "")
+    with quiet():
+        rows = plan_rows(cfgs, device=_planned_device(args.device), limit=limit, terms=terms)
     if tokens is not None:
         calibrate_rows(rows, uri=uri, device=args.device, limit=limit)
     text = render(rows, device=args.device, limit=limit, tokens=tokens, price=price, uri=uri,

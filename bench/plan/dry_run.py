@@ -33,13 +33,18 @@ def _budget(device: torch.device) -> Any:
 def dry_run(cfg: RunConfig, *, device: torch.device) -> dict[str, float]:
     """Print the plan of `cfg` on `device` and return its figures (a sweep cell's value is the accuracy: NaN)."""
     from bench.plan.cli import plan_rows, quiet
+    from bench.plan.overhead import store_terms, this_gpu
     from bench.plan.render import render
+    from bench.tracking.store import resolve_uri
 
     started = time.perf_counter()
     limit = _budget(device)
+    uri = resolve_uri(cfg.tracker.uri)
+    gpu, title = this_gpu(device) if device.type == "cuda" else (None, "")
     with quiet():
-        rows = plan_rows([(cfg, {})], device=device, limit=limit)
-    print(render(rows, device=device.type, limit=limit, tokens=None, price=None, uri="",
+        rows = plan_rows([(cfg, {})], device=device, limit=limit,
+                         terms=store_terms(uri, device=device.type, gpu=gpu, gpu_title=title))
+    print(render(rows, device=device.type, limit=limit, tokens=None, price=None, uri=uri,
                  seconds=time.perf_counter() - started))
     print("dry run: nothing was loaded, trained or recorded")
     plan = rows[0]["plan"]

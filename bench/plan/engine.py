@@ -44,12 +44,22 @@ class MemoryPlan:
     phases: dict[str, dict[str, int]] = field(default_factory=dict)  # each phase's own peak, by category
     paged_bytes: int = 0  # a paged optimizer's state: in CUDA unified memory, left out of the peak (`_unpage`)
     phase_modules: dict[str, str] = field(default_factory=dict)  # where each phase's peak happened
+    fit: Any = None  # bench.plan.overhead.Fit: the allocator, reserved and process figures, once calibrated
+    op_scratch: dict[str, int] = field(default_factory=dict)  # per phase: ops' own scratch above its tensor peak
+
+    @property
+    def traced_allocator_bytes(self) -> int:
+        """The tensor peak, or a phase's tensor peak plus what its ops allocate beyond their outputs
+        (bench.plan.scratch, CPU plans), whichever is larger."""
+        return max([self.peak_bytes, *(sum(self.phases.get(phase, {}).values()) + extra
+                                       for phase, extra in self.op_scratch.items())])
 
     def metrics(self) -> dict[str, float]:
-        """`plan/peak_bytes` and `plan/<category>_bytes`, as a run logs its prediction."""
+        """`plan/peak_bytes`, `plan/<category>_bytes` and the fit's figures, as a run logs its prediction."""
         return {"plan/peak_bytes": float(self.peak_bytes),
                 **{f"plan/{name}_bytes": float(value) for name, value in self.categories.items()},
-                **({"plan/paged_bytes": float(self.paged_bytes)} if self.paged_bytes else {})}
+                **({"plan/paged_bytes": float(self.paged_bytes)} if self.paged_bytes else {}),
+                **(self.fit.metrics() if self.fit is not None else {})}
 
 
 def head_labels(cfg: RunConfig) -> list[str] | None:
@@ -174,15 +184,19 @@ def trace_plan(cfg: RunConfig, *, device: torch.device, config: PretrainedConfig
     batch |= _batch_extras(built.model, config, batch_size, cfg.data.max_length)
     with warnings.catch_warnings():  # the libraries' notices about the host (bitsandbytes' paged optimizers
         warnings.simplefilter("ignore")  # fall back on CPU, say) are not about the plan
-        accounting = trace_steps(built, cfg.trainer, batch=batch, device=host)
-    peak, where = accounting.train, accounting.train.where
+        traced = trace_steps(built, cfg.trainer, batch=batch, device=host, op_scratch=device.type == "cpu")
+    peak, where = traced.accounting.train, traced.accounting.train.where
     categories = {name: int(peak.categories.get(name, 0)) for name in CATEGORIES}
     phases = {phase: {name: int(found.get(name, 0)) for name in CATEGORIES} for phase, found in peak.phases.items()}
     paged = _unpage(categories, phases) if _is_paged(cfg, device) else 0
+    scratch = {phase: top - sum(phases[phase].values()) for phase, top in traced.scratch.items()
+               if phase in phases and top > sum(phases[phase].values())}
+    notes += [f"scratch inside these ops not traced (C kernels): {', '.join(sorted(traced.untraced))}"] \
+        if traced.untraced else []
     return MemoryPlan(cfg.method.name, device.type, batch_size, cfg.data.max_length, categories,
                       sum(categories.values()), where[0], where[1], _analytic(cfg, config, device, batch_size),
                       tuple(notes), time.perf_counter() - started, phases=phases, paged_bytes=paged,
-                      phase_modules=dict(peak.phase_modules))
+                      phase_modules=dict(peak.phase_modules), op_scratch=scratch)
 
 
 def _is_paged(cfg: RunConfig, device: torch.device) -> bool:
@@ -229,35 +243,37 @@ def _analytic(cfg: RunConfig, config: PretrainedConfig, device: torch.device, ba
 
 
 def largest_batch(cfg: RunConfig, *, device: torch.device, budget_bytes: int, config: PretrainedConfig | None = None,
-                  limit: int = BATCH_SEARCH_LIMIT) -> tuple[int, MemoryPlan | None]:
+                  limit: int = BATCH_SEARCH_LIMIT, figure: Any = None) -> tuple[int, MemoryPlan | None]:
     """The largest batch (at `data.max_length`) whose plan fits `budget_bytes`, with its plan; (0, None) when a
-    single sequence does not fit. A step's tensors grow linearly with the batch, so two traces give the slope;
+    single sequence does not fit. `figure(plan)`: the bytes checked against the budget (default the tensor peak;
+    `bench plan` checks the process). A step's memory grows linearly with the batch, so two traces give the slope;
     the guess is then checked and corrected by tracing."""
+    size_of = figure or (lambda plan: plan.peak_bytes)
     one = plan_memory(cfg, device=device, config=config, batch_size=1)
-    if one.peak_bytes > budget_bytes:
+    if size_of(one) > budget_bytes:
         return 0, None
     two = plan_memory(cfg, device=device, config=config, batch_size=2)
-    slope = max(two.peak_bytes - one.peak_bytes, 1)
-    guess = min(limit, 1 + (budget_bytes - one.peak_bytes) // slope)
+    slope = max(size_of(two) - size_of(one), 1)
+    guess = min(limit, 1 + (budget_bytes - size_of(one)) // slope)
     traced = {1: one, 2: two}
 
-    def plan_at(size: int) -> MemoryPlan:
+    def fits_at(size: int) -> bool:
         if size not in traced:
             traced[size] = plan_memory(cfg, device=device, config=config, batch_size=size)
-        return traced[size]
+        return size_of(traced[size]) <= budget_bytes
 
     # The peak grows with the batch, so bisect between a size that fits and one that does not, starting from the
     # guess: a few traces even when the slope was off by a lot.
-    fits, too_big = (guess, None) if plan_at(guess).peak_bytes <= budget_bytes else (1, guess)
+    fits, too_big = (guess, None) if fits_at(guess) else (1, guess)
     step = max(guess // 8, 1)
     while too_big is None and fits < limit:  # grow until a size does not fit
         probe = min(limit, fits + step)
-        if plan_at(probe).peak_bytes > budget_bytes:
+        if not fits_at(probe):
             too_big = probe
         else:
             fits, step = probe, step * 2
     while too_big is not None and too_big - fits > 1:
         middle = (fits + too_big) // 2
-        fits, too_big = (middle, too_big) if plan_at(middle).peak_bytes <= budget_bytes else (fits, middle)
-    guess, plan = fits, plan_at(fits)
-    return guess, plan
+        fits, too_big = (middle, too_big) if fits_at(middle) else (fits, middle)
+    fits_at(fits)
+    return fits, traced[fits]

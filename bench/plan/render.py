@@ -1,5 +1,6 @@
 """`bench plan`'s output: a header of what all rows share, one row per configuration, then what each column means,
-where the peaks fell, what was taken from shapes, which runs calibrated the times, and how long the plan took."""
+where the peaks fell, what was taken from shapes, which runs calibrated the memory terms and the times, and how
+long the plan took."""
 
 from __future__ import annotations
 
@@ -53,20 +54,29 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     return texts
 
 
+def fit_columns(cuda: bool) -> list[str]:
+    """The figures that decide a fit, after the tensor peak's columns."""
+    return ["allocator", *(["reserved"] if cuda else []), "process"]
+
+
 def _row(row: dict[str, Any], keys: list[str], *, limit: Any, tokens: float | None, price: float | None,
-         analytic: bool, unit: int) -> list[str]:
+         analytic: bool, unit: int, cuda: bool) -> list[str]:
     """One configuration's cells, in the header's order."""
     plan, described = row["plan"], describe(row)
     cells = [described.get(key, "") for key in keys]
     if plan is None:  # the error is among the details below the table
-        cells += ["failed"] + ["-"] * (len(CATEGORIES) + analytic + 1 + (2 if limit is not None else 0))
+        figures = len(CATEGORIES) + analytic + 1 + len(fit_columns(cuda)) + (2 if limit is not None else 0)
+        cells += ["failed"] + ["-"] * figures
     else:
         cells += [gib(plan.peak_bytes, unit), *(gib(plan.categories.get(name, 0), unit) for name in CATEGORIES)]
         cells += [gib(plan.analytic_peak_bytes, unit)] if analytic else []
         cells.append(plan.peak_phase)
+        fit = plan.fit
+        cells += [gib(fit.allocator_bytes, unit)] + ([gib(fit.reserved_bytes, unit)] if cuda else [])
+        cells.append(gib(fit.process_bytes, unit))
         if limit is not None:
-            largest = row["largest"]
-            cells += ["yes" if plan.peak_bytes <= limit.bytes else "no",
+            largest, mark = row["largest"], "" if fit.overhead.calibrated else "*"
+            cells += [("yes" if fit.process_bytes <= limit.bytes else "no") + mark,
                       f">={largest}" if largest >= BATCH_SEARCH_LIMIT else str(largest)]
     if tokens is not None:
         calibration = row["calibration"]
@@ -93,14 +103,14 @@ def size(value: float) -> str:
     return f"{gib(value)} GiB" if value >= GIB else f"{gib(value, MIB)} MiB"
 
 
-def _budget_line(limit: Any, device: str) -> str:
-    runtime = "the CUDA context, the allocator's cache and fragmentation" if device == "cuda" else \
-        "the Python runtime, the libraries and the allocator's cache"
+def _budget_line(limit: Any) -> str:
     return (f"memory: {limit.source}: {size(limit.memory_bytes)} - headroom {limit.headroom} "
-            f"({size(limit.headroom_bytes)} kept free for {runtime}) = {size(limit.bytes)} for tensors")
+            f"({size(limit.headroom_bytes)} kept free beyond the predicted process) = {size(limit.bytes)} for the "
+            "process")
 
 
-def _legend(rows: list[dict[str, Any]], *, limit: Any, tokens: float | None, analytic: bool, unit: str) -> list[str]:
+def _legend(rows: list[dict[str, Any]], *, limit: Any, tokens: float | None, analytic: bool, unit: str,
+            cuda: bool) -> list[str]:
     """What each column means."""
     seq = rows[0]["cfg"].data.max_length
     power = 30 if unit == "GiB" else 20
@@ -110,10 +120,16 @@ def _legend(rows: list[dict[str, Any]], *, limit: Any, tokens: float | None, ana
     if analytic:
         lines.append("analytic: bench.plan.analytic's formula for the same configuration, a second opinion "
                      "(classification only; - where it does not apply).")
+    runtime = "the CUDA context and the libraries' device memory" if cuda else "the interpreter, the libraries and " \
+        "the data (RSS)"
+    lines.append("allocator: the peak torch's allocator holds, the tensor peak plus what ops allocate beyond their "
+                 + ("outputs; reserved: plus what the caching allocator keeps but cannot reuse; process: plus "
+                    if cuda else "outputs; process: plus ") + f"{runtime}. The terms come from stored runs (below).")
     if limit is not None:
-        lines.append(f"fits: peak <= {size(limit.bytes)}. max batch: the largest batch of full-length sequences "
-                     f"(data.max_length, {seq} tokens in the first row) that fits; 0: not even one; "
-                     f">={BATCH_SEARCH_LIMIT}: the search stops there.")
+        lines.append(f"fits: process <= {size(limit.bytes)}; *: no stored run measured the terms, so the tensor peak "
+                     f"alone is checked. max batch: the largest batch of full-length sequences (data.max_length, "
+                     f"{seq} tokens in the first row) that fits; 0: not even one; >={BATCH_SEARCH_LIMIT}: the search "
+                     "stops there.")
     if tokens is not None:
         lines.append(f"tokens/s: train/tokens_per_s measured in the store (mean of the runs below); time: "
                      f"{tokens:,.0f} tokens at that rate; cost: that time at --price-per-hour. uncalibrated: no run "
@@ -131,6 +147,11 @@ def _details(rows: list[dict[str, Any]], keys: list[str], tokens: float | None, 
     lines = ["peak at: " + "; ".join(f"{name(row)}: {row['plan'].peak_module}" for row in planned)] if planned else []
     notes = list(dict.fromkeys(note for row in planned for note in row["plan"].notes))
     lines += [f"note: {note}" for note in notes]
+    terms = {name(row): row["plan"].fit.overhead.describe() for row in planned}
+    if len(set(terms.values())) == 1:
+        lines.append(f"memory terms (store {uri or '-'}): {next(iter(terms.values()))}")
+    elif terms:
+        lines += [f"memory terms (store {uri or '-'}):"] + [f"  {row}: {text}" for row, text in terms.items()]
     lines += [f"failed: {name(row)}: {row['error']} (the planner cannot trace this configuration; BENCH_DEBUG=1 "
               "shows where)" for row in rows if row["plan"] is None]
     if tokens is not None:
@@ -155,14 +176,14 @@ def render(rows: list[dict[str, Any]], *, device: str, limit: Any, tokens: float
     unit, unit_name = unit_of(rows)
     header = [SHORT.get(key, key) for key in keys] + [f"peak {unit_name}", *CATEGORIES]
     header += ["analytic"] if analytic else []
-    header += ["phase"] + (["fits", "max batch"] if limit is not None else [])
+    header += ["phase", *fit_columns(device == "cuda")] + (["fits", "max batch"] if limit is not None else [])
     header += ["tokens/s", "time", "cost"] if tokens is not None else []
     lines = [_header_line(rows, keys, device)]
     unchecked = "memory: none given (--gpu or --gpu-memory): fit and largest batch not checked"
-    lines += [_budget_line(limit, device) if limit is not None else unchecked]
+    lines += [_budget_line(limit) if limit is not None else unchecked]
     lines += [""] + _table(header, [_row(row, keys, limit=limit, tokens=tokens, price=price, analytic=analytic,
-                                         unit=unit) for row in rows]) + [""]
-    lines += _legend(rows, limit=limit, tokens=tokens, analytic=analytic, unit=unit_name)
+                                         unit=unit, cuda=device == "cuda") for row in rows]) + [""]
+    lines += _legend(rows, limit=limit, tokens=tokens, analytic=analytic, unit=unit_name, cuda=device == "cuda")
     lines += _details(rows, keys, tokens, redact_uri(uri))
     count = len(rows)
     lines.append(f"planned {count} configuration{'s' if count > 1 else ''} in {seconds:.1f} s"

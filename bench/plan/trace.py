@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -71,33 +72,50 @@ def _fake_held_state(module: torch.nn.Module, fake: Any) -> None:
 
 
 def host_batch(*, batch_size: int, seq_len: int, causal: bool) -> dict[str, Any]:
-    """A batch of `batch_size` sequences of `seq_len` tokens, every token real: the worst case of dynamic
-    padding, the batch `bench run`'s accounting would find largest. Real (tiny) host tensors, as a data loader
-    gives them: the loop counts their tokens, and the fake mode takes them in as inputs."""
+    """A batch of `batch_size` sequences of `seq_len` tokens, every token real but the last one of the last row:
+    the worst case of dynamic padding, the batch `bench run`'s accounting would find largest. One padded position
+    because a batch padded anywhere makes the model expand its attention mask to batch x 1 x length x length (a
+    batch with no padding skips it: on MiniLM-sized rows that was 3 KiB a row the plan missed). Real (tiny) host
+    tensors, as a data loader gives them: the loop counts their tokens, and the fake mode takes them in as
+    inputs."""
     import torch
 
     shape = (batch_size, seq_len)
     labels = torch.zeros(shape if causal else (batch_size,), dtype=torch.long)
-    return {"input_ids": torch.zeros(shape, dtype=torch.long), "attention_mask": torch.ones(shape, dtype=torch.long),
-            "labels": labels}
+    mask = torch.ones(shape, dtype=torch.long)
+    mask[-1, -1] = 0
+    return {"input_ids": torch.zeros(shape, dtype=torch.long), "attention_mask": mask, "labels": labels}
 
 
 class _Watched:
-    """The training loop's hooks for a trace: every micro-batch watched by the tensor accounting."""
+    """The training loop's hooks for a trace: every micro-batch watched by the tensor accounting, and with
+    `scratch` (bench.plan.scratch.OpScratch) library ops' own scratch traced on top of it."""
 
-    def __init__(self, accounting: Any) -> None:
-        self.accounting = accounting
+    def __init__(self, accounting: Any, scratch: Any = None) -> None:
+        self.accounting, self.scratch = accounting, scratch
 
     @contextlib.contextmanager
     def step(self, step: int, batch: dict[str, Any]) -> Iterator[str]:
-        with self.accounting.step(step, batch):
+        with self.accounting.step(step, batch), self.scratch or contextlib.nullcontext():
             yield "watched"
 
 
-def trace_steps(built: BuiltModel, trainer: Any, *, batch: dict[str, Any], device: torch.device, steps: int = 2) -> Any:
+@dataclass
+class Traced:
+    """What a trace found: the tensor accounting with its peak, and per phase the largest live bytes plus an op's
+    own scratch (bench.plan.scratch), with the ops whose scratch could not be traced."""
+
+    accounting: Any
+    scratch: dict[str, int] = field(default_factory=dict)
+    untraced: set[str] = field(default_factory=set)
+
+
+def trace_steps(built: BuiltModel, trainer: Any, *, batch: dict[str, Any], device: torch.device, steps: int = 2,
+                op_scratch: bool = False) -> Traced:
     """Run `steps` optimizer steps of `built.model` (already fake) with the training loop's own step
     (`bench.training.loop.OptimizerStep`: the levers applied, `trainer.grad_accum_steps` micro-batches a step), every
-    micro-batch watched as a run watches the first two steps; returns the `TensorAccounting` with the peak."""
+    micro-batch watched as a run watches the first two steps; returns the `TensorAccounting` with the peak and, with
+    `op_scratch` (a CPU plan), what library ops allocate beyond their outputs."""
     import torch
 
     from bench.measure.monitor.tensors import TensorAccounting
@@ -111,12 +129,17 @@ def trace_steps(built: BuiltModel, trainer: Any, *, batch: dict[str, Any], devic
     optimizer = build_optimizer(model, trainer, built.rates(trainer.lr))
     accounting = TensorAccounting(device, "every", held_outside_parameters)
     accounting.start(model, optimizer)
+    scratch = None
+    if op_scratch:
+        from bench.plan.scratch import OpScratch
+
+        scratch = OpScratch(lambda: accounting.tracker.now())
     autocast = torch.autocast(device.type, dtype=built.compute_dtype, enabled=built.compute_dtype != torch.float32)
     stepper = OptimizerStep(model=model, optimizer=optimizer, scheduler=SimpleNamespace(step=lambda: None),
-                            hooks=_Watched(accounting), device=device, max_grad_norm=trainer.max_grad_norm,
+                            hooks=_Watched(accounting, scratch), device=device, max_grad_norm=trainer.max_grad_norm,
                             autocast=autocast)
     result = TrainResult(steps=1)  # counted from 1: the loop's one-off read of the real state sizes is skipped
     for _ in range(steps):
         stepper.step([batch] * trainer.grad_accum_steps, result)
         result.steps += 1
-    return accounting
+    return Traced(accounting, scratch.peaks, scratch.untraced) if scratch is not None else Traced(accounting)

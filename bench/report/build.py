@@ -184,17 +184,20 @@ def _breakdown_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
 
 def _prediction_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section:
     found = prediction.points(runs)
-    figure = plots.prediction_scatter(found, runs, prediction.BAND)
+    figure = plots.prediction_scatter(prediction.allocator_points(found), runs, prediction.BAND)
     summary = f'<p class="note">{render.esc(prediction.summary(found))}</p>'
-    body = (summary + plots.figure_html("plot-prediction", figure)
-            + render.table_html(prediction.errors(found, table), prediction.COLUMNS, "prediction-table") if figure
-            else empty("No finished run logged both plan/peak_bytes and mem/tensor_peak_bytes."))
-    return Section("prediction", "Predicted against measured", "Each run's training tensor peak as planned before "
-                   "its weights loaded (the engine of `bench plan`), at the largest batch the run met "
-                   "(plan/met_peak_bytes), against the peak it measured (mem/tensor_peak_bytes), in MiB: one "
-                   "point per run, coloured by technique, with the line y = x "
-                   f"and a ±{prediction.BAND * 100:g} % band. The table gives each configuration's mean error, "
-                   "(predicted − measured) / measured. Runs without a plan are left out.", body)
+    body = (summary + (plots.figure_html("plot-prediction", figure) if figure else "")
+            + render.table_html(prediction.errors(found, table), prediction.COLUMNS, "prediction-table")
+            if not found.empty else empty("No finished run logged both a plan and what it predicts."))
+    return Section("prediction", "Predicted against measured", "Each run's plan, made before its weights loaded "
+                   "(the engine of `bench plan`) and again at the largest batch the run met, against what the run "
+                   "measured, in MiB. The figure and the first columns are the allocator level, the check: the "
+                   "plan's allocator peak (plan/met_allocator_peak_bytes) against the allocator's own "
+                   "(mem/allocator_peak_bytes), an instrument that shares no code with the plan; one point per "
+                   f"run, coloured by technique, with the line y = x and a ±{prediction.BAND * 100:g} % band. The "
+                   "last column is the tensor level (plan/met_peak_bytes against mem/tensor_peak_bytes), a "
+                   "consistency check only: the plan traces with the accounting that measures it. Errors are "
+                   "(predicted − measured) / measured; runs without a plan are left out.", body)
 
 
 def _parent_pairs() -> str:

@@ -24,6 +24,7 @@ PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed dif
 # for another.
 TENSOR_PEAK = f"{hint(TENSOR_PEAK_BYTES)}; blank where not logged"
 MEMORY_COLUMNS = [
+    Column("allocator peak", "allocator_peak_bytes", size, True, hint("mem/allocator_peak_bytes")),
     Column("eval tensor peak", "eval_tensor_peak_bytes", size, True, hint("mem/eval_tensor_peak_bytes")),
     Column("net RSS", "peak_rss_net_bytes", size, True, hint("mem/peak_rss_net_bytes")),
     Column("peak allocated", "peak_allocated_bytes", size, True, hint("mem/peak_allocated_bytes")),

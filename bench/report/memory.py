@@ -30,7 +30,11 @@ METRICS = {
                # the plan made before the weights loaded (`bench plan`'s engine): compared with the tensor peak,
                # never shown in its place (`bench.report.prediction`)
                "plan_peak_bytes": "plan/peak_bytes",
-               "plan_met_peak_bytes": "plan/met_peak_bytes"}),  # the plan at the largest batch the run met
+               "plan_met_peak_bytes": "plan/met_peak_bytes",  # the plan at the largest batch the run met
+               # the allocator's own peak, an instrument apart from the tensor accounting, and the plan's figure
+               "allocator_peak_bytes": "mem/allocator_peak_bytes",
+               "plan_allocator_peak_bytes": "plan/allocator_peak_bytes",
+               "plan_met_allocator_peak_bytes": "plan/met_allocator_peak_bytes"}),
     **AT_PEAK,
 }
 PEAK_TAGS = {"peak_module": "tags.mem/peak_module", "peak_phase": "tags.mem/peak_phase"}

@@ -222,7 +222,7 @@ def prediction_scatter(found: pd.DataFrame, runs: pd.DataFrame, band: float) -> 
     ticks = _log_ticks(low, high)
     scale = {"type": "log", "tickvals": ticks, "ticktext": [f"{t:,g}" for t in ticks]} if log else {}
     return {"data": traces, "layout": _layout(
-        "Measured training tensor peak against the plan's prediction", xaxis=_axis("predicted (MiB)", **scale),
+        "Measured allocator peak against the plan's prediction", xaxis=_axis("predicted (MiB)", **scale),
         yaxis=_axis("measured (MiB)", **scale))}
 
 

@@ -17,14 +17,16 @@ CPU_METRICS = (
     "mem/tensor_peak_bytes", "mem/eval_tensor_peak_bytes", "mem/at_peak/params_bytes", "mem/at_peak/activations_bytes",
     "mem/weight_bits_per_param", "mem/model_bits_per_param",
     "mem/weights_bytes", "mem/trainable_bytes", "mem/grads_bytes", "mem/optimizer_bytes",
-    "mem/predicted_peak_bytes", "mem/prediction_error_pct",
+    "mem/predicted_peak_bytes", "mem/prediction_error_pct", "mem/tensor_prediction_error_pct",
+    "mem/allocator_peak_bytes", "mem/allocator_base_bytes", "mem/allocator_windows",
+    "plan/allocator_peak_bytes", "plan/process_bytes", "plan/met_allocator_peak_bytes", "plan/met_process_bytes",
     "train/step_time_p50_s", "train/step_time_p90_s", "train/tokens_per_s", "train/samples_per_s",
 )
 CUDA_METRICS = (
     "mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem/peak_nvml_process_bytes",
     "mem/peak_nvml_device_bytes", "gpu/util_mean_pct", "gpu/power_mean_w", "gpu/energy_j",
     "mem/peak_allocated_net_bytes", "mem/load_peak_allocated_bytes", "mem/eval_peak_reserved_bytes",
-    "train/monitored_s",
+    "train/monitored_s", "plan/reserved_bytes",
 )
 
 
@@ -46,6 +48,8 @@ def test_cpu_run_records_every_monitor_metric_and_the_timeline(store: str, tmp_p
     assert not missing, f"missing metrics: {missing}"
     assert run["tags.monitor/backend"] == "cpu" and run["tags.monitor/reason"] == "device is cpu"
     assert run["tags.mem/rss_peak_source"] == "kernel_vmhwm"
+    assert run["tags.mem/allocator_source"] == "cpu_profiler_events"
+    assert run["tags.plan/calibration"].startswith("uncalibrated (no finished run")  # a fresh store
     assert run["tags.mem/peak_phase"] in ("forward", "backward", "optimizer") and run["tags.mem/peak_module"]
     # 4 steps: 1 warm-up; steps 1 and 2 watched by the tensor accounting (same-size batches after that)
     assert run["metrics.train/timed_steps"] == 2 and run["metrics.train/watched_steps_excluded"] == 1
@@ -88,6 +92,8 @@ def test_cuda_run_records_nvml_metrics(store: str, tmp_path) -> None:
     assert run["tags.monitor/backend"] == "nvml", run["tags.monitor/reason"]
     # the tensors are a part of what the allocator holds (it also serves cuBLAS workspaces, say)
     assert run["metrics.mem/tensor_peak_bytes"] <= run["metrics.mem/peak_allocated_bytes"]
+    assert run["metrics.mem/allocator_peak_bytes"] == run["metrics.mem/peak_allocated_bytes"]
+    assert run["tags.mem/allocator_source"] == "cuda_max_memory_allocated"
     assert run["metrics.mem/peak_allocated_bytes"] <= run["metrics.mem/peak_reserved_bytes"]
     assert run["metrics.mem/peak_nvml_process_bytes"] >= run["metrics.mem/peak_reserved_bytes"]  # + CUDA context
     assert run["metrics.mem/baseline_nvml_process_bytes"] > 0  # the context exists before the baseline

@@ -10,9 +10,11 @@ import pytest
 from plan_store import RTX4090, RUNS, build_store
 
 from bench.cli import main
+from bench.plan.cards import CARDS
 
 MIB = 2 ** 20
 CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "temporaries", "other")
+FIT = ("allocator", "reserved", "process")  # the figures that decide a fit, on a GPU
 TINY = ["model=tiny-llama", "data.max_length=32", "trainer.batch_size=2"]
 LEVERS_LINE = "checkpointing false, optimizer kind adamw, accum steps 1"
 # llama-3.2-1b's shipped config (source: config), narrowed so a test traces it in a second
@@ -67,16 +69,20 @@ def mib(value: float) -> str:
     return f"{value / MIB:,.2f}"
 
 
-def test_tiny_llama_every_line_against_the_engine(capsys: pytest.CaptureFixture) -> None:
-    code, lines, err = plan(capsys, *TINY, "method=lora,full", "--gpu", "rtx4090", "--gpu-memory", "128MiB")
+def test_tiny_llama_every_line_against_the_engine(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """No store: the terms beyond the tensors are uncalibrated, so every figure is the tensor peak, marked so."""
+    missing = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, lines, err = plan(capsys, *TINY, "method=lora,full", "--gpu", "rtx4090", "--gpu-memory", "128MiB",
+                            "--tracking-uri", missing)
     assert code == 0 and err == ""
     budget = 128 * MIB - int(128 * MIB * 10 / 100)
     assert lines[0] == (f"bench plan: model tiny-llama (tiny), batch 2, 32 tokens per sequence, {LEVERS_LINE}; "
                         "task causal_lm; planned for cuda (bf16, fused attention)")
     assert lines[1] == (f"memory: rtx4090 with --gpu-memory 128MiB: 128.00 MiB - headroom 10% "
-                        f"({mib(128 * MIB - budget)} MiB kept free for the CUDA context, the allocator's cache and "
-                        f"fragmentation) = {mib(budget)} MiB for tensors")
-    assert lines[2] == "" and cells(lines[3]) == ["technique", "peak MiB", *CATEGORIES, "phase", "fits", "max batch"]
+                        f"({mib(128 * MIB - budget)} MiB kept free beyond the predicted process) = {mib(budget)} MiB "
+                        "for the process")
+    assert lines[2] == "" and cells(lines[3]) == ["technique", "peak MiB", *CATEGORIES, "phase", *FIT, "fits",
+                                                  "max batch"]
     plans = {}
     for line, technique in zip(lines[4:6], ("lora", "full"), strict=True):
         cfg = config(*TINY, f"method={technique}")
@@ -84,16 +90,45 @@ def test_tiny_llama_every_line_against_the_engine(capsys: pytest.CaptureFixture)
         row = cells(line)
         assert row[:10] == [technique, mib(want.peak_bytes), *(mib(want.categories[c]) for c in CATEGORIES),
                             want.peak_phase]
-        assert row[10] == ("yes" if want.peak_bytes <= budget else "no")
-        largest = int(row[11])  # the largest batch that fits, and the next one does not
+        assert row[10:13] == [mib(want.peak_bytes)] * 3  # allocator, reserved, process: no term added
+        assert row[13] == ("yes*" if want.peak_bytes <= budget else "no*")
+        largest = int(row[14])  # the largest batch that fits, and the next one does not
         assert engine(cfg, largest).peak_bytes <= budget < engine(cfg, largest + 1).peak_bytes
     assert lines[6] == "" and lines[7].startswith("peak: the predicted training tensor peak in MiB (2^20 bytes)")
-    assert lines[8].startswith(f"fits: peak <= {mib(budget)} MiB. max batch: the largest batch")
-    assert lines[9] == ("peak at: " + "; ".join(f"{t}: {p.peak_module}" for t, p in plans.items()))
+    assert lines[8].startswith("allocator: the peak torch's allocator holds, the tensor peak plus")
+    assert lines[9].startswith(f"fits: process <= {mib(budget)} MiB; *: no stored run measured the terms")
+    assert lines[10] == ("peak at: " + "; ".join(f"{t}: {p.peak_module}" for t, p in plans.items()))
     notes = list(dict.fromkeys(note for p in plans.values() for note in p.notes))
-    assert lines[10:10 + len(notes)] == [f"note: {note}" for note in notes] and notes
+    assert lines[11:11 + len(notes)] == [f"note: {note}" for note in notes] and notes
+    assert lines[11 + len(notes)] == (f"memory terms (store {missing}): uncalibrated (no MLflow store at "
+                                      f"{tmp_path / 'mlflow.db'}): allocator, cache and runtime terms not added")
     assert re.fullmatch(r"planned 2 configurations in \d+\.\d s \(largest batch search included\)", lines[-1])
-    assert len(lines) == 11 + len(notes)
+    assert len(lines) == 13 + len(notes)
+
+
+def test_the_fit_is_the_process_with_the_stored_runs_terms(capsys: pytest.CaptureFixture, uri: str) -> None:
+    """With plan_store's runs the process is the tensor peak plus each term, and the largest batch is the one whose
+    process fits the budget."""
+    from bench.plan.overhead import overhead_for
+
+    code, lines, _ = plan(capsys, *TINY, "method=lora", "--gpu", "rtx4090", "--gpu-memory", "1GiB",
+                          "--tracking-uri", uri)
+    assert code == 0
+    cfg = config(*TINY, "method=lora")
+    terms, want = overhead_for(uri, cfg, device="cuda", gpu=CARDS["rtx4090"].matches, gpu_title="GeForce RTX 4090"), \
+        engine(config(*TINY, "method=lora"))
+    assert terms.runs and terms.total_bytes > 0  # the premise: this configuration's runs calibrate it
+    budget = 1024 * MIB - int(1024 * MIB * 10 / 100)
+    _, row = _table(lines)
+    allocator = want.peak_bytes + terms.allocator_bytes
+    process = allocator + terms.cache_bytes + terms.runtime_bytes
+    assert row[10:14] == [mib(allocator), mib(allocator + terms.cache_bytes), mib(process),
+                          "yes" if process <= budget else "no"]
+    largest = int(row[14])
+    assert largest > 0  # the premise: the budget holds the terms and a few rows
+    assert engine(cfg, largest).peak_bytes + terms.total_bytes <= budget < engine(cfg, largest + 1).peak_bytes \
+        + terms.total_bytes
+    assert f"memory terms (store {uri}): {terms.describe()}" in lines
 
 
 def test_a_config_only_model_every_line_against_the_engine(capsys: pytest.CaptureFixture) -> None:
@@ -103,12 +138,14 @@ def test_a_config_only_model_every_line_against_the_engine(capsys: pytest.Captur
     assert lines[0] == (f"bench plan: model llama-3.2-1b (config), batch 1, 16 tokens per sequence, {LEVERS_LINE}; "
                         "task causal_lm; planned for cuda (bf16, fused attention)")
     assert lines[1] == "memory: none given (--gpu or --gpu-memory): fit and largest batch not checked"
-    assert lines[2] == "" and cells(lines[3]) == ["technique", "peak MiB", *CATEGORIES, "phase"]
-    assert cells(lines[4]) == ["qlora", mib(want.peak_bytes), *(mib(want.categories[c]) for c in CATEGORIES),
-                               want.peak_phase]
+    assert lines[2] == "" and cells(lines[3]) == ["technique", "peak MiB", *CATEGORIES, "phase", *FIT]
+    assert cells(lines[4])[:10] == ["qlora", mib(want.peak_bytes), *(mib(want.categories[c]) for c in CATEGORIES),
+                                    want.peak_phase]
     assert lines[5] == "" and lines[6].startswith("peak: the predicted training tensor peak in MiB")
-    assert lines[7] == f"peak at: qlora: {want.peak_module}"
-    assert lines[8:-1] == [f"note: {note}" for note in want.notes] and any("nf4" in note for note in want.notes)
+    assert lines[7].startswith("allocator: ")
+    assert lines[8] == f"peak at: qlora: {want.peak_module}"
+    assert lines[9:-2] == [f"note: {note}" for note in want.notes] and any("nf4" in note for note in want.notes)
+    assert lines[-2].startswith("memory terms (store ")
     assert re.fullmatch(r"planned 1 configuration in \d+\.\d s", lines[-1])
 
 

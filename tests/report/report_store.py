@@ -26,6 +26,11 @@ SHARES = {"full": (0.24, 0.01, 0.24, 0.36, 0.10, 0.04), "adapter": (0.52, 0.02, 
 # How far each technique's plan (plan/peak_bytes) is off its measured tensor peak, as a share of it (plus 0.002
 # per seed); DoRA's runs logged no plan, like runs from before the planner, and must be left out of the comparison.
 PLAN_ERROR = {"full": 0.02, "lora": -0.03, "qlora": 0.07}
+# The allocator's own peak (mem/allocator_peak_bytes) as a share of the tensor peak on CPU (on CUDA it is the peak
+# allocated), and how far each technique's plan of it (plan/allocator_peak_bytes) is off (plus 0.001 per seed).
+# tinybert's runs are from before the allocator instrument: a tensor-level comparison only.
+ALLOCATOR_SHARE = {"full": 1.02, "lora": 1.05, "qlora": 1.12}  # any other technique: 1.05
+PLAN_ALLOCATOR_ERROR = {"full": 0.01, "lora": -0.02, "qlora": -0.06}
 
 
 @dataclass
@@ -83,6 +88,22 @@ class Run:
         if self.legacy or self.peak is None or self.technique not in PLAN_ERROR:
             return None
         return self.peak * (1 + PLAN_ERROR[self.technique] + 0.002 * self.seed)
+
+    @property
+    def allocator(self) -> float | None:
+        """The allocator's own training peak this run logged (mem/allocator_peak_bytes); None when it logged none."""
+        if self.legacy or self.peak is None or self.model == "tinybert":
+            return None
+        if self.gpu:
+            return self.extra["mem/peak_allocated_bytes"]
+        return self.peak * ALLOCATOR_SHARE.get(self.technique, 1.05)
+
+    @property
+    def plan_allocator(self) -> float | None:
+        """The planned allocator peak (plan/allocator_peak_bytes); None without a plan or an allocator figure."""
+        if self.plan is None or self.allocator is None:
+            return None
+        return self.allocator * (1 + PLAN_ALLOCATOR_ERROR[self.technique] + 0.001 * self.seed)
 
     def peak_where(self) -> tuple[str, str]:
         """(module, phase) of the peak: full fine-tuning peaks in the optimizer step, adapters in backward."""
@@ -209,7 +230,9 @@ def _memory(run: Run) -> dict[str, float]:
     memory = {"mem/tensor_peak_bytes": run.peak, "mem/eval_tensor_peak_bytes": 0.35 * run.peak,
               "mem/model_bits_per_param": {"full": 16.0, "qlora": 5.6}.get(run.technique, 16.4),
               **{f"mem/at_peak/{name}_bytes": value for name, value in run.at_peak().items()},
-              **({"plan/peak_bytes": run.plan} if run.plan is not None else {})}
+              **({"plan/peak_bytes": run.plan} if run.plan is not None else {}),
+              **({"mem/allocator_peak_bytes": run.allocator} if run.allocator is not None else {}),
+              **({"plan/allocator_peak_bytes": run.plan_allocator} if run.plan_allocator is not None else {})}
     if run.gpu is None:  # the process's RSS is the CPU's view; CUDA runs log theirs in `extra`
         net = run.rss if run.rss is not None else 1.6 * run.peak + 3e8
         memory.update({"mem/peak_rss_net_bytes": net, "mem/baseline_rss_bytes": 5e8,

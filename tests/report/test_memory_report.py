@@ -119,5 +119,5 @@ def test_a_store_of_old_runs_reports_a_blank_tensor_peak(tmp_path: Path) -> None
     assert 'id="plot-pareto"' not in page and 'id="plot-breakdown"' not in page
     assert "No configuration logged its tensor peak by category" in page
     # no plan/peak_bytes: no point, and no other figure stands in for the prediction
-    assert 'id="plot-prediction"' not in page and "No finished run logged both plan/peak_bytes" in page
+    assert 'id="plot-prediction"' not in page and "No finished run logged both a plan and what it predicts" in page
     assert "## Memory at the peak" not in (tmp_path / "r" / "summary.md").read_text()

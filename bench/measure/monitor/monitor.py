@@ -60,6 +60,11 @@ class Monitor:
             from bench.measure.monitor.tensors import TensorAccounting
 
             self.tensors = TensorAccounting(device, spec.tensors, static_tensors)
+        self.allocator = None  # CPU: the allocator's own peak (on CUDA the caching allocator keeps one)
+        if device.type == "cpu" and spec.tensors != "off":
+            from bench.measure.monitor.allocator import AllocatorPeak
+
+            self.allocator = AllocatorPeak(spec.tensors)
         self.modules_imported_late: list[str] = []
         self._sample, self._phase = sample, "load"
         self._times: dict[str, float] = {}
@@ -90,6 +95,8 @@ class Monitor:
         self.backend.open()
         self.sampler = Sampler(self.backend, interval_s=self.spec.interval_s, timeline=self.timeline)
         self.baseline = dict(zip(self.backend.columns, self.sampler.sample(), strict=True))
+        if self.allocator is not None:
+            self.allocator.start()
         self._times = {"wall": time.perf_counter(), "cpu": cpu_seconds()}
         self._flush_at = (self._times["wall"], self._times["cpu"])
         self._modules = set(sys.modules)
@@ -113,20 +120,28 @@ class Monitor:
     def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if self.tensors is not None:
             self.tensors.start(model, optimizer)
+        if self.allocator is not None:
+            self.allocator.on_train_start(model)
         self._model = model
         self._profile_after(0)
 
     @contextlib.contextmanager
     def step(self, step: int, batch: dict[str, Any]) -> Iterator[str]:
-        profiled = "profiled" if self.profiler is not None and self.profiler.covers(step) else ""
-        if self.tensors is None:
-            yield profiled
-            return
-        with self.tensors.step(step, batch):
-            watched = self.tensors.watching()
-            if watched and self.profiler is not None and self.profiler.recording:  # slower ops: the profile says so
-                self.profiler.watched_steps.add(step)
-            yield "watched" if watched else profiled
+        busy = self.profiler is not None and self.profiler.recording
+        allocator = self.allocator.step(step, batch, profiler_busy=busy) if self.allocator is not None else \
+            contextlib.nullcontext()
+        with allocator:  # outside the tensor accounting: the two instruments do not see each other
+            profiled = "profiled" if self.profiler is not None and self.profiler.covers(step) else ""
+            if self.allocator is not None and self.allocator.active:
+                profiled = "watched"  # the allocator's profiler window slows every op too
+            if self.tensors is None:
+                yield profiled
+                return
+            with self.tensors.step(step, batch):
+                watched = self.tensors.watching()
+                if watched and busy:  # slower ops: the profile says so
+                    self.profiler.watched_steps.add(step)
+                yield "watched" if watched else profiled
 
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:

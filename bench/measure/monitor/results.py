@@ -13,18 +13,30 @@ if TYPE_CHECKING:
     from bench.tracking.tracker import Tracker
 
 
+def _error(predicted: float, actual: float | None) -> float | None:
+    return 100.0 * (predicted - actual) / actual if actual else None
+
+
 def prediction_errors(plan: Any, measured: dict[str, float]) -> dict[str, float]:
-    """How far the plan at the largest batch the run met (`plan/met_peak_bytes`) was from the measured tensor
-    peak (positive: predicted too much): `mem/prediction_error_pct` for the traced plan,
-    `mem/analytic_error_pct` for the formula at the same batch."""
-    actual = measured.get(TENSOR_PEAK_BYTES)
-    if not actual or plan is None:
+    """How far the plan at the largest batch the run met was from what the run measured (positive: predicted too
+    much). `mem/prediction_error_pct`: the plan's allocator peak (`plan/met_allocator_peak_bytes`) against the
+    allocator's own (`mem/allocator_peak_bytes`), an instrument that shares no code with the plan's trace;
+    `mem/tensor_prediction_error_pct`: the traced tensor peak (`plan/met_peak_bytes`) against the tensor
+    accounting's, which the trace shares; `mem/process_prediction_error_pct`: the process figure (CUDA: NVML's,
+    CPU: peak RSS), where the plan's terms were calibrated; `mem/analytic_error_pct`: the formula's tensor peak."""
+    if plan is None:
         return {}
-    errors = {"plan/met_peak_bytes": float(plan.peak_bytes),
-              "mem/prediction_error_pct": 100.0 * (plan.peak_bytes - actual) / actual}
+    tensor, fit = measured.get(TENSOR_PEAK_BYTES), getattr(plan, "fit", None)
+    errors = {"plan/met_peak_bytes": float(plan.peak_bytes), **(fit.metrics("plan/met_") if fit is not None else {})}
+    found = {"mem/tensor_prediction_error_pct": _error(plan.peak_bytes, tensor)}
     if plan.analytic_peak_bytes:
-        errors["mem/analytic_error_pct"] = 100.0 * (plan.analytic_peak_bytes - actual) / actual
-    return errors
+        found["mem/analytic_error_pct"] = _error(plan.analytic_peak_bytes, tensor)
+    if fit is not None:
+        found["mem/prediction_error_pct"] = _error(fit.allocator_bytes, measured.get("mem/allocator_peak_bytes"))
+        process = measured.get("mem/peak_nvml_process_bytes" if plan.device == "cuda" else "mem/peak_rss_bytes")
+        if fit.overhead.calibrated:
+            found["mem/process_prediction_error_pct"] = _error(fit.process_bytes, process)
+    return errors | {name: value for name, value in found.items() if value is not None}
 
 
 def run_metrics(*, result: Any, monitor: Monitor, plan: Any) -> tuple[dict[str, float], dict[str, str]]:

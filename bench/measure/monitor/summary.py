@@ -34,6 +34,7 @@ def monitor_metrics(monitor: Monitor) -> dict[str, float]:
     metrics.update(_gpu(monitor))
     if monitor.tensors is not None:
         metrics.update(monitor.tensors.metrics())
+    metrics.update(allocator_metrics(monitor))
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(v)}
 
 
@@ -50,6 +51,16 @@ def _memory(monitor: Monitor, column: str, stem: str, exact: bool) -> dict[str, 
         out |= {f"mem/baseline_{stem}_bytes": baseline, f"mem/peak_{stem}_net_bytes": out[f"mem/peak_{stem}_bytes"]
                 - baseline}
     return out
+
+
+def allocator_metrics(monitor: Monitor) -> dict[str, float]:
+    """`mem/allocator_peak_bytes`: the allocator's own training peak, an instrument apart from the tensor
+    accounting. CUDA: the caching allocator's peak allocated of the training phase; CPU: its events over the
+    watched micro-batches (`bench.measure.monitor.allocator`)."""
+    if monitor.allocator is not None:
+        return monitor.allocator.metrics()
+    allocated = monitor.peaks.phase_peak("allocated", "train")
+    return {"mem/allocator_peak_bytes": float(allocated)} if allocated else {}
 
 
 def _gpu(monitor: Monitor) -> dict[str, float | None]:
@@ -71,6 +82,10 @@ def monitor_tags(monitor: Monitor) -> dict[str, str]:
             "mem/rss_peak_source": "kernel_vmhwm" if monitor.peaks.kernel else "rss_sampled"}
     if monitor.tensors is not None:
         tags |= monitor.tensors.tags()
+    if monitor.allocator is not None:
+        tags |= monitor.allocator.tags()
+    elif monitor.device.type == "cuda":
+        tags["mem/allocator_source"] = "cuda_max_memory_allocated"
     if monitor.sampler is not None and monitor.sampler.error:
         tags["monitor/error"] = monitor.sampler.error
     problems = monitor.backend.problems()

@@ -108,6 +108,11 @@ class _Tracker(MemTracker):
         for tensor in tensors:
             self._update_and_maybe_create_winfos(tensor, category)
 
+    def now(self) -> tuple[int, str]:
+        """The live bytes on the tracked device and the step's phase, at this moment (for `bench plan`, which adds
+        what an op allocates beyond its outputs)."""
+        return int(self._curr_mem_snap.get(self.device, {}).get(_TOTAL_KEY, 0)), self._phase()
+
     def peak(self) -> dict[str, int]:
         """Bytes by category at the peak on the tracked device, and the peak itself as `total`."""
         return _by_category(self._peak_mem_snap.get(self.device, {}))
@@ -165,6 +170,7 @@ class TensorAccounting:
         self._watching = False
         self.train, self.eval = _Peak(), _Peak()
         self.watched_steps, self.watched_seconds, self._evaluated = 0, 0.0, False
+        self.tracker: _Tracker | None = None  # the one watching now, if any
         self.largest_batch: tuple[int, int] = (0, 0)  # (rows, padded length) of the most padded elements met
 
     def start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -223,9 +229,10 @@ class TensorAccounting:
                 # torch's ModTracker warns when autograd runs a hook of a module it no longer holds (peft's
                 # wrappers); the peak it tracks does not depend on those hooks
                 warnings.filterwarnings("ignore", message="Module is None", category=UserWarning)
+                self.tracker = tracker
                 yield
         finally:
-            self._watching = False
+            self._watching, self.tracker = False, None
             if into is self.train:
                 self.watched_steps += 1
                 self.watched_seconds += time.perf_counter() - started
