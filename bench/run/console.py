@@ -11,6 +11,7 @@ How, where each kind of output leaves a library:
   bench's records and errors (`ConsoleFilter`); the file handler keeps everything. MLflow and transformers put
   their own handlers on their loggers: those are taken off, so their records reach the file (`quiet`).
 - warnings: `warnings.showwarning` writes to the `py.warnings` logger, hence to the file.
+- C++ logging: torch's profiler (kineto) writes to stderr itself; `KINETO_LOG_LEVEL` silences it.
 - progress bars: `HF_HUB_DISABLE_PROGRESS_BARS`, which transformers reads too, and its switch;
   `MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR` for MLflow's (while it copies a model's files).
 
@@ -32,8 +33,11 @@ from typing import Any
 VERBOSE = "BENCH_VERBOSE"  # "1": the libraries' output on the console too (`hydra.verbose=true` sets it)
 LOG_ARTIFACT = "log"  # the run's artifact folder holding its log file
 # Environment the run and its cells' processes start with when quiet: read by the libraries at import.
+# KINETO_LOG_LEVEL: torch's profiler (the CPU allocator's instrument opens a window per watched step) prints
+# `USDT: ... profiler_start`/`profiler_stop` lines from C++ straight to stderr; its levels run VERBOSE 0 to USDT 5,
+# so 6 silences it (its errors too: torch raises those that matter to Python).
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false",
-             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "KINETO_LOG_LEVEL": "6"}
 # Loggers that libraries give a console handler of their own (and do not propagate to the root).
 _SELF_HANDLED = ("mlflow", "alembic", "sqlalchemy.engine", "huey", "transformers")
 
