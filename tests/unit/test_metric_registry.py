@@ -103,7 +103,8 @@ def test_figures_only_a_gpu_or_several_ranks_log_are_registered() -> None:
         names += summary._memory(fake, column, stem, exact)
     result = SimpleNamespace(timing={}, tokens=10, time_s=1.0, state_bytes={})
     comm = SimpleNamespace(total_seconds=lambda: 0.5, buckets=2)
-    figures = rank_figures(torch.nn.Linear(2, 2), result=result, monitor=SimpleNamespace(tensors=None, allocator=None, peaks=fake.peaks), comm=comm)
+    rank_monitor = SimpleNamespace(tensors=None, allocator=None, peaks=fake.peaks)
+    figures = rank_figures(torch.nn.Linear(2, 2), result=result, monitor=rank_monitor, comm=comm)
     figures["tensor_peak_bytes"] = 7.0  # NaN without a tensor accounting, and a NaN maximum is left out
     names += run_figures([figures, figures], strategy="ddp", backend="gloo")[0]
     assert len(names) > 40 and [name for name in names if not is_registered(name)] == []
