@@ -70,7 +70,8 @@ def test_dry_run_prints_bench_plans_plan_and_records_nothing(store: str, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == "dry run: nothing was loaded, trained or recorded"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out" / "model").exists()
-    planned = call_main(["plan", "--device", "cpu", *TINY, "method=full"], cwd=tmp_path)
+    # the same store for both (empty: nothing calibrates either), whatever tracking URI an earlier test left set
+    planned = call_main(["plan", "--device", "cpu", "--tracking-uri", store, *TINY, "method=full"], cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr[-3000:]
 
     def plan_lines(text: str) -> list[str]:  # all but how long it took, and the dry run's own last line
