@@ -139,6 +139,23 @@ class Section:
     body: str
 
 
+@dataclass(frozen=True)
+class Missing:
+    """A section left out for want of runs: its heading and the command that would add it. The page lists them in one
+    line near the top instead of showing sections that only say what they would need."""
+
+    heading: str
+    command: str
+
+
+def missing_line(absent: list[Missing]) -> str:
+    """`Not in this report: Rank sweep (bench run sweep=ranks); ...`, or "" when every section is there."""
+    if not absent:
+        return ""
+    items = "; ".join(f"{esc(m.heading)} (<code>{esc(m.command)}</code>)" for m in absent)
+    return f'<p class="absent"><strong>Not in this report</strong> (no runs for it yet; the command that adds it): {items}.</p>'
+
+
 def empty(message: str) -> str:
     return f'<p class="empty">{esc(message)}</p>'
 
@@ -147,7 +164,8 @@ def definition_list(facts: list[tuple[str, str]]) -> str:
     return "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in facts)
 
 
-def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], plotly_js: str) -> str:
+def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], plotly_js: str,
+         absent: list[Missing] | None = None) -> str:
     """The whole self-contained page: CSS, plotly.js, the sections, then the table script."""
     assets = resources.files("bench.report") / "assets"
     css, js = (assets / "report.css").read_text("utf-8"), (assets / "report.js").read_text("utf-8")
@@ -157,7 +175,7 @@ def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], p
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
             f"<style>{css}</style><script>{_script_safe(plotly_js)}</script></head><body>"
-            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl></header>'
+            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl>{missing_line(absent or [])}</header>'
             f"<nav>{nav}</nav><main>{body}</main><script>{js}</script></body></html>\n")
 
 

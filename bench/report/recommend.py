@@ -1,0 +1,217 @@
+"""What to pick: for each memory budget, the configuration most accurate on validation that fits it, what it costs
+and what it gives up against the best overall. Pure pandas over the headline table and its runs, like `analyse`.
+
+A budget is a card `bench plan` knows (`bench.core.cards`) or a size (`bench report --budget 24GiB,80GiB`). A
+configuration fits by the memory measured on that card (a bare size: on any GPU), the most complete figure its runs
+logged (the NVML process peak, else reserved, else the allocator's peak, else the tensor peak); where its runs ran on
+another device, by the plan they logged, labelled so. The choice is made on validation (eval/accuracy); test is only
+reported. Where the best candidates' validation intervals overlap they are indistinguishable, and the cheaper wins:
+fewer seconds per 1,000 steps timed alone, else less memory, and the sentence names the figure that decided.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.core.cards import CARDS, GIB, Card, SizeError, parse_size
+from bench.core.intervals import NONE, difference
+from bench.report.compare import best_on_validation, counted
+from bench.report.formats import percent, size
+from bench.report.memory import UNKNOWN_DEVICE
+from bench.report.render import delta_text
+
+# The measured figure a budget is judged by, most complete first (friendly column → metric name), and the plan's.
+MEASURED = {"peak_nvml_process_bytes": "mem/peak_nvml_process_bytes", "peak_reserved_bytes": "mem/peak_reserved_bytes",
+            "allocator_peak_bytes": "mem/allocator_peak_bytes", "tensor_peak_bytes": "mem/tensor_peak_bytes"}
+PLANNED = {"plan_process_bytes": "plan/process_bytes", "plan_reserved_bytes": "plan/reserved_bytes",
+           "plan_allocator_peak_bytes": "plan/allocator_peak_bytes", "plan_peak_bytes": "plan/peak_bytes"}
+CUDA_ONLY = {"plan_process_bytes", "plan_reserved_bytes"}  # a CPU run's process plan holds no CUDA context
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A memory budget: how sentences name it, its bytes, and the card whose runs count as measured on it."""
+
+    name: str
+    bytes: int
+    card: Card | None = None
+
+
+def budgets(text: str | None) -> list[Budget]:
+    """`--budget`: sizes (`24GiB`) or card names (`h100`), comma-separated; none given: every card bench knows."""
+    if text is None:
+        return [Budget(f"{c.memory_bytes / GIB:g} GiB ({c.title})", c.memory_bytes, c) for c in CARDS.values()]
+    found = []
+    for item in (part.strip() for part in text.split(",")):
+        if item.lower() in CARDS:
+            c = CARDS[item.lower()]
+            found.append(Budget(f"{c.memory_bytes / GIB:g} GiB ({c.title})", c.memory_bytes, c))
+            continue
+        try:
+            found.append(Budget(size(parse_size(item, option="--budget")), parse_size(item, option="--budget")))
+        except SizeError:
+            raise SizeError(f"--budget item {item!r} is neither a size nor a card; write sizes such as 24GiB or "
+                            f"512MiB, or cards: {', '.join(CARDS)}") from None
+    return found
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One budget's recommendation: the row chosen (None when nothing fits), its rivals, and the sentence."""
+
+    budget: Budget
+    dataset: str
+    chosen: pd.Series | None
+    tied: tuple[str, ...]  # labels of the candidates indistinguishable from the best on validation (chosen included)
+    decided_by: str  # the figure that chose among them; "" when one candidate stood alone
+    sentence: str
+
+
+def _gpu(device: str) -> bool:
+    return device not in ("cpu", UNKNOWN_DEVICE)
+
+
+def _on_budget_device(device: str, budget: Budget) -> bool:
+    """Whether runs on `device` measured memory the budget can take as is: its card's, or any GPU for a bare size."""
+    return budget.card.matches(device) if budget.card else _gpu(device)
+
+
+def figure(row: pd.Series, budget: Budget) -> tuple[float, str, bool]:
+    """(bytes, metric name, measured?) a configuration is judged by under `budget`; NaN where it logged none."""
+    measured = _on_budget_device(str(row["device"]), budget)
+    names = MEASURED if measured else {k: v for k, v in PLANNED.items() if _gpu(str(row["device"])) or
+                                       k not in CUDA_ONLY}
+    for column, metric in names.items():
+        value = row.get(column)
+        if value is not None and not pd.isna(value):
+            return float(value), metric, measured
+    return math.nan, "", measured
+
+
+def recommend(table: pd.DataFrame, runs: pd.DataFrame, chosen_budgets: list[Budget], *,
+              price_per_hour: float | None) -> list[Pick]:
+    """One Pick per data set and budget (data sets in the table's order)."""
+    picks = []
+    for dataset, rows in table.groupby("dataset", sort=False):
+        rows = rows[rows["accuracy_mean"].notna()]
+        if rows.empty:
+            continue
+        best = best_on_validation(rows, ["dataset"]).iloc[0]
+        for budget in chosen_budgets:
+            picks.append(_pick(rows, runs, best, budget, str(dataset), price_per_hour))
+    return picks
+
+
+def _pick(rows: pd.DataFrame, runs: pd.DataFrame, best: pd.Series, budget: Budget, dataset: str,
+          price: float | None) -> Pick:
+    judged = [figure(row, budget) for _, row in rows.iterrows()]
+    rows = rows.assign(fit_bytes=[j[0] for j in judged], fit_metric=[j[1] for j in judged],
+                       fit_measured=[j[2] for j in judged])
+    known = rows[rows["fit_bytes"].notna()]
+    if known.empty:
+        return Pick(budget, dataset, None, (), "", f"{budget.name}: no configuration logged a memory figure to "
+                    "judge it by (mem/peak_* on the card, or plan/* from `bench plan`'s engine).")
+    fits = known[known["fit_bytes"] <= budget.bytes]
+    if fits.empty:
+        small = known.loc[known["fit_bytes"].idxmin()]
+        return Pick(budget, dataset, None, (), "", f"{budget.name}: nothing fits; the smallest, {small['label']}, "
+                    f"needs {size(small['fit_bytes'])} ({_basis(small)}).")
+    ranked = fits.sort_values("accuracy_mean", ascending=False, kind="stable")
+    top = ranked.iloc[0]
+    tied = ranked[[_overlap(top, row) for _, row in ranked.iterrows()]]
+    chosen, decided = _cheapest(tied) if len(tied) > 1 else (top, "")
+    sentence = _sentence(budget, chosen, tied, decided, best, runs, price)
+    return Pick(budget, dataset, chosen, tuple(tied["label"]), decided, sentence)
+
+
+def _bounds(row: pd.Series) -> tuple[float, float]:
+    """The validation interval, a point where there is none (one run)."""
+    if pd.isna(row["accuracy_ci95"]):
+        return row["accuracy_mean"], row["accuracy_mean"]
+    return row["accuracy_low"], row["accuracy_high"]
+
+
+def _overlap(a: pd.Series, b: pd.Series) -> bool:
+    (a_low, a_high), (b_low, b_high) = _bounds(a), _bounds(b)
+    return bool(a_low <= b_high and b_low <= a_high)
+
+
+def _cheapest(tied: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Among indistinguishable candidates: the fewest seconds per 1,000 steps when all were timed alone on one
+    device (a speed comparison needs both), else the least memory by the figure the budget judged."""
+    timed = tied["alone_s_per_1k_steps"].notna().all() and tied["device"].nunique() == 1
+    column, name = ("alone_s_per_1k_steps", "time per 1,000 steps") if timed else ("fit_bytes", "memory")
+    return tied.loc[tied[column].idxmin()], name
+
+
+def _basis(row: pd.Series) -> str:
+    """`mem/peak_reserved_bytes measured on NVIDIA H100` or `by the plan (plan/peak_bytes), runs on cpu`."""
+    if row["fit_measured"]:
+        return f"{row['fit_metric']} measured on {row['device']}"
+    return f"by the plan ({row['fit_metric']}), its runs on {row['device']}"
+
+
+def _accuracy(row: pd.Series) -> str:
+    val = f"val {percent(row['accuracy_mean'])} %" + (
+        f" ± {percent(row['accuracy_ci95'])}" if pd.notna(row["accuracy_ci95"]) else f" (n={row['n']})")
+    if pd.isna(row.get("test_accuracy_mean")):
+        return val
+    test = f"test {percent(row['test_accuracy_mean'])} %" + (
+        f" ± {percent(row['test_accuracy_ci95'])}" if pd.notna(row["test_accuracy_ci95"]) else "")
+    return f"{val}, {test}"
+
+
+def _costs(row: pd.Series, price: float | None) -> str:
+    """What training it costs (timed alone only) and what it ships."""
+    ships = f"ships {size(row['adapter_bytes'])}" if pd.notna(row.get("adapter_bytes")) else ""
+    seconds = row.get("alone_s_per_1k_steps")
+    if pd.isna(seconds):
+        why = "its runs shared the machine" if row["timing"] == "shared" else "its runs carry no timing/shared tag"
+        parts = [f"its speed is not compared ({why})"]
+    else:
+        parts = [f"{seconds:,.1f} s per 1,000 steps timed alone on {row['device']}"]
+        if pd.notna(row.get("alone_tokens_per_s")):
+            parts.append(f"{row['alone_tokens_per_s']:,.0f} tokens/s")
+        if price is not None:
+            parts.append(f"${seconds / 3600 * price:,.4f} per 1,000 steps at ${price:g}/h")
+    return ", ".join([*parts, *([ships] if ships else [])])
+
+
+def _against_best(row: pd.Series, best: pd.Series, runs: pd.DataFrame) -> str:
+    """What the pick gives up against the best overall: Δ accuracy (test where logged) with its interval, memory
+    and time ratios where both sides have them."""
+    if row["group"] == best["group"]:
+        return "it is the best overall on validation"
+    by_group = counted(runs)
+    mine, theirs = by_group[by_group["group"] == row["group"]], by_group[by_group["group"] == best["group"]]
+    split = "test_accuracy" if pd.notna(row.get("test_accuracy_mean")) and pd.notna(best.get("test_accuracy_mean")) \
+        else "accuracy"
+    found = difference(mine, theirs, split) if len(mine) and len(theirs) else NONE
+    parts = [f"Δ {'test' if split == 'test_accuracy' else 'val'} {found.delta * 100:+.2f} pp "
+             f"{delta_text(found.low, found.high, found.method)}" if not np.isnan(found.delta) else ""]
+    memory = row["fit_bytes"] / best["fit_bytes"] if pd.notna(best.get("fit_bytes")) else math.nan
+    parts.append(f"memory {memory:.2f}×" if pd.notna(memory) else "")
+    same_device = row["device"] == best["device"]
+    time = row.get("alone_s_per_1k_steps") / best.get("alone_s_per_1k_steps") if same_device else math.nan
+    parts.append(f"time {time:.2f}×" if pd.notna(time) else "time not compared (not both timed alone on one device)")
+    return f"against the best overall, {best['label']}: " + ", ".join(p for p in parts if p)
+
+
+def _sentence(budget: Budget, row: pd.Series, tied: pd.DataFrame, decided: str, best: pd.Series,
+              runs: pd.DataFrame, price: float | None) -> str:
+    best = best.copy()
+    best["fit_bytes"], *_ = figure(best, budget)
+    head = (f"{budget.name}: {row['label']} ({_accuracy(row)}; fits at {size(row['fit_bytes'])}, {_basis(row)}); "
+            f"{_costs(row, price)}; {_against_best(row, best, runs)}.")
+    if not decided:
+        return head
+    others = ", ".join(label for label in tied["label"] if label != row["label"])
+    value = {"time per 1,000 steps": lambda r: f"{r['alone_s_per_1k_steps']:,.1f} s",
+             "memory": lambda r: size(r["fit_bytes"])}[decided]
+    rivals = "; ".join(f"{r['label']} {value(r)}" for _, r in tied.iterrows() if r["label"] != row["label"])
+    return (f"{head} Indistinguishable on validation from {others} (95 % intervals overlap), so the cheaper is "
+            f"recommended; {decided} decided: {value(row)} against {rivals}.")
