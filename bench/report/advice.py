@@ -66,7 +66,7 @@ def markdown(found: list[recommend.Pick], rows: pd.DataFrame, table: pd.DataFram
         pick = (f"## What to pick\n\nPer memory budget, the configuration best on validation that fits it; test is "
                 f"reported, never chosen on.\n\n{lines}\n\n{render.markdown_text(timing.note(table))}\n\n")
     checks = (f"## Known results, checked\n\nbench's figure against published expectations (bench/report/known.toml)."
-              f"\n\n{render.markdown_table(rows, [c for c in KNOWN_COLUMNS if c.field != 'how'])}\n\n")
+              f"\n\n{render.markdown_table(rows, KNOWN_COLUMNS)}\n\n")
     return pick + checks
 
 

@@ -5,8 +5,10 @@ A budget is a card `bench plan` knows (`bench.core.cards`) or a size (`bench rep
 configuration fits by the memory measured on that card (a bare size: on any GPU), the most complete figure its runs
 logged (the NVML process peak, else reserved, else the allocator's peak, else the tensor peak); where its runs ran on
 another device, by the plan they logged, labelled so. The choice is made on validation (eval/accuracy); test is only
-reported. Where the best candidates' validation intervals overlap they are indistinguishable, and the cheaper wins:
-fewer seconds per 1,000 steps timed alone, else less memory, and the sentence names the figure that decided.
+reported. A candidate is indistinguishable from the most accurate one when the 95 % interval of their difference on
+validation (paired over seeds where they match, Welch otherwise, as everywhere in the report) holds zero, or, where
+runs give no such interval (one seed), when their own intervals overlap; among those the cheaper wins: fewer
+seconds per 1,000 steps timed alone, else less memory, and the sentence names the figure that decided.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MEASURED = {"peak_nvml_process_bytes": "mem/peak_nvml_process_bytes", "peak_rese
 PLANNED = {"plan_process_bytes": "plan/process_bytes", "plan_reserved_bytes": "plan/reserved_bytes",
            "plan_allocator_peak_bytes": "plan/allocator_peak_bytes", "plan_peak_bytes": "plan/peak_bytes"}
 CUDA_ONLY = {"plan_process_bytes", "plan_reserved_bytes"}  # a CPU run's process plan holds no CUDA context
+SHOWN = 3  # rivals a sentence names before it counts the rest
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,19 @@ def budgets(text: str | None) -> list[Budget]:
 
 @dataclass(frozen=True)
 class Pick:
-    """One budget's recommendation: the row chosen (None when nothing fits), its rivals, and the sentence."""
+    """A budget's recommendation (or several budgets' with the same outcome, such as two 24 GiB cards judged by one
+    plan): the row chosen (None when nothing fits), its rivals, and what the sentence says after the budgets."""
 
-    budget: Budget
+    budgets: tuple[Budget, ...]
     dataset: str
     chosen: pd.Series | None
     tied: tuple[str, ...]  # labels of the candidates indistinguishable from the best on validation (chosen included)
     decided_by: str  # the figure that chose among them; "" when one candidate stood alone
-    sentence: str
+    body: str
+
+    @property
+    def sentence(self) -> str:
+        return f"{', '.join(b.name for b in self.budgets)}: {self.body}"
 
 
 def _gpu(device: str) -> bool:
@@ -102,7 +110,12 @@ def recommend(table: pd.DataFrame, runs: pd.DataFrame, chosen_budgets: list[Budg
             continue
         best = best_on_validation(rows, ["dataset"]).iloc[0]
         for budget in chosen_budgets:
-            picks.append(_pick(rows, runs, best, budget, str(dataset), price_per_hour))
+            found = _pick(rows, runs, best, budget, str(dataset), price_per_hour)
+            same = next((i for i, p in enumerate(picks) if (p.dataset, p.body) == (found.dataset, found.body)), None)
+            if same is None:
+                picks.append(found)
+            else:  # the same outcome in the same words: one sentence names both budgets
+                picks[same] = Pick((*picks[same].budgets, budget), *list(vars(picks[same]).values())[1:])
     return picks
 
 
@@ -113,19 +126,19 @@ def _pick(rows: pd.DataFrame, runs: pd.DataFrame, best: pd.Series, budget: Budge
                        fit_measured=[j[2] for j in judged])
     known = rows[rows["fit_bytes"].notna()]
     if known.empty:
-        return Pick(budget, dataset, None, (), "", f"{budget.name}: no configuration logged a memory figure to "
-                    "judge it by (mem/peak_* on the card, or plan/* from `bench plan`'s engine).")
+        return Pick((budget,), dataset, None, (), "", "no configuration logged a memory figure to judge it by "
+                    "(mem/peak_* on the card, or plan/* from `bench plan`'s engine).")
     fits = known[known["fit_bytes"] <= budget.bytes]
     if fits.empty:
         small = known.loc[known["fit_bytes"].idxmin()]
-        return Pick(budget, dataset, None, (), "", f"{budget.name}: nothing fits; the smallest, {small['label']}, "
-                    f"needs {size(small['fit_bytes'])} ({_basis(small)}).")
+        return Pick((budget,), dataset, None, (), "", f"nothing fits; the smallest, {small['label']}, needs "
+                    f"{size(small['fit_bytes'])} ({_basis(small)}).")
     ranked = fits.sort_values("accuracy_mean", ascending=False, kind="stable")
-    top = ranked.iloc[0]
-    tied = ranked[[_overlap(top, row) for _, row in ranked.iterrows()]]
+    top, done = ranked.iloc[0], counted(runs)
+    tied = ranked[[_indistinguishable(top, row, done) for _, row in ranked.iterrows()]]
     chosen, decided = _cheapest(tied) if len(tied) > 1 else (top, "")
-    sentence = _sentence(budget, chosen, tied, decided, best, runs, price)
-    return Pick(budget, dataset, chosen, tuple(tied["label"]), decided, sentence)
+    body = _sentence(budget, chosen, tied, decided, best, runs, price)
+    return Pick((budget,), dataset, chosen, tuple(tied["label"]), decided, body)
 
 
 def _bounds(row: pd.Series) -> tuple[float, float]:
@@ -135,17 +148,28 @@ def _bounds(row: pd.Series) -> tuple[float, float]:
     return row["accuracy_low"], row["accuracy_high"]
 
 
-def _overlap(a: pd.Series, b: pd.Series) -> bool:
-    (a_low, a_high), (b_low, b_high) = _bounds(a), _bounds(b)
+def _indistinguishable(top: pd.Series, row: pd.Series, done: pd.DataFrame) -> bool:
+    """Whether validation cannot tell `row` from `top`: their difference's interval holds zero; without one (a
+    single seed), their own intervals overlap."""
+    if row["group"] == top["group"]:
+        return True
+    found = difference(done[done["group"] == top["group"]], done[done["group"] == row["group"]], "accuracy")
+    if not math.isnan(found.low):
+        return bool(found.low <= 0 <= found.high)
+    (a_low, a_high), (b_low, b_high) = _bounds(top), _bounds(row)
     return bool(a_low <= b_high and b_low <= a_high)
 
 
 def _cheapest(tied: pd.DataFrame) -> tuple[pd.Series, str]:
     """Among indistinguishable candidates: the fewest seconds per 1,000 steps when all were timed alone on one
-    device (a speed comparison needs both), else the least memory by the figure the budget judged."""
-    timed = tied["alone_s_per_1k_steps"].notna().all() and tied["device"].nunique() == 1
-    column, name = ("alone_s_per_1k_steps", "time per 1,000 steps") if timed else ("fit_bytes", "memory")
-    return tied.loc[tied[column].idxmin()], name
+    device (a speed comparison needs both), else the most tokens/s so timed, else the least memory by the figure the
+    budget judged."""
+    one_device = tied["device"].nunique() == 1
+    if one_device and tied["alone_s_per_1k_steps"].notna().all():
+        return tied.loc[tied["alone_s_per_1k_steps"].idxmin()], "time per 1,000 steps"
+    if one_device and tied["alone_tokens_per_s"].notna().all():
+        return tied.loc[tied["alone_tokens_per_s"].idxmax()], "tokens/s"
+    return tied.loc[tied["fit_bytes"].idxmin()], "memory"
 
 
 def _basis(row: pd.Series) -> str:
@@ -166,19 +190,22 @@ def _accuracy(row: pd.Series) -> str:
 
 
 def _costs(row: pd.Series, price: float | None) -> str:
-    """What training it costs (timed alone only) and what it ships."""
-    ships = f"ships {size(row['adapter_bytes'])}" if pd.notna(row.get("adapter_bytes")) else ""
-    seconds = row.get("alone_s_per_1k_steps")
-    if pd.isna(seconds):
+    """What training it costs, from runs timed alone only, and what it ships."""
+    ships = [f"ships {size(row['adapter_bytes'])}"] if pd.notna(row.get("adapter_bytes")) else []
+    if row["timing"] != "alone":
         why = "its runs shared the machine" if row["timing"] == "shared" else "its runs carry no timing/shared tag"
-        parts = [f"its speed is not compared ({why})"]
-    else:
-        parts = [f"{seconds:,.1f} s per 1,000 steps timed alone on {row['device']}"]
-        if pd.notna(row.get("alone_tokens_per_s")):
-            parts.append(f"{row['alone_tokens_per_s']:,.0f} tokens/s")
-        if price is not None:
-            parts.append(f"${seconds / 3600 * price:,.4f} per 1,000 steps at ${price:g}/h")
-    return ", ".join([*parts, *([ships] if ships else [])])
+        return ", ".join([f"its speed is not compared ({why})", *ships])
+    seconds, parts = row.get("alone_s_per_1k_steps"), []
+    if pd.notna(seconds):
+        parts.append(f"{seconds:,.1f} s per 1,000 steps")
+    if pd.notna(row.get("alone_tokens_per_s")):
+        parts.append(f"{row['alone_tokens_per_s']:,.0f} tokens/s")
+    if price is not None and pd.notna(seconds):
+        parts.append(f"${seconds / 3600 * price:,.4f} per 1,000 steps at ${price:g}/h")
+    elif price is not None and pd.notna(row.get("alone_train_time_s")):
+        parts.append(f"${row['alone_train_time_s'] / 3600 * price:,.4f} per run at ${price:g}/h")
+    timed = f" (timed alone on {row['device']})" if parts else ""
+    return ", ".join(parts) + timed + (", " if parts and ships else "") + ", ".join(ships)
 
 
 def _against_best(row: pd.Series, best: pd.Series, runs: pd.DataFrame) -> str:
@@ -191,27 +218,37 @@ def _against_best(row: pd.Series, best: pd.Series, runs: pd.DataFrame) -> str:
     split = "test_accuracy" if pd.notna(row.get("test_accuracy_mean")) and pd.notna(best.get("test_accuracy_mean")) \
         else "accuracy"
     found = difference(mine, theirs, split) if len(mine) and len(theirs) else NONE
-    parts = [f"Δ {'test' if split == 'test_accuracy' else 'val'} {found.delta * 100:+.2f} pp "
+    parts = [f"Δ {'test' if split == 'test_accuracy' else 'val'} {found.delta * 100:+.2f} pp, 95 % interval "
              f"{delta_text(found.low, found.high, found.method)}" if not np.isnan(found.delta) else ""]
     memory = row["fit_bytes"] / best["fit_bytes"] if pd.notna(best.get("fit_bytes")) else math.nan
     parts.append(f"memory {memory:.2f}×" if pd.notna(memory) else "")
-    same_device = row["device"] == best["device"]
-    time = row.get("alone_s_per_1k_steps") / best.get("alone_s_per_1k_steps") if same_device else math.nan
-    parts.append(f"time {time:.2f}×" if pd.notna(time) else "time not compared (not both timed alone on one device)")
+    parts.append(_speed_ratio(row, best))
     return f"against the best overall, {best['label']}: " + ", ".join(p for p in parts if p)
+
+
+def _speed_ratio(row: pd.Series, best: pd.Series) -> str:
+    """`time 0.71×` (seconds per 1,000 steps), else `tokens/s 1.40×`, both sides timed alone on one device."""
+    if row["device"] != best["device"]:
+        return "speed not compared (another device)"
+    for column, name in (("alone_s_per_1k_steps", "time"), ("alone_tokens_per_s", "tokens/s")):
+        ratio = row.get(column) / best.get(column)
+        if pd.notna(ratio):
+            return f"{name} {ratio:.2f}×"
+    return "speed not compared (not both timed alone)"
 
 
 def _sentence(budget: Budget, row: pd.Series, tied: pd.DataFrame, decided: str, best: pd.Series,
               runs: pd.DataFrame, price: float | None) -> str:
     best = best.copy()
     best["fit_bytes"], *_ = figure(best, budget)
-    head = (f"{budget.name}: {row['label']} ({_accuracy(row)}; fits at {size(row['fit_bytes'])}, {_basis(row)}); "
+    head = (f"{row['label']} ({_accuracy(row)}; fits at {size(row['fit_bytes'])}, {_basis(row)}); "
             f"{_costs(row, price)}; {_against_best(row, best, runs)}.")
     if not decided:
         return head
-    others = ", ".join(label for label in tied["label"] if label != row["label"])
     value = {"time per 1,000 steps": lambda r: f"{r['alone_s_per_1k_steps']:,.1f} s",
+             "tokens/s": lambda r: f"{r['alone_tokens_per_s']:,.0f} tokens/s",
              "memory": lambda r: size(r["fit_bytes"])}[decided]
-    rivals = "; ".join(f"{r['label']} {value(r)}" for _, r in tied.iterrows() if r["label"] != row["label"])
-    return (f"{head} Indistinguishable on validation from {others} (95 % intervals overlap), so the cheaper is "
-            f"recommended; {decided} decided: {value(row)} against {rivals}.")
+    rivals = [f"{r['label']} ({value(r)})" for _, r in tied.iterrows() if r["group"] != row["group"]]
+    named = ", ".join(rivals[:SHOWN]) + (f" and {len(rivals) - SHOWN} more" if len(rivals) > SHOWN else "")
+    return (f"{head} Indistinguishable on validation from {named}, so the cheaper is recommended: {decided} "
+            f"decided ({value(row)}).")
