@@ -48,7 +48,8 @@ def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out:
     table = analyse.headline(runs[runs["stage"] != tuned.TUNE])
     loss_ids = analyse.pick_runs(runs, table, per_group=LOSS_RUNS_PER_CONFIG, cap=LOSS_RUNS_MAX)
     histories = load.metric_histories(uri, loss_ids, "train/loss")
-    timelines = load.timelines(uri, analyse.pick_runs(runs, table, per_group=1, cap=TIMELINE_RUNS_MAX))
+    timelines = load.timelines(uri, analyse.pick_runs(runs, table, per_group=1, cap=TIMELINE_RUNS_MAX),
+                               dict(zip(raw["run_id"], raw["artifact_uri"], strict=True)))
     title = f"bench report: {sweep_id or experiment or load.DEFAULT_EXPERIMENT}"
     facts = _facts(raw, runs, uri=uri, experiment=experiment, sweep_id=sweep_id)
     several = _several(runs)
