@@ -165,10 +165,11 @@ def _log_ratio(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame, figure: 
 def _forgetting(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame) -> list[Measured]:
     """eval/forgetting of the technique minus the reference's, paired over seeds where they match."""
     done = counted(runs)
+    done = done[done["forgetting"].notna()]
+    by_group = {group: rows for group, rows in done.groupby("group", sort=False)}
     found = []
-    for row, other in _pairs(table, e.technique, e.against):
-        mine, theirs = done[done["group"] == row["group"]], done[done["group"] == other.name]
-        d = difference(mine, theirs, "forgetting")
+    for row, other in _pairs(table[table["group"].isin(list(by_group))], e.technique, e.against):
+        d = difference(by_group[row["group"]], by_group[other.name], "forgetting")
         if not math.isnan(d.delta):
             found.append(Measured(_label(row, other), d.delta, d.low, d.high, f"eval/forgetting, {d.method}",
                                   str(row["device"])))
@@ -178,12 +179,12 @@ def _forgetting(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame) -> list
 def _mean(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame) -> list[Measured]:
     """The mean of a headline column over the technique's runs, per configuration, with its t interval."""
     done = counted(runs)
+    done = done[(done["technique"] == e.technique) & done[e.metric].notna()]
+    by_group = {group: rows[e.metric] for group, rows in done.groupby("group", sort=False)}
     found = []
-    for _, row in table[table["technique"] == e.technique].iterrows():
-        values = done.loc[done["group"] == row["group"], e.metric].dropna()
-        if values.empty:
-            continue
-        stats = mean_interval(values.groupby(lambda _: 0)).iloc[0]
+    for _, row in table[table["group"].isin(list(by_group))].iterrows():
+        values = by_group[row["group"]]
+        stats = mean_interval(values.groupby(pd.Series(0, index=values.index))).iloc[0]
         low, high = (stats["low"], stats["high"]) if not pd.isna(stats["ci95"]) else (stats["mean"], stats["mean"])
         found.append(Measured(str(row["label"]), stats["mean"], low, high, f"mean of {len(values)} run(s)",
                               str(row["device"])))

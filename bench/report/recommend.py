@@ -103,14 +103,14 @@ def figure(row: pd.Series, budget: Budget) -> tuple[float, str, bool]:
 def recommend(table: pd.DataFrame, runs: pd.DataFrame, chosen_budgets: list[Budget], *,
               price_per_hour: float | None) -> list[Pick]:
     """One Pick per data set and budget (data sets in the table's order)."""
-    picks = []
+    picks, by_group = [], {group: rows for group, rows in counted(runs).groupby("group", sort=False)}
     for dataset, rows in table.groupby("dataset", sort=False):
         rows = rows[rows["accuracy_mean"].notna()]
         if rows.empty:
             continue
         best = best_on_validation(rows, ["dataset"]).iloc[0]
         for budget in chosen_budgets:
-            found = _pick(rows, runs, best, budget, str(dataset), price_per_hour)
+            found = _pick(rows, by_group, best, budget, str(dataset), price_per_hour)
             same = next((i for i, p in enumerate(picks) if (p.dataset, p.body) == (found.dataset, found.body)), None)
             if same is None:
                 picks.append(found)
@@ -119,7 +119,7 @@ def recommend(table: pd.DataFrame, runs: pd.DataFrame, chosen_budgets: list[Budg
     return picks
 
 
-def _pick(rows: pd.DataFrame, runs: pd.DataFrame, best: pd.Series, budget: Budget, dataset: str,
+def _pick(rows: pd.DataFrame, by_group: dict[int, pd.DataFrame], best: pd.Series, budget: Budget, dataset: str,
           price: float | None) -> Pick:
     judged = [figure(row, budget) for _, row in rows.iterrows()]
     rows = rows.assign(fit_bytes=[j[0] for j in judged], fit_metric=[j[1] for j in judged],
@@ -134,10 +134,10 @@ def _pick(rows: pd.DataFrame, runs: pd.DataFrame, best: pd.Series, budget: Budge
         return Pick((budget,), dataset, None, (), "", f"nothing fits; the smallest, {small['label']}, needs "
                     f"{size(small['fit_bytes'])} ({_basis(small)}).")
     ranked = fits.sort_values("accuracy_mean", ascending=False, kind="stable")
-    top, done = ranked.iloc[0], counted(runs)
-    tied = ranked[[_indistinguishable(top, row, done) for _, row in ranked.iterrows()]]
+    top = ranked.iloc[0]
+    tied = ranked[[_indistinguishable(top, row, by_group) for _, row in ranked.iterrows()]]
     chosen, decided = _cheapest(tied) if len(tied) > 1 else (top, "")
-    body = _sentence(budget, chosen, tied, decided, best, runs, price)
+    body = _sentence(budget, chosen, tied, decided, best, by_group, price)
     return Pick((budget,), dataset, chosen, tuple(tied["label"]), decided, body)
 
 
@@ -148,12 +148,13 @@ def _bounds(row: pd.Series) -> tuple[float, float]:
     return row["accuracy_low"], row["accuracy_high"]
 
 
-def _indistinguishable(top: pd.Series, row: pd.Series, done: pd.DataFrame) -> bool:
+def _indistinguishable(top: pd.Series, row: pd.Series, by_group: dict[int, pd.DataFrame]) -> bool:
     """Whether validation cannot tell `row` from `top`: their difference's interval holds zero; without one (a
-    single seed), their own intervals overlap."""
+    single seed), their own intervals overlap. `by_group`: each configuration's counted runs."""
     if row["group"] == top["group"]:
         return True
-    found = difference(done[done["group"] == top["group"]], done[done["group"] == row["group"]], "accuracy")
+    empty = pd.DataFrame(columns=["seed", "accuracy"])
+    found = difference(by_group.get(top["group"], empty), by_group.get(row["group"], empty), "accuracy")
     if not math.isnan(found.low):
         return bool(found.low <= 0 <= found.high)
     (a_low, a_high), (b_low, b_high) = _bounds(top), _bounds(row)
@@ -208,16 +209,15 @@ def _costs(row: pd.Series, price: float | None) -> str:
     return ", ".join(parts) + timed + (", " if parts and ships else "") + ", ".join(ships)
 
 
-def _against_best(row: pd.Series, best: pd.Series, runs: pd.DataFrame) -> str:
+def _against_best(row: pd.Series, best: pd.Series, by_group: dict[int, pd.DataFrame]) -> str:
     """What the pick gives up against the best overall: Δ accuracy (test where logged) with its interval, memory
     and time ratios where both sides have them."""
     if row["group"] == best["group"]:
         return "it is the best overall on validation"
-    by_group = counted(runs)
-    mine, theirs = by_group[by_group["group"] == row["group"]], by_group[by_group["group"] == best["group"]]
+    mine, theirs = by_group.get(row["group"]), by_group.get(best["group"])
     split = "test_accuracy" if pd.notna(row.get("test_accuracy_mean")) and pd.notna(best.get("test_accuracy_mean")) \
         else "accuracy"
-    found = difference(mine, theirs, split) if len(mine) and len(theirs) else NONE
+    found = difference(mine, theirs, split) if mine is not None and theirs is not None else NONE
     parts = [f"Δ {'test' if split == 'test_accuracy' else 'val'} {found.delta * 100:+.2f} pp, 95 % interval "
              f"{delta_text(found.low, found.high, found.method)}" if not np.isnan(found.delta) else ""]
     memory = row["fit_bytes"] / best["fit_bytes"] if pd.notna(best.get("fit_bytes")) else math.nan
@@ -238,11 +238,11 @@ def _speed_ratio(row: pd.Series, best: pd.Series) -> str:
 
 
 def _sentence(budget: Budget, row: pd.Series, tied: pd.DataFrame, decided: str, best: pd.Series,
-              runs: pd.DataFrame, price: float | None) -> str:
+              by_group: dict[int, pd.DataFrame], price: float | None) -> str:
     best = best.copy()
     best["fit_bytes"], *_ = figure(best, budget)
     head = (f"{row['label']} ({_accuracy(row)}; fits at {size(row['fit_bytes'])}, {_basis(row)}); "
-            f"{_costs(row, price)}; {_against_best(row, best, runs)}.")
+            f"{_costs(row, price)}; {_against_best(row, best, by_group)}.")
     if not decided:
         return head
     value = {"time per 1,000 steps": lambda r: f"{r['alone_s_per_1k_steps']:,.1f} s",
