@@ -18,7 +18,7 @@ import pandas as pd
 PAIRED, WELCH = "paired t", "Welch"
 
 
-@functools.lru_cache(maxsize=None)  # a report asks for the same few sample sizes hundreds of times
+@functools.cache  # a report asks for the same few sample sizes hundreds of times
 def t_value(n: int) -> float:
     """Student's t for a two-sided 95 % interval from n samples (n - 1 degrees of freedom), by bisection on the
     exact distribution function until the midpoint no longer moves (full double precision)."""

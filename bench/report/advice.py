@@ -13,9 +13,11 @@ PICK_INTRO = (
     "most accurate on the validation split (eval/accuracy) among those that fit it; test accuracy is reported, never "
     "chosen on. A configuration fits by the memory its runs measured on that card (for a bare size, on any GPU): "
     "the NVML process peak, else peak reserved, else the allocator's peak, else the tensor peak; where its runs "
-    "ran on another device, by the plan they logged (plan/*), and the sentence says so. Where the 95 % validation "
-    "intervals of the best candidates overlap, they are indistinguishable and the cheaper is recommended (time per "
-    "1,000 steps timed alone, else memory), naming the figure that decided. What it gives up is against the best "
+    "ran on another device, by the plan they logged (plan/*), and the sentence says so. A candidate whose difference "
+    "from the most accurate one has a 95 % interval holding zero (paired over seeds where they match, Welch "
+    "otherwise; with one seed, where their own intervals overlap) is indistinguishable from it, and the cheaper of "
+    "those is recommended (time per 1,000 steps timed alone, else tokens/s, else memory), naming the figure that "
+    "decided. What it gives up is against the best "
     "configuration overall on validation: Δ accuracy with its paired (or Welch) interval, memory and time ratios.")
 KNOWN_INTRO = (
     "Published expectations these runs can test (bench/report/known.toml: a new one is a row there), with bench's "
@@ -25,11 +27,11 @@ KNOWN_INTRO = (
     "time come only from runs timed alone; the learning-rate interval brackets each chosen rate by its grid "
     "neighbours.")
 KNOWN_COLUMNS = [
-    Column("expectation", "claim"), Column("source", "source", hint="where it was published"),
-    Column("published", "published"), Column("agrees within", "expected", hint="the published range bench checks"),
-    Column("compared", "where", hint="the configurations bench's figure comes from"),
+    Column("expectation", "claim"), Column("verdict", "verdict", keep=True),
     Column("bench", "figure", keep=True), Column("95 % interval", "interval", keep=True),
-    Column("how", "how"), Column("verdict", "verdict", keep=True)]
+    Column("published", "published"), Column("agrees within", "expected", hint="the published range bench checks"),
+    Column("compared", "where", hint="the configurations bench's figure comes from"), Column("how", "how"),
+    Column("source", "source", hint="where it was published")]
 
 
 def picks(table: pd.DataFrame, runs: pd.DataFrame, *, budgets: list[recommend.Budget],
@@ -47,9 +49,18 @@ def pick_section(found: list[recommend.Pick], table: pd.DataFrame) -> Section | 
     """What to pick, one sentence per budget, and what the speed figures rest on; None without a configuration."""
     if not found:
         return None
-    items = "".join(f"<li>{render.esc(line)}</li>" for line in _prefixed(found))
+    items = "".join(f"<li>{_item(pick, line)}</li>" for pick, line in zip(found, _prefixed(found), strict=True))
     note = f'<p class="note">{render.esc(timing.note(table))}</p>'
     return Section("pick", "What to pick", PICK_INTRO, f'<ul class="picks">{items}</ul>{note}')
+
+
+def _item(pick: recommend.Pick, line: str) -> str:
+    """A sentence with its budgets and the configuration it recommends in bold, the rest as text."""
+    head, body = line[:len(line) - len(pick.body) - 2], pick.body
+    label = str(pick.chosen["label"]) if pick.chosen is not None else ""
+    named = (f"<strong>{render.esc(label)}</strong>{render.esc(body[len(label):])}"
+             if label and body.startswith(label) else render.esc(body))
+    return f"<strong>{render.esc(head)}</strong>: {named}"
 
 
 def known_section(rows: pd.DataFrame) -> Section:

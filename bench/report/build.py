@@ -64,8 +64,8 @@ def build_report(*, uri: str, experiment: str | None, sweep_id: str | None, out:
     (out / "index.html").write_text(render.page(title=title, facts=facts, sections=page_sections, absent=absent,
                                                 plotly_js=plots.plotly_js()), encoding="utf-8")
     analyse.results_table(raw, runs, table).to_csv(out / "results.csv", index=False)
-    (out / "summary.md").write_text(summary(title, facts, runs, table, several, deployed, picks=picks, checks=checks,
-                                            absent=absent), encoding="utf-8")
+    written = summary(title, facts, runs, table, several, deployed, picks=picks, checks=checks, absent=absent)
+    (out / "summary.md").write_text(written, encoding="utf-8")
     finished = int((runs["status"] == "FINISHED").sum())
     return Built(out, len(runs), finished, len(table), time.perf_counter() - started)
 

@@ -44,12 +44,11 @@ def _options(args: argparse.Namespace) -> tuple[list, float | None]:
 
 def report_command(argv: list[str]) -> int:
     """Parse `argv`, write the report, print where it is; exit code 2 with one line when runs are missing."""
+    from bench.core.cards import SizeError
     from bench.core.errors import ConfigError
     from bench.core.paths import check_writable_folder
     from bench.report.build import build_report, default_folder
     from bench.report.load import StoreError, resolve_uri
-
-    from bench.core.cards import SizeError
 
     args = parser().parse_args(argv)
     out = args.out or default_folder(args.experiment, args.sweep_id)

@@ -134,8 +134,10 @@ def timelines(uri: str, run_ids: list[str], artifact_uris: dict[str, str]) -> di
         folder = sqlite_store.local_folder(artifact_uris.get(run_id))
         if folder is None:
             remote.append(run_id)
-        elif (csv := sqlite_store.find_file(folder, TIMELINE_WORD, ".csv")) and (frame := _numeric_csv(csv)) is not None:
-            found[run_id] = frame
+        elif csv := sqlite_store.find_file(folder, TIMELINE_WORD, ".csv"):
+            frame = _numeric_csv(csv)
+            if frame is not None:
+                found[run_id] = frame
     return {**found, **(_downloaded(uri, remote) if remote else {})}
 
 

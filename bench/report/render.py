@@ -150,7 +150,8 @@ def missing_line(absent: list[Missing]) -> str:
     if not absent:
         return ""
     items = "; ".join(f"{esc(m.heading)} (<code>{esc(m.command)}</code>)" for m in absent)
-    return f'<p class="absent"><strong>Not in this report</strong> (no runs for it yet; the command that adds it): {items}.</p>'
+    return (f'<p class="absent"><strong>Not in this report</strong> (no runs for it yet; the command that adds it): '
+            f"{items}.</p>")
 
 
 def empty(message: str) -> str:
@@ -172,7 +173,8 @@ def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], p
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
             f"<style>{css}</style><script>{_script_safe(plotly_js)}</script></head><body>"
-            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl>{missing_line(absent or [])}</header>'
+            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl>'
+            f"{missing_line(absent or [])}</header>"
             f"<nav>{nav}</nav><main>{body}</main><script>{js}</script></body></html>\n")
 
 

@@ -24,10 +24,10 @@ def summary(title: str, facts: list[tuple[str, str]], runs: pd.DataFrame, table:
     failed = analyse.failures(runs)
     tail = f"\n\n{len(failed)} run(s) did not finish; see index.html." if len(failed) else ""
     serving = deploy_markdown(deployed, several)
+    serving = f"\n\n{serving}" if serving else ""
     return (f"# {render.markdown_text(title)}\n\n{about}\n\n{missing}{advice.markdown(picks, checks, table)}"
             f"{fair_sections.tuned_markdown(table, runs)}{_headline(table, runs, several)}{_at_peak(runs, table)}"
-            f"{_variants(table, runs, several)}{step_time.markdown(table)}{f'{chr(10) * 2}{serving}' if serving else ''}"
-            f"{tail}\n")
+            f"{_variants(table, runs, several)}{step_time.markdown(table)}{serving}{tail}\n")
 
 
 def _headline(table: pd.DataFrame, runs: pd.DataFrame, several: dict[str, bool]) -> str:

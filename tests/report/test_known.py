@@ -43,9 +43,10 @@ def test_an_expectation_no_run_tests_says_so_and_names_the_command() -> None:
 
 
 def _speed(device: str, qlora_tps: list[float], timing: str = "false") -> list[dict]:
-    rows = [run("lora", s, 0.8, device=device, metrics=timed(0.1, tps)) for s, tps in zip((1, 2, 3), (1000, 1010, 990))]
+    rows = [run("lora", s, 0.8, device=device, metrics=timed(0.1, tps))
+            for s, tps in zip((1, 2, 3), (1000, 1010, 990), strict=True)]
     return rows + [run("qlora", s, 0.8, device=device, timing=timing, metrics=timed(0.12, tps))
-                   for s, tps in zip((1, 2, 3), qlora_tps)]
+                   for s, tps in zip((1, 2, 3), qlora_tps, strict=True)]
 
 
 def test_qlora_speed_on_a_gpu_agrees_and_on_a_cpu_is_out_of_scope() -> None:
@@ -101,7 +102,8 @@ def test_tuned_variants_against_tuned_lora_on_test(gap: float, verdict: str) -> 
     rows += [run("dora", s, 0.8, test=0.70 + 0.01 * s + gap + 0.002 * (s - 2), tags=final) for s in (1, 2, 3)]
     found = _row(_checks(rows), "Once each is tuned")
     assert found["verdict"] == verdict and found["figure"] == f"{gap * 100:+.2f} pp"
-    untuned = _row(_checks([{**r, "tags.fair/stage": None, "tags.fair/id": None} for r in rows]), "Once each is tuned")
+    plain = [{**r, "tags.fair/stage": None, "tags.fair/id": None} for r in rows]
+    untuned = _row(_checks(plain), "Once each is tuned")
     assert untuned["verdict"] == "not measured here"  # untuned runs do not test a claim about tuned ones
 
 
@@ -111,7 +113,8 @@ def test_the_data_file_is_the_list_and_a_new_row_is_a_new_check(tmp_path: Path) 
         assert item.expected[0] < item.expected[1] and item.device in ("gpu", "any")
     extra = tmp_path / "known.toml"
     extra.write_text(known.TABLE.read_text() + '\n[[expectation]]\nclaim = "QLoRA holds 8 bits."\nsource = "nobody"\n'
-                     'url = "https://example.org"\npublished = "8"\nmeasure = "mean"\nmetric = "weight_bits_per_param"\n'
+                     'url = "https://example.org"\npublished = "8"\nmeasure = "mean"\n'
+                     'metric = "weight_bits_per_param"\n'
                      'technique = "qlora"\nagainst = ""\nexpected = [7.9, 8.1]\nunit = "bits"\ndevice = "any"\n'
                      'command = "bench run method=qlora"\n')
     assert len(known.expectations(extra)) == len(known.expectations()) + 1

@@ -73,10 +73,11 @@ def test_nothing_fitting_names_the_smallest_and_what_it_needs() -> None:
 
 
 def test_runs_on_another_device_are_judged_by_their_plan_and_labelled_so() -> None:
+    seeds = list(zip((1, 2, 3), LORA, strict=True))
     rows = [run("lora", s, a, device=H100, metrics={"mem/peak_nvml_process_bytes": 5 * GIB,
-                                                    "plan/process_bytes": 4 * GIB}) for s, a in zip((1, 2, 3), LORA)]
+                                                    "plan/process_bytes": 4 * GIB}) for s, a in seeds]
     rows += [run("qlora", s, a - 0.2, metrics={"plan/process_bytes": 1 * GIB, "plan/allocator_peak_bytes": 2 * GIB,
-                                               "mem/tensor_peak_bytes": 1.5 * GIB}) for s, a in zip((1, 2, 3), LORA)]
+                                               "mem/tensor_peak_bytes": 1.5 * GIB}) for s, a in seeds]
     table, _ = analysed(rows)
     lora, qlora = (table[table["technique"] == t].iloc[0] for t in ("lora", "qlora"))
     h100, rtx = recommend.budgets("h100")[0], recommend.budgets("rtx4090")[0]
