@@ -76,7 +76,8 @@ def _facts(raw: pd.DataFrame, runs: pd.DataFrame, *, uri: str, experiment: str |
     statuses = runs["status"].value_counts()
     facts = [("experiment", experiment or ", ".join(sorted(set(raw["experiment_name"].dropna())))),
              ("sweep", sweep_id or ""), ("runs", ", ".join(f"{n} {s.lower()}" for s, n in statuses.items())),
-             ("time range", sections.span(runs)), ("tracking", load.display_uri(uri)), ("command", hint(experiment, sweep_id)),
+             ("time range", sections.span(runs)), ("tracking", load.display_uri(uri)),
+             ("command", hint(experiment, sweep_id)),
              ("generated", pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"))]
     return [(k, v) for k, v in facts if v]
 
