@@ -239,7 +239,7 @@ def results_table(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame) ->
         columns=lambda c: f"group_{c}" if c.startswith(("accuracy", "test_")) or c in means else c)
     identity = runs[["run_id", "run_name", "status", "superseded", "note", "experiment_name", "dataset", "model",
                      "device", "fair_id", "stage", "technique", "r", "target_modules", "config", "lr", "lr_chosen",
-                     "chosen_on", "seed", "group", "peak_module",
+                     "chosen_on", "seed", "group", "timing", "peak_module",
                      "peak_phase", "failure", "error", "sweep_id", "git_sha", "start_time", "end_time"]]
     merged = identity.merge(stats, on="group", how="left").astype({"group_n": "Int64"})
     logged = raw.set_index("run_id").loc[runs["run_id"]]  # the sweep parents left out, as in `runs`
