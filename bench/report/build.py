@@ -96,6 +96,8 @@ def _parts(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, several: 
         fair_sections.lr_section(runs) or Missing("Tuned: each technique at its best learning rate",
                                                   "bench run experiment=fair-minilm")]
     untuned = sections.headline(table, several, untuned=tuned_headline is not None)
+    if untuned is None and tuned_headline is None:  # no run finished with a validation accuracy yet
+        untuned = Missing("Headline", "bench run (no run has finished with eval/accuracy yet)")
     serving = (Missing("Deployment cost", "bench run (deploy.measure=true, the default)")
                if deployed.rows.empty and not deployed.notes else deploy_section(deployed, several))
     return [*fair, untuned, sections.variant_part(table, runs, several=several), serving, sections.pareto(table),
