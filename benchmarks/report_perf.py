@@ -1,15 +1,22 @@
 """How long `bench report` takes over a big sweep: builds a synthetic MLflow store of 1,000 runs (no training),
-then times the report. The target is 5 s or less, store creation excluded.
+then times the report in-process and as a new process. Targets: 5 s in-process for 1,000 runs, store creation
+excluded; 15 s as a new process for 10,000 (1.5 ms a run, 5 s at least).
+
+Each figure is given as wall time and as CPU seconds (user + system, of this process or of the child): on a shared
+machine the wall time grows with everyone else's work while the CPU time stays what the report itself costs, so the
+verdict is on CPU time and the load average is printed beside it.
 
     python benchmarks/report_perf.py                         # 1,000 runs in a temporary folder
-    python benchmarks/report_perf.py --keep /tmp/report-perf   # keep the store (reused next time) and reports
+    python benchmarks/report_perf.py --runs 10000 --keep /dev/shm/report-perf   # keep the store (reused) and reports
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -21,7 +28,8 @@ MODELS = {"minilm": 22_700_000, "distilbert-base-uncased": 67_000_000}
 RANKS = (4, 8, 16, 32, 64)
 TARGETS = ("qv", "attention", "mlp", "all-linear")
 STEPS = 60  # train/loss points per run
-BUDGET_S = 5.0
+BUDGET_S = 5.0  # in-process, for 1,000 runs
+PROCESS_S_PER_RUN, PROCESS_MIN_S = 15.0 / 10_000, 5.0  # as a new process: 15 s for 10,000 runs
 SWEEP = "perf-sweep"
 
 
@@ -145,20 +153,30 @@ def main() -> int:
         build_store(folder, options.runs)
         print(f"store: {options.runs} runs in {time.perf_counter() - started:.1f} s ({uri})")
     _open_store(uri)
+    cpu = time.process_time()
     built = build_report(uri=uri, experiment=None, sweep_id=SWEEP, out=folder / "report")
-    print(f"build_report --sweep {SWEEP}: {built.seconds:.2f} s for {built.runs} runs, "
+    cpu = time.process_time() - cpu
+    print(f"build_report --sweep {SWEEP}: {built.seconds:.2f} s wall, {cpu:.2f} s CPU for {built.runs} runs, "
           f"{built.configurations} configurations (in-process; store creation and imports excluded)")
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "bench.cli", "report", "--sweep", SWEEP, "--tracking-uri", uri,
-               "--out", str(folder / "report-cli")]
-    subprocess.run(command, check=True, capture_output=True)
-    print(f"bench report --sweep {SWEEP} as a new process (interpreter and imports included): "
-          f"{time.perf_counter() - started:.2f} s")
+    wall, child = _new_process(uri, folder / "report-cli")
+    print(f"bench report --sweep {SWEEP} as a new process (interpreter and imports included): {wall:.2f} s wall, "
+          f"{child:.2f} s CPU; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if not options.keep:
         shutil.rmtree(folder, ignore_errors=True)
-    ok = built.seconds <= BUDGET_S
-    print(f"{'OK' if ok else 'TOO SLOW'}: budget {BUDGET_S:.0f} s for the report over {built.runs} runs")
+    limit = max(PROCESS_MIN_S, PROCESS_S_PER_RUN * built.runs)
+    ok = cpu <= BUDGET_S * built.runs / 1000 and child <= limit
+    print(f"{'OK' if ok else 'TOO SLOW'}: budgets {BUDGET_S:.0f} s per 1,000 runs in-process, {limit:.1f} s as a new "
+          f"process, on CPU time")
     return 0 if ok else 1
+
+
+def _new_process(uri: str, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of the real command in a fresh interpreter."""
+    command = [sys.executable, "-m", "bench.cli", "report", "--sweep", SWEEP, "--tracking-uri", uri, "--out", str(out)]
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 if __name__ == "__main__":

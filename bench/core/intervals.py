@@ -9,6 +9,7 @@ pandas: scipy's import alone would cost the report half a second.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import pandas as pd
 PAIRED, WELCH = "paired t", "Welch"
 
 
+@functools.cache  # a report asks for the same few sample sizes hundreds of times
 def t_value(n: int) -> float:
     """Student's t for a two-sided 95 % interval from n samples (n - 1 degrees of freedom), by bisection on the
     exact distribution function until the midpoint no longer moves (full double precision)."""

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.core.intervals import mean_interval
 from bench.core.metrics import EVAL_ACCURACY, TEST_ACCURACY, TRAIN_TOKENS_PER_S
-from bench.report import memory, step_time
+from bench.report import memory, step_time, timing
 from bench.report.compare import best_on_validation
 from bench.report.labels import config_labels, labels, several
 from bench.report.logged import columns
@@ -21,7 +21,8 @@ from bench.techniques import REFERENCE, report_order
 METRICS = {
     **columns({"accuracy": EVAL_ACCURACY, "f1": "eval/f1",  # eval/*: the validation split
                "test_accuracy": TEST_ACCURACY, "test_f1": "test/f1",  # test/*: reported, never chosen on
-               "tokens_per_s": TRAIN_TOKENS_PER_S, "train_time_s": "train/time_s",
+               "tokens_per_s": TRAIN_TOKENS_PER_S, "train_time_s": "train/time_s", "train_steps": "train/steps",
+               "forgetting": "eval/forgetting",  # causal LMs: general-text loss after minus before training
                "trainable_params": "params/trainable", "trainable_pct": "params/trainable_pct",
                "adapter_bytes": "artifact/adapter_bytes", "energy_j": "gpu/energy_j"}),
     **memory.METRICS, **step_time.METRICS,
@@ -59,6 +60,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "lr": pd.to_numeric(_column(runs, "params.trainer.lr"), errors="coerce"),
         "lr_chosen": pd.to_numeric(_column(runs, "tags.fair/lr_chosen"), errors="coerce"),
         "chosen_on": _column(runs, "tags.fair/chosen_on"),
+        "timing": timing.state(_column(runs, "tags.timing/shared")),
     })
     adapter = out["technique"] != REFERENCE  # rank and targets mean nothing for full fine-tuning
     out["r"] = _whole(_column(runs, "params.method.r").where(adapter))
@@ -66,6 +68,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     out[["config", "line_config"]] = config_labels(runs, out, SCOPE)
     for friendly, column in METRICS.items():
         out[friendly] = pd.to_numeric(_column(runs, column), errors="coerce")
+    out["s_per_1k_steps"] = timing.per_run(out)
     for friendly, column in memory.PEAK_TAGS.items():
         out[friendly] = _column(runs, column)
     out["group"] = out.groupby(list(KEYS), dropna=False, sort=False).ngroup()
@@ -104,7 +107,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (finished runs with a validation accuracy): n, mean validation accuracy and its
     95 % CI, the same of test accuracy where logged, the other metrics' means, deltas against full fine-tuning,
     and whether it is on the Pareto frontier."""
-    done = runs[(runs["status"] == "FINISHED") & runs["accuracy"].notna() & ~runs["superseded"]]
+    done = runs[(runs["status"] == "FINISHED") & runs["accuracy"].notna() & ~runs["superseded"]
+                & (runs["stage"] != timing.RETIME)]  # a re-timing run adds timing to its final configuration only
     grouped = done.groupby("group", sort=False)
     table = grouped[[*KEYS, "line_config"]].first()
     for column, prefix in ACCURACIES.items():
@@ -113,7 +117,10 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     table["n"] = table["accuracy_n"]
     others = [m for m in METRICS if m not in ACCURACIES]
     table[others] = grouped[others].mean()
+    table["forgetting_ci95"] = mean_interval(grouped["forgetting"])["ci95"]
     table = table.reset_index()
+    table = table.join(timing.alone_figures(runs, table), on="group")
+    table["timing_label"] = [timing.label(t, n) for t, n in zip(table["timing"], table["alone_n"], strict=True)]
     spans = several(runs)
     table["label"] = labels(table, **spans)
     table["line"] = labels(table, **spans, drop=("r",), config="line_config")  # a rank-sweep line
@@ -132,7 +139,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
 def _with_deltas(table: pd.DataFrame) -> pd.DataFrame:
     """Δ accuracy (validation and test) and tensor-peak / speed / size ratios against full fine-tuning in the same
     scope (its configuration best on validation when there are several); blank where there is none there."""
-    columns = ["accuracy_mean", "test_accuracy_mean", "tensor_peak_bytes", "tokens_per_s", "adapter_bytes", "label"]
+    columns = ["accuracy_mean", "test_accuracy_mean", "tensor_peak_bytes", "alone_tokens_per_s", "adapter_bytes",
+               "label"]
     full = best_on_validation(table[table["technique"] == REFERENCE], SCOPE)[[*SCOPE, *columns]]
     ref = table[SCOPE].merge(full, on=SCOPE, how="left")
     ref.index = table.index
@@ -140,7 +148,7 @@ def _with_deltas(table: pd.DataFrame) -> pd.DataFrame:
         delta_accuracy=table["accuracy_mean"] - ref["accuracy_mean"],
         delta_test_accuracy=table["test_accuracy_mean"] - ref["test_accuracy_mean"],
         memory_ratio=table["tensor_peak_bytes"] / ref["tensor_peak_bytes"],
-        speed_ratio=table["tokens_per_s"] / ref["tokens_per_s"],
+        speed_ratio=table["alone_tokens_per_s"] / ref["alone_tokens_per_s"],  # timed alone on both sides
         size_ratio=table["adapter_bytes"] / ref["adapter_bytes"],
         reference=ref["label"],
     )
@@ -231,7 +239,7 @@ def results_table(raw: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame) ->
         columns=lambda c: f"group_{c}" if c.startswith(("accuracy", "test_")) or c in means else c)
     identity = runs[["run_id", "run_name", "status", "superseded", "note", "experiment_name", "dataset", "model",
                      "device", "fair_id", "stage", "technique", "r", "target_modules", "config", "lr", "lr_chosen",
-                     "chosen_on", "seed", "group", "peak_module",
+                     "chosen_on", "seed", "group", "timing", "peak_module",
                      "peak_phase", "failure", "error", "sweep_id", "git_sha", "start_time", "end_time"]]
     merged = identity.merge(stats, on="group", how="left").astype({"group_n": "Int64"})
     logged = raw.set_index("run_id").loc[runs["run_id"]]  # the sweep parents left out, as in `runs`

@@ -19,6 +19,10 @@ QUANTILE = ("mean over seeds of each run's distribution-free 95 % interval of th
 PAIRING = ("95 % interval of the difference over seeds: paired t on per-seed differences where the seeds match one "
            "to one (a shared seed is a shared batch order), Welch otherwise; the cell says which")
 
+TIMING = ("timing/shared of its runs: alone (n runs trained while no other cell of their sweep did: the only figures "
+          "a ratio or a recommendation compares), shared (they overlapped), unknown (no tag: recorded before bench "
+          "marked it)")
+
 
 # What each memory figure is, for the column hints (the registry's meaning): one name per figure, none standing in
 # for another.
@@ -54,7 +58,8 @@ def headline_columns(*, several_datasets: bool, several_devices: bool = False, t
         Column("tensor peak", "tensor_peak_bytes", size, True, TENSOR_PEAK, keep=True), *MEMORY_COLUMNS,
         Column("tokens/s", "tokens_per_s", count, True, TRAIN_TOKENS_PER_S),
         Column("train time", "train_time_s", seconds, True, "train/time_s"),
-        Column("trainable", "trainable_params", count, True, "params/trainable"),
+        Column("timing", "timing_label", hint=TIMING), Column("trainable", "trainable_params", count, True,
+                                                                "params/trainable"),
         Column("trainable %", "trainable_pct", decimal, True, "params/trainable_pct"),
         Column("adapter size", "adapter_bytes", size, True, hint("artifact/adapter_bytes")),
         *BITS_COLUMNS, Column("energy", "energy_j", lambda v: f"{v:,.0f} {unit('gpu/energy_j')}", True,
@@ -64,7 +69,8 @@ def headline_columns(*, several_datasets: bool, several_devices: bool = False, t
         *([Column("Δ test accuracy", "delta_test_accuracy", points, True, "against the same full fine-tuning, on "
                   f"{TEST}", keep=True)] if test else []),
         Column("memory ×", "memory_ratio", ratio, True, "tensor peak / full FT's on the same device", keep=True),
-        Column("speed ×", "speed_ratio", ratio, True, "tokens/s / full FT's", keep=True),
+        Column("speed ×", "speed_ratio", ratio, True, "tokens/s / full FT's, both timed alone (timing/shared=false); "
+               "blank otherwise", keep=True),
         Column("size ×", "size_ratio", ratio, True, "adapter size / full FT's weights", keep=True)]
 
 
@@ -94,7 +100,8 @@ def variant_columns(*, several_datasets: bool, several_devices: bool = False, te
            Column("Δ test accuracy", "delta_parent_test", points, True, "variant − parent, on test", keep=True),
            delta("Δ test 95 % CI", "delta_parent_test", PAIRING, keep=True)] if test else []),
         Column("memory ×", "parent_memory_ratio", ratio, True, "tensor peak / parent's"),
-        Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's"),
+        Column("speed ×", "parent_speed_ratio", ratio, True, "tokens/s / parent's, both timed alone "
+               "(timing/shared=false); blank otherwise"),
         Column("size ×", "parent_size_ratio", ratio, True, "adapter size / parent's"),
         Column("bits/weight (quantized)", "weight_bits_per_param", decimal, True,
                "mem/weight_bits_per_param of the variant: its base's quantized (or, at 16 bits, linear) layers"),

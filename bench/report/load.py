@@ -1,5 +1,6 @@
 """MLflow → pandas. The only module of the report that talks to MLflow, so a SQLite file and a tracking server
-behave the same: runs come from `mlflow.search_runs`, histories and artifacts from `MlflowClient`."""
+behave the same: runs come from `mlflow.search_runs`, histories and artifacts from `MlflowClient`; a SQLite store is
+read straight from its tables (`bench.report.sqlite_store`, the same frame, without MLflow's ORM or its import)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
+
+from bench.report import sqlite_store
 
 DEFAULT_EXPERIMENT = "bench"  # tracker.experiment's default (TrackerConfig); tests/unit/test_defaults.py checks it
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -38,29 +41,41 @@ def display_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def _sqlite(uri: str) -> Path | None:
+    """The store's file when it is SQLite (read directly), None otherwise; a missing file is a StoreError, since
+    MLflow would silently create an empty store."""
+    path = sqlite_store.path_of(uri)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no MLflow store at {path}; run `bench run` first or pass --tracking-uri")
+    return path
+
+
 def _client(uri: str) -> Any:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # schema chatter when MLflow opens a SQLite file
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():  # MLflow would silently create an empty store; say what is missing instead
-            raise StoreError(f"no MLflow store at {path}; run `bench run` first or pass --tracking-uri")
+    _sqlite(uri)
     return mlflow.MlflowClient(uri)
 
 
 def load_runs(uri: str, *, experiment: str | None, sweep_id: str | None) -> pd.DataFrame:
     """Every run of the experiment (or of the sweep, across experiments) as `mlflow.search_runs` returns it,
     plus `experiment_name`."""
-    client = _client(uri)
+    path = _sqlite(uri)
     if experiment is None and sweep_id is None:
         experiment = DEFAULT_EXPERIMENT
-    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    names = sqlite_store.experiments(path) if path else {
+        e.experiment_id: e.name for e in _client(uri).search_experiments()}
     if experiment is not None and experiment not in names.values():
         raise StoreError(f"no experiment {experiment!r} at {display_uri(uri)}; "
                          f"experiments: {', '.join(sorted(names.values()))}")
     experiment_ids = [i for i, name in names.items() if experiment in (None, name)]
-    runs = _sweep_runs(uri, experiment_ids, sweep_id) if sweep_id else _search(uri, experiment_ids, "")
+    if sweep_id and "'" in sweep_id:
+        raise StoreError(f"sweep id {sweep_id!r} may not contain a quote")
+    if path:
+        runs = sqlite_store.search_runs(path, experiment_ids, sweep_id)
+    else:
+        runs = _sweep_runs(uri, experiment_ids, sweep_id) if sweep_id else _search(uri, experiment_ids, "")
     if runs.empty:
         where = f"sweep {sweep_id!r}" if sweep_id else f"experiment {experiment!r}"
         raise StoreError(f"no runs in {where} at {display_uri(uri)}")
@@ -77,8 +92,6 @@ def _search(uri: str, experiment_ids: list[str], filter_string: str) -> pd.DataF
 def _sweep_runs(uri: str, experiment_ids: list[str], sweep_id: str) -> pd.DataFrame:
     """The runs tagged with the sweep id (its parent run among them) and every child of its parent runs, since
     a sweep's cells are linked to the parent by `mlflow.parentRunId` and need not carry the id themselves."""
-    if "'" in sweep_id:
-        raise StoreError(f"sweep id {sweep_id!r} may not contain a quote")
     tagged = _search(uri, experiment_ids, f"tags.sweep_id = '{sweep_id}'")
     parents = tagged["run_id"][_tag(tagged, "sweep_role") == "parent"] if not tagged.empty else []
     children = [_search(uri, experiment_ids, f"tags.mlflow.parentRunId = '{parent}'") for parent in parents]
@@ -97,6 +110,9 @@ def metric_histories(uri: str, run_ids: list[str], key: str) -> dict[str, pd.Dat
     """`key`'s history (step, value) for each run; callers pass only the runs a plot shows, since each costs a query."""
     from concurrent.futures import ThreadPoolExecutor
 
+    path = _sqlite(uri)
+    if path:
+        return sqlite_store.metric_histories(path, run_ids, key)
     client = _client(uri)
     # A few requests in flight hide a tracking server's latency; on SQLite they cost nothing extra.
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -109,8 +125,24 @@ def metric_histories(uri: str, run_ids: list[str], key: str) -> dict[str, pd.Dat
     return histories
 
 
-def timelines(uri: str, run_ids: list[str]) -> dict[str, pd.DataFrame]:
-    """The monitor's timeline CSV of each run that has one, numeric columns only; runs without one are left out."""
+def timelines(uri: str, run_ids: list[str], artifact_uris: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The monitor's timeline CSV of each run that has one, numeric columns only; runs without one are left out.
+    Artifacts on this machine (`artifact_uris`: each run's, as the run frame holds them) are read in place; others
+    are downloaded through MLflow."""
+    found, remote = {}, []
+    for run_id in run_ids:
+        folder = sqlite_store.local_folder(artifact_uris.get(run_id))
+        if folder is None:
+            remote.append(run_id)
+        elif csv := sqlite_store.find_file(folder, TIMELINE_WORD, ".csv"):
+            frame = _numeric_csv(csv)
+            if frame is not None:
+                found[run_id] = frame
+    return {**found, **(_downloaded(uri, remote) if remote else {})}
+
+
+def _downloaded(uri: str, run_ids: list[str]) -> dict[str, pd.DataFrame]:
+    """Timelines of runs whose artifacts live elsewhere, through MLflow's artifact client."""
     client = _client(uri)
     found = {}
     with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch, _no_progress_bars():

@@ -34,7 +34,9 @@ METRICS = {
                # the allocator's own peak, an instrument apart from the tensor accounting, and the plan's figure
                "allocator_peak_bytes": "mem/allocator_peak_bytes",
                "plan_allocator_peak_bytes": "plan/allocator_peak_bytes",
-               "plan_met_allocator_peak_bytes": "plan/met_allocator_peak_bytes"}),
+               "plan_met_allocator_peak_bytes": "plan/met_allocator_peak_bytes",
+               # the plan's process total and reserved bytes: what a budget is judged by for runs on another device
+               "plan_process_bytes": "plan/process_bytes", "plan_reserved_bytes": "plan/reserved_bytes"}),
     **AT_PEAK,
 }
 PEAK_TAGS = {"peak_module": "tags.mem/peak_module", "peak_phase": "tags.mem/peak_phase"}

@@ -86,15 +86,12 @@ def _cells(frame: pd.DataFrame, column: Column) -> list[str]:
         fields = (column.field, *column.parts)
         return [cell(*values) for values in zip(*(_values(frame, f) for f in fields), strict=True)]
     css = ' class="error"' if column.field == "error" else ""
-    cells = []
-    for value in _values(frame, column.field):
-        if _missing(value):
-            cells.append('<td class="num" data-v=""></td>' if column.numeric else "<td></td>")
-        elif column.numeric:
-            cells.append(f'<td class="num" data-v="{float(value)!r}">{esc(column.format(value))}</td>')
-        else:
-            cells.append(f"<td{css}>{esc(column.format(value))}</td>")
-    return cells
+    blank, form, text = ('<td class="num" data-v=""></td>' if column.numeric else "<td></td>"), column.format, \
+        html.escape  # a formatted value is a string: escaped as is, without `esc`'s check (a big table's cost)
+    if column.numeric:
+        return [blank if _missing(v) else f'<td class="num" data-v="{float(v)!r}">{text(form(v))}</td>'
+                for v in _values(frame, column.field)]
+    return [blank if _missing(v) else f"<td{css}>{text(str(form(v)))}</td>" for v in _values(frame, column.field)]
 
 
 def _ci_cell(half: float, low: float, high: float, n: int) -> str:
@@ -139,6 +136,24 @@ class Section:
     body: str
 
 
+@dataclass(frozen=True)
+class Missing:
+    """A section left out for want of runs: its heading and the command that would add it. The page lists them in one
+    line near the top instead of showing sections that only say what they would need."""
+
+    heading: str
+    command: str
+
+
+def missing_line(absent: list[Missing]) -> str:
+    """`Not in this report: Rank sweep (bench run sweep=ranks); ...`, or "" when every section is there."""
+    if not absent:
+        return ""
+    items = "; ".join(f"{esc(m.heading)} (<code>{esc(m.command)}</code>)" for m in absent)
+    return (f'<p class="absent"><strong>Not in this report</strong> (no runs for it yet; the command that adds it): '
+            f"{items}.</p>")
+
+
 def empty(message: str) -> str:
     return f'<p class="empty">{esc(message)}</p>'
 
@@ -147,7 +162,8 @@ def definition_list(facts: list[tuple[str, str]]) -> str:
     return "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in facts)
 
 
-def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], plotly_js: str) -> str:
+def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], plotly_js: str,
+         absent: list[Missing] | None = None) -> str:
     """The whole self-contained page: CSS, plotly.js, the sections, then the table script."""
     assets = resources.files("bench.report") / "assets"
     css, js = (assets / "report.css").read_text("utf-8"), (assets / "report.js").read_text("utf-8")
@@ -157,7 +173,8 @@ def page(*, title: str, facts: list[tuple[str, str]], sections: list[Section], p
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
             f"<style>{css}</style><script>{_script_safe(plotly_js)}</script></head><body>"
-            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl></header>'
+            f'<header><h1>{esc(title)}</h1><dl class="facts">{definition_list(facts)}</dl>'
+            f"{missing_line(absent or [])}</header>"
             f"<nav>{nav}</nav><main>{body}</main><script>{js}</script></body></html>\n")
 
 

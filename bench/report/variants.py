@@ -12,7 +12,7 @@ from bench.techniques import TECHNIQUES
 # in the same stage of a fair comparison (tuned against tuned).
 PARENT = {name: row.parent for name, row in TECHNIQUES.items() if row.parent}
 KEYS = ["dataset", "model", "device", "fair_id", "stage", "r", "target_modules"]
-FIGURES = ["group", "label", "accuracy_mean", "test_accuracy_mean", "n", "tensor_peak_bytes", "tokens_per_s",
+FIGURES = ["group", "label", "accuracy_mean", "test_accuracy_mean", "n", "tensor_peak_bytes", "alone_tokens_per_s",
            "adapter_bytes", "weight_bits_per_param"]
 
 
@@ -33,5 +33,5 @@ def variant_comparison(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     rows = rows.join(against(rows, runs, rows["parent_group"], "test_accuracy", "delta_parent_test"))
     return rows.assign(
         parent_memory_ratio=rows["tensor_peak_bytes"] / rows["parent_tensor_peak_bytes"],
-        parent_speed_ratio=rows["tokens_per_s"] / rows["parent_tokens_per_s"],
+        parent_speed_ratio=rows["alone_tokens_per_s"] / rows["parent_alone_tokens_per_s"],  # timed alone only
         parent_size_ratio=rows["adapter_bytes"] / rows["parent_adapter_bytes"])

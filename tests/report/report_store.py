@@ -59,6 +59,7 @@ class Run:
     lr: float | None = None  # trainer.lr; None: the technique's usual rate
     stage: str = ""  # fair/stage of a fair comparison (tune or final); blank outside one
     params: dict[str, str] = field(default_factory=dict)  # params besides those every run logs
+    timing: str = "false"  # timing/shared: false timed alone, true beside another cell, "" untagged (older runs)
 
     @property
     def gpu(self) -> str | None:
@@ -156,9 +157,10 @@ RUNS = [
         extra=_gpu(1.4e9, 1.25e9, 1.9e9, 4000.0)),
 ]
 # Runs from before the tensor peak: only `mem/peak_bytes`, which the report must not show as one.
-OLD_RUNS = [Run("minilm", "full", None, None, seed, 0.80 + 0.01 * seed, 4.0e9, 1000.0, 90e6, legacy=True)
-            for seed in (1, 2)] + [Run("minilm", "lora", 8, "qv", seed, 0.78, 1.5e9, 1500.0, 300e3, legacy=True)
-                                   for seed in (1, 2)]
+# They carry no timing/shared tag either: their speed is shown, never compared.
+OLD_RUNS = [Run("minilm", "full", None, None, seed, 0.80 + 0.01 * seed, 4.0e9, 1000.0, 90e6, legacy=True, timing="")
+            for seed in (1, 2)] + [Run("minilm", "lora", 8, "qv", seed, 0.78, 1.5e9, 1500.0, 300e3, legacy=True,
+                                       timing="") for seed in (1, 2)]
 TIMELINE_CSV = ("time_s,step,rss_bytes,cuda_allocated_bytes,gpu_util_pct,phase\n"
                 "0.0,0,1048576000,0,0,setup\n0.5,1,1073741824,524288000,55.5,train\n"
                 "1.0,2,1100000000,530000000,60.0,train\n1.5,3,1090000000,520000000,58.0,eval\n")
@@ -190,7 +192,8 @@ def _tags(run: Run, parent: str | None) -> dict[str, str]:
     config_hash = hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
     tags = {"technique": run.technique, "model": run.model, "dataset": "tweets", "config_hash": config_hash,
             "git_sha": "abc1234", "version/torch": "2.13.0", "version/peft": "0.17.1", "hw/cpu": "Test CPU 9000",
-            "hw/device": run.device, **({"hw/gpu": run.gpu} if run.gpu else {})}
+            "hw/device": run.device, **({"hw/gpu": run.gpu} if run.gpu else {}),
+            **({"timing/shared": run.timing} if run.timing else {})}
     if run.accuracy is not None and not run.legacy:
         tags["mem/peak_module"], tags["mem/peak_phase"] = run.peak_where()
     if run.stage:  # as the fair comparison tags its runs; a final run trains at the rate chosen for it

@@ -114,10 +114,12 @@ def test_a_store_of_old_runs_reports_a_blank_tensor_peak(tmp_path: Path) -> None
     assert len(rows) == 2 and "peak memory" not in rows[0] and "device" not in rows[0]  # one device: no column
     for row in rows:  # mem/peak_bytes never stands in: the tensor peak, its ratio and the frontier stay blank
         assert row["tensor peak"][1] == row["memory ×"][1] == "" and row[ROW_CLASS][1] == ""
-        assert row["val accuracy %"][1] and row["speed ×"][1]
+        assert row["val accuracy %"][1] and row["tokens/s"][1]
+        # untagged (timing/shared): their speed shows but is compared with nothing
+        assert row["speed ×"][1] == "" and row["timing"][1] == "unknown"
     assert not re.search(r"3\.73 GiB|1\.40 GiB", page)  # 4.0e9 and 1.5e9 bytes, as a size would read
     assert 'id="plot-pareto"' not in page and 'id="plot-breakdown"' not in page
-    assert "No configuration logged its tensor peak by category" in page
+    assert 'id="breakdown"' not in page and "Memory at the peak (<code>" in page  # left out, listed at the top
     # no plan/peak_bytes: no point, and no other figure stands in for the prediction
-    assert 'id="plot-prediction"' not in page and "No finished run logged both a plan and what it predicts" in page
+    assert 'id="plot-prediction"' not in page and "Predicted against measured (<code>" in page
     assert "## Memory at the peak" not in (tmp_path / "r" / "summary.md").read_text()

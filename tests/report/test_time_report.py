@@ -78,4 +78,5 @@ def test_a_report_without_a_profiled_run_says_how_to_get_one(tmp_path: Path) -> 
     uri = build_store(tmp_path, [Run("minilm", "lora", 8, "qv", 1, 0.7, 2e8, 1000.0, 4e5)])
     assert main(["report", "--tracking-uri", uri, "--experiment", "cmp", "--out", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "No run was profiled: add monitor.profile=true" in page and "time-table" not in page
+    assert '<section id="time">' not in page and "time-table" not in page  # left out, and said where to get it:
+    assert "Where the time goes (<code>bench run experiment=profile-minilm</code>)" in page
