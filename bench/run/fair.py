@@ -189,6 +189,8 @@ def _tune(base: list[str], fair: FairConfig, fair_id: str, *, uri: str, experime
                         experiment=experiment)
         if status not in (0, 1):
             return status, results
+        if status == 1:  # every cell of the round failed: another round would ask for the same rates again
+            break
         results = tune_results(uri, experiment, fair_id)
     return 0, results
 
