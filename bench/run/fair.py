@@ -121,15 +121,17 @@ def refine_overrides(base: list[str], fair: FairConfig, rates: dict[str, list[fl
             f"fair.refine={{{listed}}}", "fair.rate=0,1", f"seed={fair.tune_seed}", "-m"]
 
 
-def chosen_overrides(base: list[str], fair: FairConfig, near: dict[str, Neighbourhood], stage: str) -> list[str]:
+def chosen_overrides(base: list[str], fair: FairConfig, near: dict[str, Neighbourhood], stage: str, *,
+                     launcher: dict[str, Any]) -> list[str]:
     """Stage 2 (final): every technique with a chosen rate x every seed. Stage 3 (retime): the same with the first
-    seed, one cell at a time (Hydra's basic launcher: no other cell of the sweep runs beside it)."""
+    seed, one cell at a time: `hydra.launcher.n_jobs=1` where the `launcher` (the composed `hydra.launcher`) runs
+    several (joblib); Hydra's basic launcher runs them one after another already."""
     chosen = ",".join(f"{technique}:{point.best.lr!r}" for technique, point in near.items())
     resolution = ",".join(f"{technique}:{float(f'{point.resolution:.3g}')!r}" for technique, point in near.items()
                           if point.resolution is not None)
     settled = ",".join(f"{technique}:{str(point.settled).lower()}" for technique, point in near.items())
     seeds = fair.seeds if stage == FINAL else fair.seeds[:1]
-    alone = [] if stage == FINAL else ["hydra/launcher=basic"]
+    alone = ["hydra.launcher.n_jobs=1"] if stage == RETIME and "n_jobs" in launcher else []
     kept = base if stage == FINAL else [o for o in base if not o.lstrip("+~").startswith("hydra.launcher.")]
     return [*kept, f"fair.stage={stage}", f"method={','.join(near)}", f"fair.chosen={{{chosen}}}",
             *([f"fair.resolution={{{resolution}}}"] if resolution else []), f"fair.settled={{{settled}}}",
@@ -161,7 +163,8 @@ def run_fair(overrides: list[str], composed: dict[str, Any]) -> int:
     say_chosen(fair, results, near)
     for stage in (FINAL, RETIME) if fair.retime else (FINAL,):
         if near:
-            status = _stage(chosen_overrides(base, fair, near, stage), stage, fair=fair, uri=uri,
+            launcher = (composed.get("hydra") or {}).get("launcher") or {}
+            status = _stage(chosen_overrides(base, fair, near, stage, launcher=launcher), stage, fair=fair, uri=uri,
                             experiment=experiment)
             if status not in (0, 1):
                 return status

@@ -104,7 +104,7 @@ def test_the_best_validation_rate_of_each_technique_goes_on_to_the_seeds(tmp_pat
     # the re-timing stage: the same configurations, the first seed, one cell at a time
     assert retime[retime.index("fair.stage=retime") + 1:] == [
         "method=lora,dora", "fair.chosen={lora:0.002,dora:0.0006}", "fair.resolution={lora:3.33}",
-        "fair.settled={lora:false,dora:false}", "seed=1", "hydra/launcher=basic", "-m"]
+        "fair.settled={lora:false,dora:false}", "seed=1", "hydra.launcher.n_jobs=1", "-m"]
     ids = {o for o in tune + final + retime if o.startswith("fair.id=")}
     assert len(ids) == 1  # one comparison, one id on every stage
     out, err = capsys.readouterr()
