@@ -87,14 +87,16 @@ def fair_comparison(overrides: list[str]) -> dict | None:
     from omegaconf import OmegaConf
 
     try:
-        cfg = compose([override for override in overrides if not override.startswith("-")])
+        cfg = compose([override for override in overrides if not override.startswith("-")], return_hydra_config=True)
     except Exception:  # noqa: BLE001 - a bad override or a sweep over experiments: Hydra's own run reports it
         return None
     if cfg.get("fair") is None or cfg.fair.get("stage") is not None:
         return None
     # `${hydra:runtime.output_dir}` resolves only inside a Hydra run; each cell has its own
-    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-            for key in cfg if key != "output_dir"}
+    composed = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in cfg if key not in ("output_dir", "hydra")}
+    # the launcher only: the re-timing stage runs one cell at a time with it (`hydra.launcher.n_jobs=1`)
+    return {**composed, "hydra": {"launcher": OmegaConf.to_container(cfg.hydra.launcher, resolve=False)}}
 
 
 def _debug() -> bool:

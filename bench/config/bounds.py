@@ -65,6 +65,7 @@ BOUNDS: dict[str, Bound] = {
     "deploy.throughput_batch": POSITIVE, "deploy.new_tokens": POSITIVE, "deploy.max_seconds": POSITIVE,
     "deploy.min_repeats": POSITIVE, "deploy.load_repeats": POSITIVE, "deploy.fidelity_rows": POSITIVE,
     "fair.tune_seed": SEED, "fair.seeds": SEED, "fair.rate": NON_NEGATIVE,  # a list's bound holds for each item
+    "fair.refine_rounds": Bound(0, 5), "fair.round": POSITIVE,  # 5 rounds halve a half-decade 5 times: 1.04x
 }
 
 

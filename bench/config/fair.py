@@ -11,7 +11,9 @@ from bench.config.bounds import check_bounds
 from bench.core.errors import ConfigError
 from bench.techniques import NAMES
 
-TUNE, FINAL = "tune", "final"  # the comparison's two stages: rates tuned on validation, then the chosen rates' seeds
+# The comparison's stages: rates tuned on validation (the grid, then finer rounds), the chosen rates over seeds, and
+# each chosen configuration re-timed alone on the machine (its speed, time and energy measured without a neighbour).
+TUNE, FINAL, RETIME = "tune", "final", "retime"
 
 
 @dataclass(frozen=True)
@@ -23,11 +25,18 @@ class FairConfig:
     tune_seed: int = 0  # stage 1's one seed; not among `seeds`, so no final run repeats the run its rate was chosen on
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # stage 2's seeds
     report: bool = True  # write the report at the end
+    refine_rounds: int = 2  # after the grid: at most this many rounds of finer rates around each best (0: grid alone)
+    retime: bool = True  # at the end, each chosen configuration once more, alone on the machine (seed: seeds[0])
     # Set by the orchestrator on the stage sweeps it starts; null when a user starts the comparison.
     id: str | None = None  # the comparison's id, tag `fair/id`
-    stage: str | None = None  # tune or final
-    rate: int | None = None  # tune: the index into the technique's grid
-    chosen: dict[str, float] | None = None  # final: each technique's chosen rate
+    stage: str | None = None  # tune, final or retime
+    rate: int | None = None  # tune: the index into the technique's grid, or into its `refine` rates
+    round: int | None = None  # tune: the round of finer rates (1, 2, ...); null: the grid
+    refine: dict[str, list[float]] | None = None  # a round of finer rates: each technique's new rates
+    chosen: dict[str, float] | None = None  # final and retime: each technique's chosen rate
+    # final and retime: the largest ratio between each chosen rate and a tried neighbour (absent at a grid's edge)
+    resolution: dict[str, float] | None = None
+    settled: dict[str, bool] | None = None  # final and retime: both neighbours within noise of the chosen rate
 
     def __post_init__(self) -> None:
         if not self.techniques:
@@ -45,8 +54,9 @@ class FairConfig:
             raise ConfigError("fair.grid: every learning rate must be > 0")
         if not self.seeds:
             raise ConfigError("fair.seeds is empty; give the final stage's seeds, e.g. [1,2,3]")
-        if self.stage not in (None, TUNE, FINAL):
-            raise ConfigError(f"fair.stage={self.stage!r} is not valid; the orchestrator sets it (tune or final)")
+        if self.stage not in (None, TUNE, FINAL, RETIME):
+            raise ConfigError(f"fair.stage={self.stage!r} is not valid; the orchestrator sets it (tune, final or "
+                              "retime)")
         check_bounds("fair", vars(self))
 
     @classmethod

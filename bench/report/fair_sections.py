@@ -30,7 +30,8 @@ def tuned_section(table: pd.DataFrame, runs: pd.DataFrame) -> Section | None:
     rows = tuned.tuned_table(table, runs)
     if rows.empty:
         return None
-    return Section("tuned", "Tuned: each technique at its best learning rate", TUNED_INTRO,
+    intro = " ".join(filter(None, [TUNED_INTRO, resolution_line(runs)]))
+    return Section("tuned", "Tuned: each technique at its best learning rate", intro,
                    render.table_html(rows, columns.tuned_columns(**several(rows)), "tuned-table"))
 
 
@@ -56,5 +57,19 @@ def tuned_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
         return ""
     return ("## Tuned: each technique at its best learning rate\n\nTest accuracy in %: mean over seeds ± the 95 % "
             "Student-t half-width [low, high]; the rate was chosen on validation. Δ on test against LoRA and full "
-            "fine-tuning: paired t over seeds where they match, Welch otherwise.\n\n"
+            f"fine-tuning: paired t over seeds where they match, Welch otherwise. {resolution_line(runs)}\n\n"
             f"{render.markdown_table(rows, columns.tuned_columns(**several(rows)))}\n\n")
+
+
+def resolution_line(runs: pd.DataFrame) -> str:
+    """One sentence: the resolution each technique's rate was chosen at (`tuned.resolutions`), or "" without one."""
+    found = tuned.resolutions(runs)
+    if found.empty:
+        return ""
+    several_ids = found["fair_id"].nunique() > 1
+    parts = [f"{f'[{row.fair_id}] ' if several_ids else ''}{row.technique} "
+             f"{'at an end of its rates' if pd.isna(row.resolution) else f'{row.resolution:.3g}x'}"
+             for row in found.itertuples()]
+    return ("Each rate was chosen at a resolution of " + ", ".join(parts) + ": the larger ratio between the chosen "
+            "rate and a rate tried beside it (the rate best on validation lies within that factor, if its curve has "
+            "one peak).")

@@ -83,3 +83,19 @@ def _mark(rows: pd.DataFrame, chosen: float | None) -> pd.DataFrame:
     if chosen is None:  # no final run yet: the rate the tuning stage would choose
         chosen = float(rows.loc[rows["accuracy"].idxmax(), "lr"])
     return rows.assign(chosen=np.isclose(rows["lr"], chosen, rtol=1e-9, atol=0.0))
+
+
+def resolutions(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison and technique, how finely its rate was chosen: `resolution`, the larger ratio between the chosen
+    rate and a rate tried beside it in the tuning stage (the rate best on validation lies within that factor of the
+    chosen one, if its curve has one peak; the comparison's final runs carry it as the tag fair/rate_resolution);
+    NaN where the chosen rate is an end of the rates tried, whose resolution is unknown."""
+    rows = []
+    for key, points in lr_points(runs).groupby([*SCOPE, "technique"], sort=False):
+        rates, chosen = points["lr"].tolist(), points["chosen"].tolist()
+        if True not in chosen:
+            continue
+        i = chosen.index(True)
+        ratio = max(rates[i] / rates[i - 1], rates[i + 1] / rates[i]) if 0 < i < len(rates) - 1 else np.nan
+        rows.append({**dict(zip([*SCOPE, "technique"], key, strict=True)), "resolution": ratio})
+    return pd.DataFrame(rows, columns=[*SCOPE, "technique", "resolution"])

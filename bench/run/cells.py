@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.config import RunConfig, TrackerConfig, config_hash
 from bench.core.metrics import EVAL_ACCURACY
+from bench.run import overlap
 
 CELL_MODULE = "bench.run.isolation"  # the child's entry point, run with `python -m`
 SPEC_FILE, RESULT_FILE = "cell.json", "cell_result.json"  # in the cell's Hydra output folder
@@ -57,9 +58,11 @@ class CellSpec:
 
 def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
     """Hydra's job: returns the final eval accuracy, or None for a skipped or failed sweep cell. `stage`: what
-    the progress label starts with, `stage 1/2: ` in a fair comparison (bench.run.fair)."""
+    the progress label starts with, `stage 1/3: ` in a fair comparison (bench.run.fair)."""
+    from hydra.core.hydra_config import HydraConfig
+
     from bench.run.runner import run_experiment
-    from bench.run.sweep import current_context, finished_cell
+    from bench.run.sweep import current_context
 
     sweep = current_context()
     if sweep is None:
@@ -67,6 +70,18 @@ def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
     context, number = sweep
     label = f"{stage}cell {number + 1}/{context.total_cells}"
     print(f"{label}: {' '.join(_cell_overrides())}", flush=True)
+    timing = overlap.Timing(Path(HydraConfig.get().sweep.dir), number)  # from here on, the cell takes the machine
+    try:
+        return _sweep_cell(raw, context, label, timing)
+    finally:
+        timing.end()
+
+
+def _sweep_cell(raw: dict[str, Any], context: Any, label: str, timing: overlap.Timing) -> float | None:
+    """A sweep's cell: skipped when FINISHED already, predicted here when a dry run, else run in a fresh process."""
+    from bench.run.runner import run_experiment
+    from bench.run.sweep import finished_cell
+
     try:
         config = RunConfig.from_dict(raw)
         cell_hash = _hash(config)
@@ -78,7 +93,7 @@ def run_job(raw: dict[str, Any], *, stage: str = "") -> float | None:
             return run_experiment(config, parent_run_id=context.parent_run_id)[EVAL_ACCURACY]
     except Exception as error:  # noqa: BLE001 - a failed cell is a result; the sweep goes on
         return cell_failed(raw, error, context, label)
-    return _run_in_fresh_process(raw, context, label, cell_hash=cell_hash)
+    return _run_in_fresh_process(raw, context, label, cell_hash=cell_hash, timing=timing)
 
 
 def run_cell(spec: CellSpec, *, start_metrics: dict[str, float]) -> dict[str, Any]:
@@ -151,8 +166,10 @@ def _record_failed_cell(raw: dict[str, Any], error: Exception, context: Any, *, 
         tracker.set_tags({"failure": failure, NOTE: ended})
 
 
-def _run_in_fresh_process(raw: dict[str, Any], context: Any, label: str, *, cell_hash: str) -> float | None:
-    """Run the cell in its own process and read back its result; a process that left none crashed."""
+def _run_in_fresh_process(raw: dict[str, Any], context: Any, label: str, *, cell_hash: str,
+                          timing: overlap.Timing) -> float | None:
+    """Run the cell in its own process and read back its result; a process that left none crashed. The run is
+    tagged `timing/shared`: whether another cell of the sweep ran while this one did (`bench.run.overlap`)."""
     from hydra.core.hydra_config import HydraConfig
 
     folder = Path(HydraConfig.get().runtime.output_dir)  # the cell's own, beside its `bench.log`
@@ -162,6 +179,7 @@ def _run_in_fresh_process(raw: dict[str, Any], context: Any, label: str, *, cell
     spec = _spec(raw, context, label, result=result)
     (folder / SPEC_FILE).write_text(json.dumps(asdict(spec)))
     pid, returncode = _run_child(folder / SPEC_FILE)
+    _tag_timing(context, pid=pid, since=spec.started, shared=timing.end())
     if not result.is_file():
         return _crashed(raw, context, label, pid=pid, returncode=returncode, since=spec.started,
                         cell_hash=cell_hash)
@@ -169,6 +187,24 @@ def _run_in_fresh_process(raw: dict[str, Any], context: Any, label: str, *, cell
     if outcome.get("failure") == "killed":  # the cell alone was interrupted: stop the sweep, as in one process
         raise KeyboardInterrupt(f"{label} was interrupted")
     return outcome.get("accuracy")
+
+
+def _tag_timing(context: Any, *, pid: int, since: float, shared: bool) -> None:
+    """Tag the run the cell's process `pid` started `timing/shared`; a store hiccup is a warning, never a reason to
+    stop the sweep (the run then carries no tag: its timing is unknown, not alone)."""
+    import mlflow
+
+    from bench.run.sweep import find_cell_run
+    from bench.tracking.store import retrying
+
+    try:
+        found = find_cell_run(context, pid=pid, since=since)
+        if found is not None:
+            client = mlflow.MlflowClient(context.tracking_uri)
+            retrying(lambda: client.set_tag(found.info.run_id, overlap.SHARED_TAG, str(shared).lower()))
+    except Exception as error:  # noqa: BLE001 - the run is on record either way
+        print(f"warning: {overlap.SHARED_TAG} was not recorded on the cell's run: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
 
 
 def _spec(raw: dict[str, Any], context: Any, label: str, *, result: Path) -> CellSpec:

@@ -1,14 +1,17 @@
 """The fair comparison: each technique at its own learning rate, chosen on validation, reported on test.
 
 `bench run experiment=fair-minilm` (any experiment with a `fair:` section) runs
-  stage 1/2 (tune)   every technique at every rate of its own grid (`fair.grid`), one seed (`fair.tune_seed`);
-  stage 2/2 (final)  every technique at the rate with its best validation accuracy, over `fair.seeds`;
+  stage 1/3 (tune)    every technique at every rate of its own grid (`fair.grid`), one seed (`fair.tune_seed`), then
+                      up to `fair.refine_rounds` rounds of finer rates around each best (`bench.run.fair_refine`);
+  stage 2/3 (final)   every technique at the rate with its best validation accuracy, over `fair.seeds`;
+  stage 3/3 (retime)  each chosen configuration once more, one cell at a time (`fair.retime`), so that its speed,
+                      time and energy are measured with no other cell on the machine (tag `timing/shared=false`);
   then the report (`bench report`) of the comparison's experiment.
-Each stage is an ordinary `bench run -m ...` Hydra sweep in a process of its own, with its parent run, its
-cells each in a fresh process, and a failed cell recorded and passed over. This module builds the two sweeps'
-overrides, reads the store between them (`bench.run.fair_select`, validation only) and calls the report; it
-schedules nothing itself. A Hydra grid is the same for every technique, so stage 1 sweeps an index into each
-technique's own grid (`fair.rate=0,1,2`) and each cell turns it into its rate (`prepare_cell`).
+Each stage (and each round of finer rates) is an ordinary `bench run -m ...` Hydra sweep in a process of its own,
+with its parent run, its cells each in a fresh process, and a failed cell recorded and passed over. This module
+builds the sweeps' overrides, reads the store between them (`bench.run.fair_select`, validation only) and calls
+the report; it schedules nothing itself. A Hydra grid is the same for every technique, so a tuning sweep sweeps an
+index into each technique's own rates (`fair.rate=0,1,2`) and each cell turns it into its rate (`prepare_cell`).
 
 The comparison's id (tag `fair/id`) is a hash of its composed config: the same command again reopens the same
 stage sweeps and skips their finished cells, and a different comparison gets a different id.
@@ -22,42 +25,66 @@ import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, config_hash
-from bench.config.fair import FINAL, TUNE, FairConfig
+from bench.config.fair import FINAL, RETIME, TUNE, FairConfig
 
-STAGE_LABELS = {TUNE: "stage 1/2", FINAL: "stage 2/2"}
+if TYPE_CHECKING:
+    from bench.run.fair_refine import Neighbourhood
+
+STAGE_NUMBERS = {TUNE: 1, FINAL: 2, RETIME: 3}
 # Keys the comparison sets for every cell itself; on the command line they would break the design.
 _OWN_KEYS = {"method": "fair.techniques", "seed": "fair.tune_seed and fair.seeds", "trainer.lr": "fair.grid"}
-_ORCHESTRATOR_KEYS = ("fair.id", "fair.stage", "fair.rate", "fair.chosen")
+_ORCHESTRATOR_KEYS = ("fair.id", "fair.stage", "fair.rate", "fair.round", "fair.refine", "fair.chosen",
+                      "fair.resolution", "fair.settled")
 # What does not change any run's result, so does not make it another comparison.
 _NOT_IDENTITY = ("tracker", "monitor", "output_dir", "force", "hydra")
+_NOT_FAIR_IDENTITY = ("report", "retime")  # the report, and runs that only re-time a final configuration
+# `fair` keys added since the id was pinned, at the values that give the comparison as it was before them: left out
+# of the hash at those values, so such a comparison keeps its id and its finished runs. Finer rounds change which
+# rates the final runs train at, so a comparison with them is another one (the report would mix their final runs).
+_AS_BEFORE = {"refine_rounds": 0, "round": None, "refine": None, "resolution": None, "settled": None}
+
+
+def stage_label(fair: FairConfig) -> str:
+    """A stage's progress prefix: `stage 1/3`, `stage 1/3 round 2` (finer rates), `stage 2/2` without re-timing."""
+    total = 3 if fair.retime else 2
+    label = f"stage {STAGE_NUMBERS[fair.stage or TUNE]}/{total}"
+    return f"{label} round {fair.round}" if fair.round else label
 
 
 def prepare_cell(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """A stage's cell: its `fair` section becomes its learning rate and its `fair/*` tags, and leaves the config
-    (a run knows nothing of comparisons). Returns the config and the progress label's prefix, `stage 1/2: `."""
+    (a run knows nothing of comparisons). Returns the config and the progress label's prefix, `stage 1/3: `."""
     fair = FairConfig.from_dict(raw.pop("fair"))
     method = raw["method"]["name"]
     if fair.stage is None or fair.id is None:
         raise ConfigError("a fair comparison runs its own sweeps: start it as `bench run experiment=<name>`, "
                           "without -m")
-    tags = {"fair/id": fair.id, "fair/stage": fair.stage}
-    if fair.stage == TUNE:
+    tags: dict[str, Any] = {"fair/id": fair.id, "fair/stage": fair.stage}
+    if fair.stage == TUNE and fair.round:
+        lr = float((fair.refine or {})[method][fair.rate])
+        tags["fair/round"] = fair.round
+    elif fair.stage == TUNE:
         lr = float(fair.grid[method][fair.rate])
     else:
         lr = float((fair.chosen or {})[method])
         tags |= {"fair/lr_chosen": lr, "fair/chosen_on": "validation"}
+        if method in (fair.resolution or {}):
+            tags["fair/rate_resolution"] = fair.resolution[method]  # type: ignore[index]
+        if method in (fair.settled or {}):
+            tags["fair/rate_settled"] = str(bool(fair.settled[method])).lower()  # type: ignore[index]
     raw["trainer"]["lr"] = lr
     raw["tracker"]["tags"] = {**(raw["tracker"].get("tags") or {}), **tags}
-    return raw, f"{STAGE_LABELS[fair.stage]}: "
+    return raw, f"{stage_label(fair)}: "
 
 
 def comparison_id(composed: dict[str, Any]) -> str:
     """The comparison's id: a hash of everything in its config that changes a result."""
     values = {key: value for key, value in composed.items() if key not in _NOT_IDENTITY}
-    values["fair"] = {key: value for key, value in values["fair"].items() if key != "report"}
+    values["fair"] = {key: value for key, value in values["fair"].items() if key not in _NOT_FAIR_IDENTITY
+                      and not (key in _AS_BEFORE and value == _AS_BEFORE[key])}
     if isinstance(values.get("method"), dict) and not values["method"].get("options"):
         # as before techniques declared options: a comparison without any keeps the id it had, and its runs
         values["method"] = {key: value for key, value in values["method"].items() if key != "options"}
@@ -81,23 +108,41 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def tune_overrides(base: list[str], fair: FairConfig) -> list[str]:
-    """Stage 1's sweep: every technique x every index into its grid, one seed."""
+    """Stage 1's grid: every technique x every index into its grid, one seed."""
     rates = ",".join(str(index) for index in range(fair.rates_per_technique))
     return [*base, f"fair.stage={TUNE}", f"method={','.join(fair.techniques)}", f"fair.rate={rates}",
             f"seed={fair.tune_seed}", "-m"]
 
 
-def final_overrides(base: list[str], fair: FairConfig, chosen: dict[str, float]) -> list[str]:
-    """Stage 2's sweep: every technique with a chosen rate x every seed."""
-    rates = ",".join(f"{technique}:{lr!r}" for technique, lr in chosen.items())
-    return [*base, f"fair.stage={FINAL}", f"method={','.join(chosen)}", f"fair.chosen={{{rates}}}",
-            f"seed={','.join(map(str, fair.seeds))}", "-m"]
+def refine_overrides(base: list[str], fair: FairConfig, rates: dict[str, list[float]], round_: int) -> list[str]:
+    """A round of finer rates: each technique that needs one x its two new rates, the tuning seed."""
+    listed = ",".join(f"{technique}:[{','.join(map(repr, new))}]" for technique, new in rates.items())
+    return [*base, f"fair.stage={TUNE}", f"fair.round={round_}", f"method={','.join(rates)}",
+            f"fair.refine={{{listed}}}", "fair.rate=0,1", f"seed={fair.tune_seed}", "-m"]
+
+
+def chosen_overrides(base: list[str], fair: FairConfig, near: dict[str, Neighbourhood], stage: str, *,
+                     launcher: dict[str, Any]) -> list[str]:
+    """Stage 2 (final): every technique with a chosen rate x every seed. Stage 3 (retime): the same with the first
+    seed, one cell at a time: `hydra.launcher.n_jobs=1` where the `launcher` (the composed `hydra.launcher`) runs
+    several (joblib); Hydra's basic launcher runs them one after another already."""
+    chosen = ",".join(f"{technique}:{point.best.lr!r}" for technique, point in near.items())
+    resolution = ",".join(f"{technique}:{float(f'{point.resolution:.3g}')!r}" for technique, point in near.items()
+                          if point.resolution is not None)
+    settled = ",".join(f"{technique}:{str(point.settled).lower()}" for technique, point in near.items())
+    seeds = fair.seeds if stage == FINAL else fair.seeds[:1]
+    alone = ["hydra.launcher.n_jobs=1"] if stage == RETIME and "n_jobs" in launcher else []
+    kept = base if stage == FINAL else [o for o in base if not o.lstrip("+~").startswith("hydra.launcher.")]
+    return [*kept, f"fair.stage={stage}", f"method={','.join(near)}", f"fair.chosen={{{chosen}}}",
+            *([f"fair.resolution={{{resolution}}}"] if resolution else []), f"fair.settled={{{settled}}}",
+            f"seed={','.join(map(str, seeds))}", *alone, "-m"]
 
 
 def run_fair(overrides: list[str], composed: dict[str, Any]) -> int:
-    """`bench run experiment=<fair experiment> [overrides]`: both stages, the choice between them, the report.
+    """`bench run experiment=<fair experiment> [overrides]`: the stages, the choice between them, the report.
     `composed`: the config composed from `overrides`, resolved. Exit status: 0 when the final stage ran."""
-    from bench.run.fair_select import choose_rates, scores_table, tune_results
+    from bench.run.fair_console import plan_line, say_chosen, warn_if_shared
+    from bench.run.fair_refine import neighbourhoods
     from bench.tracking.store import resolve_uri
 
     fair = FairConfig.from_dict(composed["fair"])
@@ -107,67 +152,58 @@ def run_fair(overrides: list[str], composed: dict[str, Any]) -> int:
                           "`bench plan` gives the memory plan of each technique")
     fair_id = comparison_id(composed)
     uri, experiment = resolve_uri(composed["tracker"].get("uri")), str(composed["tracker"]["experiment"])
-    _warn_if_shared(uri, experiment, fair_id)
+    warn_if_shared(uri, experiment, fair_id)
     base = [*(o for o in overrides if not o.startswith("-")), f"fair.id={fair_id}"]
-    print(f"fair comparison {fair_id}: {len(fair.techniques)} techniques, stage 1/2 tunes each on validation over "
-          f"{fair.rates_per_technique} rates with seed {fair.tune_seed} "
-          f"({len(fair.techniques) * fair.rates_per_technique} cells), stage 2/2 runs each at its best rate with "
-          f"seeds {fair.seeds} ({len(fair.techniques) * len(fair.seeds)} cells); experiment '{experiment}' at {uri}",
-          flush=True)
-    status = _stage(tune_overrides(base, fair), TUNE, uri=uri, experiment=experiment)
+    print(f"fair comparison {fair_id}: {plan_line(fair)}; experiment '{experiment}' at {uri}", flush=True)
+    status, results = _tune(base, fair, fair_id, uri=uri, experiment=experiment)
     if status not in (0, 1):  # 1: every cell failed, which is on record; anything else stops the comparison
         return status
-    results = tune_results(uri, experiment, fair_id)
-    found = choose_rates(results)
-    chosen = {technique: found[technique] for technique in fair.techniques if technique in found}
-    print(f"stage 1/2 done: validation accuracy (eval/accuracy) by rate, * = chosen\n"
-          f"{scores_table(results, chosen, fair.techniques)}", flush=True)
-    _warn_at_edges(fair, chosen)
-    left_out = [technique for technique in fair.techniques if technique not in chosen]
-    if left_out:
-        print(f"warning: no finished tuning run for {', '.join(left_out)}: left out of stage 2/2",
-              file=sys.stderr, flush=True)
-    if chosen:
-        status = _stage(final_overrides(base, fair, chosen), FINAL, uri=uri, experiment=experiment)
-        if status not in (0, 1):
-            return status
+    found = neighbourhoods(results)
+    near = {technique: found[technique] for technique in fair.techniques if technique in found}
+    say_chosen(fair, results, near)
+    for stage in (FINAL, RETIME) if fair.retime else (FINAL,):
+        if near:
+            launcher = (composed.get("hydra") or {}).get("launcher") or {}
+            status = _stage(chosen_overrides(base, fair, near, stage, launcher=launcher), stage, fair=fair, uri=uri,
+                            experiment=experiment)
+            if status not in (0, 1):
+                return status
     if fair.report:
         _write_report(uri, experiment, fair_id)
-    return 0 if chosen else 1
+    return 0 if near else 1
 
 
-def _warn_at_edges(fair: FairConfig, chosen: dict[str, float]) -> None:
-    """A best rate at the end of its grid may not be the best rate: say which, so the grid can be widened."""
-    for technique, lr in chosen.items():
-        rates = [float(rate) for rate in fair.grid[technique]]
-        if len(rates) > 1 and lr in (min(rates), max(rates)):
-            side = "largest" if lr == max(rates) else "smallest"
-            print(f"warning: {technique}'s best rate, {lr:.3g}, is the {side} of its grid; a better one may lie "
-                  f"beyond it (widen fair.grid.{technique})", file=sys.stderr, flush=True)
+def _tune(base: list[str], fair: FairConfig, fair_id: str, *, uri: str, experiment: str) -> tuple[int, list[Any]]:
+    """Stage 1: the grid, then rounds of finer rates (`bench.run.fair_refine`: every technique gets the first, an
+    unsettled one the later ones, up to `fair.refine_rounds`). The stage's status and the finished tuning results."""
+    from bench.run.fair_refine import finer_rates
+    from bench.run.fair_select import tune_results
+
+    status = _stage(tune_overrides(base, fair), TUNE, fair=fair, uri=uri, experiment=experiment)
+    if status not in (0, 1):
+        return status, []
+    results = tune_results(uri, experiment, fair_id)
+    for round_ in range(1, fair.refine_rounds + 1):
+        rates = finer_rates(results, techniques=fair.techniques, first=round_ == 1)
+        if not rates:
+            break
+        label = FairConfig.from_dict({**vars(fair), "round": round_})
+        status = _stage(refine_overrides(base, fair, rates, round_), TUNE, fair=label, uri=uri,
+                        experiment=experiment)
+        if status not in (0, 1):
+            return status, results
+        if status == 1:  # every cell of the round failed: another round would ask for the same rates again
+            break
+        results = tune_results(uri, experiment, fair_id)
+    return 0, results
 
 
-def _warn_if_shared(uri: str, experiment: str, fair_id: str) -> None:
-    """The report covers the whole experiment: say so when it already holds another comparison's runs."""
-    import mlflow
-
-    from bench.tracking.store import check_reachable
-
-    check_reachable(uri)
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return
-    others = client.search_runs([found.experiment_id], f"tags.`fair/id` != '{fair_id}'", max_results=1)
-    if others:
-        print(f"warning: experiment '{experiment}' already holds runs of another fair comparison "
-              f"({others[0].data.tags.get('fair/id')}), and the report covers the whole experiment; for a report of "
-              "this comparison alone, give it an experiment of its own: tracker.experiment=<name>",
-              file=sys.stderr, flush=True)
-
-
-def _stage(overrides: list[str], stage: str, *, uri: str, experiment: str) -> int:
-    """Run a stage; when it is interrupted, its cells' runs end KILLED even where joblib's shutdown killed their
-    processes (with SIGKILL, before they could close them), rather than waiting for the next run to notice."""
+def _stage(overrides: list[str], stage: str, *, fair: FairConfig, uri: str, experiment: str) -> int:
+    """Run a stage (`fair`: its label); when it is interrupted, its cells' runs end KILLED even where joblib's
+    shutdown killed their processes (with SIGKILL, before they could close them), rather than waiting for the next
+    run to notice."""
+    label = stage_label(FairConfig.from_dict({**vars(fair), "stage": stage}))
+    print(f"{label} ({stage}): bench run {' '.join(overrides)}", flush=True)
     try:
         return _run_stage(overrides, stage)
     except KeyboardInterrupt:
@@ -187,7 +223,6 @@ def _run_stage(overrides: list[str], stage: str) -> int:
     reaches it from here alone, once: a Ctrl-C or SIGTERM here becomes one SIGINT to the whole group (the stage,
     its joblib workers and their cells, as a terminal's Ctrl-C reaches a plain sweep): the running cells close
     their runs KILLED, the stage its parent run, and then this raises the interrupt on."""
-    print(f"{STAGE_LABELS[stage]} ({stage}): bench run {' '.join(overrides)}", flush=True)
     command = [sys.executable, "-m", "bench.cli", "run", *overrides]
     stage_process = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
     try:

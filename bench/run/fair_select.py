@@ -16,6 +16,7 @@ from typing import Any
 from bench.core.metrics import EVAL_ACCURACY
 
 SELECTION_METRIC = EVAL_ACCURACY  # validation; `test/*` must never decide anything
+ROWS_METRIC = "data/eval_rows"  # the validation rows the accuracy is a share of: what its noise depends on
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class TuneResult:
     technique: str
     lr: float
     score: float  # the run's SELECTION_METRIC
+    rows: int | None = None  # the validation rows it was measured on (ROWS_METRIC); None: not logged
 
 
 def choose_rates(results: Iterable[TuneResult]) -> dict[str, float]:
@@ -55,18 +57,22 @@ def tune_results(uri: str, experiment: str, fair_id: str) -> list[TuneResult]:
 
 
 def _as_result(run: Any) -> TuneResult | None:
-    """The technique, the rate the run trained with and its validation score: the only fields read."""
+    """The technique, the rate the run trained with, its validation score and rows: the only fields read."""
     score = run.data.metrics.get(SELECTION_METRIC)
+    rows = run.data.metrics.get(ROWS_METRIC)
     lr = run.data.params.get("trainer.lr")
     technique = run.data.tags.get("technique")
     if score is None or lr is None or technique is None or not math.isfinite(score):
         return None
-    return TuneResult(technique=technique, lr=float(lr), score=float(score))
+    return TuneResult(technique=technique, lr=float(lr), score=float(score),
+                      rows=int(rows) if rows is not None and math.isfinite(rows) and rows > 0 else None)
 
 
-def scores_table(results: Iterable[TuneResult], chosen: dict[str, float], techniques: list[str]) -> str:
+def scores_table(results: Iterable[TuneResult], chosen: dict[str, float], techniques: list[str],
+                 notes: dict[str, str] | None = None) -> str:
     """The tuning stage as lines in the order of `techniques`, `lora  lr 0.0006: 0.5433  lr 0.002: 0.5800 *`,
-    the chosen rate starred; a technique without a finished tuning run says so."""
+    the chosen rate starred, then the technique's `notes` (how finely its rate was chosen) after ` | `; a technique
+    without a finished tuning run says so."""
     by_technique: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
         by_technique[result.technique][result.lr].append(result.score)
@@ -75,5 +81,7 @@ def scores_table(results: Iterable[TuneResult], chosen: dict[str, float], techni
     for technique in techniques:
         cells = [f"lr {lr:.3g}: {sum(v) / len(v):.4f}{' *' if chosen.get(technique) == lr else ''}"
                  for lr, v in sorted(by_technique[technique].items())]
-        lines.append(f"  {technique:<{width}}  " + ("  ".join(cells) or "no finished run"))
+        note = (notes or {}).get(technique)
+        lines.append(f"  {technique:<{width}}  " + ("  ".join(cells) or "no finished run") + (f" | {note}" if note
+                                                                                           else ""))
     return "\n".join(lines)

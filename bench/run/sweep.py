@@ -9,7 +9,7 @@ Hydra runs the grid; this module only adds what Hydra does not know about MLflow
 - The job skips a FINISHED cell, else runs the cell in a fresh process of its own (`bench.run.cells`,
   `bench.run.isolation`), so no cell's memory figures carry what an earlier cell left in a process. A process that
   dies without a result leaves its run RUNNING: `close_crashed_cell` finds it among the parent's children by its
-  `process/pid` tag and closes it FAILED.
+  `process/pid` tag and closes it FAILED. Every cell's run is tagged `timing/shared` (`bench.run.overlap`).
 - `on_multirun_end` gives the parent the data sets its cells logged, writes the sweep's report into the sweep's
   folder and the parent's artifacts (`report/index.html`, which the MLflow UI shows; `tracker.log_report=false`
   turns it off), closes it with the cell counts and says where the report is, on disk and in the UI.
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
+
+from bench.run import overlap
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -98,6 +100,7 @@ class SweepCallback(Callback):
         folder = Path(config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / SWEEP_FILE).write_text(json.dumps(asdict(context)))
+        overlap.clear(folder)  # which cells overlapped (tag `timing/shared`): this launch's alone
         ACTIVE[:] = [context]
         print(f"sweep {sweep_id}: {context.total_cells} cells, parent run {parent} in experiment '{experiment}'")
         if line := log_line(folder.resolve() / "<cell>" / "bench.log"):
@@ -245,21 +248,28 @@ def finished_cell(context: SweepContext, config_hash: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def close_crashed_cell(context: SweepContext, *, pid: int, since: float, error: str) -> bool:
-    """A cell's process died without closing its run: the run it started (the sweep's child with its
-    `process/pid`, started since `since`, a time.time()) ends FAILED with `failure=crash` and `error`.
-    False when the process had started no run."""
+def find_cell_run(context: SweepContext, *, pid: int, since: float) -> Any:
+    """The run a cell's process `pid` started: the sweep's child with that `process/pid`, started since `since` (a
+    time.time()), which tells it from an older run of a process with the same, since reused, PID; None if none."""
     from bench.tracking.store import retrying
 
     client = _client(context.tracking_uri)
     experiment = retrying(lambda: client.get_experiment_by_name(context.experiment))
-    # The start time tells this run from an older one of a process with the same, since reused, PID.
     query = (f"tags.mlflow.parentRunId = '{context.parent_run_id}' and tags.`process/pid` = '{pid}' "
              f"and attributes.start_time >= {int(since * 1000)}")
     found = retrying(lambda: client.search_runs([experiment.experiment_id], query, max_results=1))
-    if not found:
+    return found[0] if found else None
+
+
+def close_crashed_cell(context: SweepContext, *, pid: int, since: float, error: str) -> bool:
+    """A cell's process died without closing its run: the run it started (`find_cell_run`) ends FAILED with
+    `failure=crash` and `error`. False when the process had started no run."""
+    from bench.tracking.store import retrying
+
+    found = find_cell_run(context, pid=pid, since=since)
+    if found is None:
         return False
-    run = found[0].info
+    run, client = found.info, _client(context.tracking_uri)
     # KILLED: a parallel cell's check for stale runs on this host saw the dead process first. FINISHED or FAILED:
     # the run closed before the process died, and keeps its own status.
     if run.status in ("RUNNING", "KILLED"):
@@ -267,7 +277,7 @@ def close_crashed_cell(context: SweepContext, *, pid: int, since: float, error: 
 
         from bench.tracking.ui_meta import NOTE, failed_note
 
-        subject = found[0].data.tags.get(NOTE, "").partition(": ")[0]  # what the run is, before how it ended
+        subject = found.data.tags.get(NOTE, "").partition(": ")[0]  # what the run is, before how it ended
         tags = [RunTag("failure", "crash"), RunTag("error", error),
                 *([RunTag(NOTE, failed_note(subject, failure="failed (crash)", error=error))] if subject else [])]
         retrying(lambda: client.log_batch(run.run_id, tags=tags))

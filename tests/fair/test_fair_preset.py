@@ -42,8 +42,16 @@ def test_every_cell_of_both_stages_is_a_valid_run(preset: str) -> None:
 
 def test_the_shipped_comparison_keeps_its_id() -> None:
     """The id finds a comparison's finished runs again (`bench run experiment=fair-minilm` resumes); a config key
-    added since (`method.options`, empty) must not make it another comparison. Pinned from the code before it."""
+    added since (`method.options`, empty; `fair.refine_rounds=0`, the grid alone; `fair.retime`) must not make it
+    another comparison. Pinned from the code before them: 890a6080a45a. Rounds of finer rates (the default, 2) change
+    the rates the final runs train at, so they make another comparison, re-pinned deliberately: 6fdfa3a9dae1."""
     from bench.run.fair import comparison_id
 
-    composed = OmegaConf.to_container(compose(["experiment=fair-minilm", "output_dir=x"]), resolve=False)
-    assert comparison_id(composed) == "890a6080a45a"
+    def id_of(*overrides: str) -> str:
+        composed = OmegaConf.to_container(compose(["experiment=fair-minilm", "output_dir=x", *overrides]),
+                                          resolve=False)
+        return comparison_id(composed)
+
+    assert id_of("fair.refine_rounds=0") == id_of("fair.refine_rounds=0", "fair.retime=false") == "890a6080a45a"
+    assert id_of() == id_of("fair.retime=false") == "6fdfa3a9dae1"
+    assert id_of("fair.refine_rounds=1") not in ("890a6080a45a", "6fdfa3a9dae1")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run.fair_refine import finer_rates
 from bench.run.fair_select import TuneResult, _as_result, choose_rates, scores_table, tune_results
 
 EXPERIMENT, FAIR_ID = "fair", "cmp1"
@@ -61,6 +62,14 @@ def test_choices_follow_validation_whatever_the_test_split_says(tmp_path: Path, 
     assert choose_rates(results) == EXPECTED
 
 
+@pytest.mark.parametrize("poison", ["worst", "inverse"])
+def test_finer_rates_are_placed_around_the_best_on_validation_whatever_the_test_split_says(tmp_path: Path,
+                                                                                          poison: str) -> None:
+    results = tune_results(_poisoned_store(tmp_path, poison=poison), EXPERIMENT, FAIR_ID)
+    assert finer_rates(results, techniques=["lora", "full"], first=True) == {
+        "lora": [0.0011, 0.00346], "full": [2.74e-5, 8.66e-5]}  # the midpoints around 2e-3 and 5e-5
+
+
 def test_selection_never_reads_a_test_metric() -> None:
     """A run whose metrics raise on any `test/` key still yields its result: the choice cannot have read one."""
 
@@ -83,14 +92,14 @@ def test_selection_never_reads_a_test_metric() -> None:
         items = values = keys = __iter__
 
     class Data:
-        metrics = NoTest({"eval/accuracy": 0.6, "test/accuracy": 0.9})
+        metrics = NoTest({"eval/accuracy": 0.6, "data/eval_rows": 500.0, "test/accuracy": 0.9})
         params = {"trainer.lr": "0.002"}
         tags = {"technique": "lora"}
 
     class Run:
         data = Data()
 
-    assert _as_result(Run()) == TuneResult("lora", 0.002, 0.6)
+    assert _as_result(Run()) == TuneResult("lora", 0.002, 0.6, 500)
 
 
 def test_ties_go_to_the_smaller_rate_and_repeats_are_averaged() -> None:
@@ -103,6 +112,8 @@ def test_scores_table_stars_the_chosen_rate() -> None:
     results = [TuneResult("lora", 2e-3, 0.61), TuneResult("lora", 6e-4, 0.52)]
     assert scores_table(results, {"lora": 2e-3}, ["lora", "full"]).splitlines() == [
         "  lora  lr 0.0006: 0.5200  lr 0.002: 0.6100 *", "  full  no finished run"]
+    assert scores_table(results, {"lora": 2e-3}, ["lora"], {"lora": "resolution 3.33x"}) == (
+        "  lora  lr 0.0006: 0.5200  lr 0.002: 0.6100 * | resolution 3.33x")
 
 
 def test_an_empty_or_missing_experiment_gives_no_results(tmp_path: Path) -> None:
