@@ -24,7 +24,8 @@ METRICS = {
                "tokens_per_s": TRAIN_TOKENS_PER_S, "train_time_s": "train/time_s", "train_steps": "train/steps",
                "forgetting": "eval/forgetting",  # causal LMs: general-text loss after minus before training
                "trainable_params": "params/trainable", "trainable_pct": "params/trainable_pct",
-               "adapter_bytes": "artifact/adapter_bytes", "energy_j": "gpu/energy_j"}),
+               "adapter_bytes": "artifact/adapter_bytes", "energy_j": "gpu/energy_j",
+               "eval_rows": "data/eval_rows"}),  # the rows a validation accuracy is a proportion of
     **memory.METRICS, **step_time.METRICS,
 }
 # One headline row per combination. The device is one of them: a GPU's and a CPU's figures never average together;

@@ -7,7 +7,8 @@ logged (the NVML process peak, else reserved, else the allocator's peak, else th
 another device, by the plan they logged, labelled so. The choice is made on validation (eval/accuracy); test is only
 reported. A candidate is indistinguishable from the most accurate one when the 95 % interval of their difference on
 validation (paired over seeds where they match, Welch otherwise, as everywhere in the report) holds zero, or, where
-runs give no such interval (one seed), when their own intervals overlap; among those the cheaper wins: fewer
+runs give no such interval (one seed), when their own intervals overlap (one run's: the Wilson interval of its
+validation accuracy over its rows); among those the cheaper wins: fewer
 seconds per 1,000 steps timed alone, else less memory, and the sentence names the figure that decided.
 """
 
@@ -141,11 +142,19 @@ def _pick(rows: pd.DataFrame, by_group: dict[int, pd.DataFrame], best: pd.Series
     return Pick((budget,), dataset, chosen, tuple(tied["label"]), decided, body)
 
 
-def _bounds(row: pd.Series) -> tuple[float, float]:
-    """The validation interval, a point where there is none (one run)."""
-    if pd.isna(row["accuracy_ci95"]):
-        return row["accuracy_mean"], row["accuracy_mean"]
-    return row["accuracy_low"], row["accuracy_high"]
+def _bounds(row: pd.Series, runs: pd.DataFrame) -> tuple[float, float]:
+    """The validation interval over seeds; for one run, the Wilson 95 % interval of its accuracy as a proportion of
+    its validation rows (`data/eval_rows`): one seed still scored every row; a point where the rows are unknown."""
+    if not pd.isna(row["accuracy_ci95"]):
+        return row["accuracy_low"], row["accuracy_high"]
+    p = row["accuracy_mean"]
+    rows = pd.to_numeric(runs["eval_rows"], errors="coerce").max() if "eval_rows" in runs else math.nan
+    if pd.isna(rows) or rows <= 0:
+        return p, p
+    z = 1.959963984540054
+    centre, half = (p + z * z / (2 * rows)), z * math.sqrt(p * (1 - p) / rows + z * z / (4 * rows * rows))
+    scale = 1 + z * z / rows
+    return (centre - half) / scale, (centre + half) / scale
 
 
 def _indistinguishable(top: pd.Series, row: pd.Series, by_group: dict[int, pd.DataFrame]) -> bool:
@@ -157,7 +166,8 @@ def _indistinguishable(top: pd.Series, row: pd.Series, by_group: dict[int, pd.Da
     found = difference(by_group.get(top["group"], empty), by_group.get(row["group"], empty), "accuracy")
     if not math.isnan(found.low):
         return bool(found.low <= 0 <= found.high)
-    (a_low, a_high), (b_low, b_high) = _bounds(top), _bounds(row)
+    (a_low, a_high) = _bounds(top, by_group.get(top["group"], empty))
+    (b_low, b_high) = _bounds(row, by_group.get(row["group"], empty))
     return bool(a_low <= b_high and b_low <= a_high)
 
 
