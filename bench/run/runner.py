@@ -21,7 +21,7 @@ from bench.config import ConfigError, RunConfig
 from bench.core.paths import create_output_folder
 from bench.models.load import ModelLocation
 from bench.models.shipping import save_initial_adapter, ship
-from bench.plan.in_run import plan_at_largest_batch, plan_before_training
+from bench.plan.in_run import plan_before_training
 from bench.tasks.base import Task, TaskData
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def _run_tracked(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     """What the run knows before the model loads."""
 
     data: TaskData
@@ -140,7 +140,7 @@ class _Prepared:
 
 
 def _prepare(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.device,
-             location: ModelLocation) -> _Prepared:
+             location: ModelLocation) -> Prepared:
     """Everything before the model loads: the data, the tokenizer, the context check, the memory prediction,
     the batches and the imports. Done before the monitor's baseline, so its net peaks are the model's and the
     training's alone (peft alone is ~180 MB of RSS)."""
@@ -167,7 +167,7 @@ def _prepare(cfg: RunConfig, task: Task, *, tracker: Tracker, device: torch.devi
     tracker.set_tags(data.tags)
     with phase("imports"):
         _import_before_baseline(cfg, task, config)
-    return _Prepared(data, location, config.model_type, plan, config)
+    return Prepared(data, location, config.model_type, plan, config)
 
 
 def _log_inputs(cfg: RunConfig, task: Task, data: TaskData, *, tracker: Tracker) -> None:
@@ -199,17 +199,16 @@ def _import_before_baseline(cfg: RunConfig, task: Task, config: PretrainedConfig
     task.load_libraries()
 
 
-def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, tracker: Tracker, device: torch.device,
+def _train_and_measure(cfg: RunConfig, task: Task, prepared: Prepared, *, tracker: Tracker, device: torch.device,
                        output_dir: Path, ranks: Any) -> dict[str, float]:
+    """Build the technique's model and train it under the monitor, then finish the run (`bench.run.finish`)."""
     from bench.measure.monitor import Monitor
-    from bench.measure.monitor.results import run_metrics, upload_timeline
+    from bench.measure.monitor.results import upload_timeline
     from bench.models.footprint import held_outside_parameters
-    from bench.run import phases
-    from bench.run.phases import announce, mark_setup_done, phase
-    from bench.run.shipped_models import keeping_merged_forms, log_shipped_models
-    from bench.training.loop import train
+    from bench.run.finish import Trained, finish
+    from bench.run.phases import mark_setup_done, phase
 
-    data, plan = prepared.data, prepared.plan
+    data = prepared.data
     monitor = Monitor.for_device(device, cfg.monitor, timeline_dir=output_dir / ranks.folder("monitor"),
                                  static_tensors=held_outside_parameters)
     try:
@@ -218,72 +217,45 @@ def _train_and_measure(cfg: RunConfig, task: Task, prepared: _Prepared, *, track
             with phase("model"):
                 built, static = _build(cfg, tracker=tracker, location=prepared.location,
                                        model_type=prepared.model_type, labels=data.head_labels or [], device=device)
-            measure = {"device": device, "autocast_dtype": built.compute_dtype}
-            before = task.after_build(built.model, data, **measure)
+            before = task.after_build(built.model, data, device=device, autocast_dtype=built.compute_dtype)
             tracker.log(before)
             tracker.set_tags({"timing/train_start_ms": int(time.time() * 1000)})  # gap between sweep cells
             monitor.mark_training()
-            model, train_loader = ranks.prepare(built.model, data.train_loader, seed=cfg.seed)  # DDP, FSDP
-            try:
-                with phase("train"):
-                    result = train(model=model, train_loader=train_loader, eval_loader=data.eval_data,
-                                   trainer=cfg.trainer, device=device, autocast_dtype=built.compute_dtype,
-                                   log=tracker.log, desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
-                                   warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
-                                   evaluate=task.evaluate)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the adapter trained so far, then close KILLED
-                if cfg.method.uses_adapter and ranks.ships_interrupted:
-                    ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker,
-                          upload=cfg.tracker.log_model)
-                raise
+            with phase("train"):
+                result = _train(cfg, task, built, data, tracker=tracker, device=device, output_dir=output_dir,
+                                ranks=ranks, monitor=monitor)
     finally:  # an OOM or NaN run keeps its timeline too: it shows how memory got there
         upload_timeline(monitor, tracker)
+    trained = Trained(built, static, before, result, monitor)
     if ranks.distributed:  # every rank's figures to rank 0, which goes on alone, on a plain model
         from bench.distributed.ranks import NullTracker
 
-        built, rank_figures = ranks.finish(built, result=result, monitor=monitor, rebuild=lambda: _build(
-            cfg, tracker=NullTracker(), location=prepared.location, model_type=prepared.model_type,
-            labels=data.head_labels or [], device=device)[0])
-        if built is None:
+        trained.built, trained.rank_figures = ranks.finish(
+            built, result=result, monitor=monitor, rebuild=lambda: _build(
+                cfg, tracker=NullTracker(), location=prepared.location, model_type=prepared.model_type,
+                labels=data.head_labels or [], device=device)[0])
+        if trained.built is None:
             return {}
-    with phase("test"):
-        announce(f"test: scoring the {int(data.metrics.get('data/test_rows', 0)):,} rows of the test split")
-        after = task.after_training(built.model, data, before, **measure)  # outside the training figures
-        tracker.log(after, result.steps)
-        tested = task.evaluate_test(built.model, data, **measure)  # the test split, once, after every choice
-        tracker.log(tested, result.steps)
-    tensor_figures = monitor.tensors.metrics() if monitor.tensors is not None else {}
-    met = plan_at_largest_batch(cfg, plan, tensor_figures, config=prepared.config, device=device)
-    measured, tags = run_metrics(result=result, monitor=monitor, plan=met)
-    if ranks.distributed:
-        measured, tags = ranks.run_figures(rank_figures, measured, tags, plan=met)
-    tracker.set_tags(tags)
-    # after the monitor stopped: what the technique checks (QA-LoRA's merge) is not part of training's cost
-    measured.update(cfg.method.technique.after_training(cfg.method, built.model, lambda: task.sample_batch(data),
-                                                        **measure))
-    with phase("ship"):
-        shipped = ship(built.model, output_dir=output_dir, uses_adapter=cfg.method.uses_adapter, tracker=tracker,
-                       upload=cfg.tracker.log_model)
-    deployed: dict[str, float] = {}
-    if cfg.deploy.measure:  # after shipping, outside the training figures: what serving each form costs
-        from bench.measure.deploy.measure import deploy_after_training
+    return finish(cfg, task, prepared, trained, tracker=tracker, device=device, output_dir=output_dir, ranks=ranks)
 
-        with phase("deploy"):
-            announce("deploy: each form the model ships in, loaded, scored on the test split and timed serving")
-            deployed, deploy_tags = deploy_after_training(keeping_merged_forms(cfg), task, data, built,
-                                                          location=prepared.location, device=device,
-                                                          output_dir=output_dir, tested=tested)
-        tracker.set_tags(deploy_tags)
-    final = {**static, **measured, **result.final_eval, **before, **after, **tested,
-             "artifact/adapter_bytes": shipped, **data.metrics, **deployed}
-    tracker.log({k: v for k, v in final.items() if k not in static and not k.startswith(("eval/", "test/"))},
-                result.steps)
-    tracker.flush()  # every final figure is in the store before the models link to them
-    with phase("models"):
-        log_shipped_models(cfg, tracker, built, location=prepared.location, labels=data.head_labels or [],
-                           output_dir=output_dir, step=result.steps)
-    tracker.log(phases.metrics(), result.steps)
-    return final
+
+def _train(cfg: RunConfig, task: Task, built: Any, data: TaskData, *, tracker: Tracker, device: torch.device,
+           output_dir: Path, ranks: Any, monitor: Any) -> Any:
+    """The one training loop on the model as the ranks wrap it (DDP, FSDP); on Ctrl-C or SIGTERM the adapter
+    trained so far is saved before the run closes KILLED."""
+    from bench.training.loop import train
+
+    model, train_loader = ranks.prepare(built.model, data.train_loader, seed=cfg.seed)
+    try:
+        return train(model=model, train_loader=train_loader, eval_loader=data.eval_data, trainer=cfg.trainer,
+                     device=device, autocast_dtype=built.compute_dtype, log=tracker.log,
+                     desc=f"{cfg.method.title} {cfg.model.name}", hooks=monitor,
+                     warmup_steps=cfg.monitor.warmup_steps, lr_by_module=built.rates(cfg.trainer.lr),
+                     evaluate=task.evaluate)
+    except KeyboardInterrupt:
+        if cfg.method.uses_adapter and ranks.ships_interrupted:
+            ship(built.model, output_dir=output_dir, uses_adapter=True, tracker=tracker, upload=cfg.tracker.log_model)
+        raise
 
 
 def _build(cfg: RunConfig, *, tracker: Tracker, location: ModelLocation, model_type: str, labels: list[str],
