@@ -37,6 +37,7 @@ Strategy = Literal["single", "ddp", "fsdp"]
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
                        "prompt_format", "general_eval_chunks", "scoring", "answer_rule",
                        "max_new_tokens"}  # data fields a classification run never reads
+_GENERATION_FIELDS = {"scoring", "answer_rule", "max_new_tokens"}  # ... and a causal LM scored by likelihood
 
 
 def _check_choice(key: str, value: Any, choices: Any) -> None:
@@ -455,6 +456,8 @@ class RunConfig:
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
+        elif not self.data.generation_scored:  # as before generation scoring, so finished likelihood runs keep theirs
+            values["data"] = {k: v for k, v in values["data"].items() if k not in _GENERATION_FIELDS}
         if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
             for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
                 del values["trainer"][key]

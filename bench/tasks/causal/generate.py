@@ -81,9 +81,16 @@ def _decode_batch(model: torch.nn.Module, prompts: list[list[int]], *, max_new_t
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1
         output = model(input_ids=torch.where(done, pad_id, token)[:, None], attention_mask=mask,
-                       position_ids=positions, past_key_values=output.past_key_values, use_cache=True)
+                       position_ids=positions, use_cache=True, **_cache_of(output))
     table = torch.stack(steps, dim=1).tolist()
     return [[token for token in row if token >= 0] for row in table]
+
+
+def _cache_of(output: object) -> dict[str, object]:
+    """The KV cache to feed back, under the name this transformers gives it: `cache` (5.x; `past_key_values` is
+    deprecated there) or `past_key_values` (4.x)."""
+    name = "cache" if getattr(output, "cache", None) is not None else "past_key_values"
+    return {name: getattr(output, name)}
 
 
 def _synchronize(device: torch.device) -> None:
