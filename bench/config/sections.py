@@ -214,7 +214,7 @@ class DataConfig:
     general_eval_chunks: int = 32  # chunks of general English text (max_length tokens each) for forgetting; 0 = off
     # generation scoring (task=causal_lm):
     scoring: Scoring = "auto"  # auto: likelihood where a label set exists, generation otherwise; likelihood; generation
-    answer_rule: AnswerRule | None = None  # how a generated answer is read; None: label_word with a label set, else text
+    answer_rule: AnswerRule | None = None  # how a generated answer is read; None: label_word with labels, else text
     max_new_tokens: int = 32  # generation scoring: greedy tokens generated per answer at most (stops at end of turn)
 
     def __post_init__(self) -> None:
@@ -276,7 +276,8 @@ class DataConfig:
         if self.answer_rule is not None:
             _check_choice("data.answer_rule", self.answer_rule, AnswerRule)
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(f"data.max_new_tokens={self.max_new_tokens!r} is not valid; it must be a whole number >= 1")
+            raise ConfigError(f"data.max_new_tokens={self.max_new_tokens!r} is not valid; it must be a whole number "
+                              ">= 1")
         if not self.has_label_set and self.scoring == "likelihood":
             raise ConfigError(f"data.scoring=likelihood needs a label set to score and data={self.name} has none "
                               "(set data.labels or data.prompt_template); choose data.scoring=auto or generation")

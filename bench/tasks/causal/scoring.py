@@ -61,8 +61,8 @@ def stop_ids(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> set[int]:
     """End of sequence, the end token plain answers are trained with, and a chat template's end of turn."""
     found = {tokenizer.eos_token_id, *fmt.eos}
     if fmt.chat:  # the token the template closes an answer with (`<|im_end|>`), whatever the tokenizer calls EOS
-        closed = tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-                                               tokenize=False)
+        turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        closed = tokenizer.apply_chat_template(turns, tokenize=False)
         after = closed[closed.rfind("b") + 1:].strip()
         found.update(tokenizer(after, add_special_tokens=False).input_ids[:1] if after else [])
     return {token for token in found if token is not None}

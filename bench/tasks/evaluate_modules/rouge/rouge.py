@@ -23,5 +23,5 @@ class Rouge(evaluate.Metric):
 
     def _compute(self, predictions, references, use_stemmer=False):
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
-        scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+        scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
         return {"rougeL": float(sum(scores) / len(scores)) if scores else 0.0}
