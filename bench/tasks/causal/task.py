@@ -58,8 +58,8 @@ class CausalTask:
 
         spec = self.cfg.data
         splits = load_sft_splits(spec)
-        scoring = {"eval/scoring": "generation", "eval/answer_rule": spec.rule} if spec.generation_scored else {
-            "eval/scoring": "likelihood" if splits.labels else "none"}
+        scoring = ({"eval/scoring": "generation", "eval/answer_rule": spec.rule} if spec.generation_scored
+                   else {"eval/scoring": "likelihood"})  # DataConfig: likelihood scoring needs a label set
         return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(),
                         tags={"labels": str(splits.labels), **scoring})
 
