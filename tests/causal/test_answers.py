@@ -98,3 +98,26 @@ def test_the_shipped_arithmetic_problems_are_the_generators_output() -> None:
         assert final_number(row["answer"]) == str({"+": int.__add__, "-": int.__sub__, "*": int.__mul__}[op](
             int(a), int(b))) == result
         assert int(result) >= 0
+
+
+def test_scoring_and_rule_defaults_follow_the_label_set() -> None:
+    """auto: likelihood with a label set, generation without; the rule: the label word, else the whole text. A
+    likelihood-scored run's config hash leaves the generation fields out, so finished runs keep theirs."""
+    from bench.config import DataConfig, RunConfig
+
+    labelled = DataConfig(name="d", source="local", path="x.csv", labels=["no", "yes"])
+    free = DataConfig(name="d", source="local", path="x.csv")
+    assert (labelled.generation_scored, labelled.rule) == (False, "label_word")
+    assert (free.generation_scored, free.rule) == (True, "text")
+    generated = DataConfig(name="d", source="local", path="x.csv", labels=["no", "yes"], scoring="generation")
+    assert (generated.generation_scored, generated.rule) == (True, "label_word")
+    assert DataConfig(name="d", source="local", path="x.csv", answer_rule="final_number").rule == "final_number"
+
+    def effective(data: dict) -> dict:
+        raw = {"model": {"name": "m", "source": "tiny", "architecture": {"model_type": "llama"}}, "task": "causal_lm",
+               "method": {"name": "lora"}, "data": {"name": "d", "source": "local", "path": "x.csv", **data},
+               "trainer": {"lr": 1e-3}, "tracker": {}}
+        return RunConfig.from_dict(raw).effective()["data"]
+
+    assert "max_new_tokens" not in effective({"labels": ["no", "yes"]})
+    assert effective({"labels": ["no", "yes"], "scoring": "generation"})["max_new_tokens"] == 32
