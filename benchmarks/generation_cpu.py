@@ -8,6 +8,10 @@ chains, one per data set). The untrained rows are the same evaluation after one 
 the model holds (an fp32 or bf16 weight of magnitude 1e-3 or more moves by less than half its last bit), so the
 generated answers are the base model's own; `method=lora` gives the 16-bit base, `method=qlora` the 4-bit one.
 
+One thread per run: on 2 cores shared with other work, two OpenMP threads per process waited on each other so
+badly that one bf16 forward of SmolLM2 over 16 prompts of 60 tokens took 136 s against 3.7 s with one thread
+(a decode step 13.4 s against 0.34 s), measured back to back on the loaded machine.
+
 The table (`python benchmarks/generation_cpu.py --uri sqlite:///<store>`) gives test exact match with a 95 %
 Wilson score interval over the test examples (one run per cell: the interval is over examples, not seeds).
 """
@@ -19,7 +23,7 @@ import math
 import sys
 
 COMMON = ["model=smollm2-135m", "trainer.epochs=1", "trainer.batch_size=8", "trainer.eval_batch_size=32",
-          "trainer.threads=2", "data.general_eval_chunks=2", "tracker.log_model=false", "deploy.measure=false",
+          "trainer.threads=1", "data.general_eval_chunks=2", "tracker.log_model=false", "deploy.measure=false",
           "monitor.tensors=off"]  # no tensor accounting: this compares answers, and watched steps run ~2.6x slower
 DATA = {
     "arith": ["data=arith", "data.max_train_samples=192", "data.max_eval_samples=16", "data.max_test_samples=80",
