@@ -62,6 +62,8 @@ def table(uri: str) -> str:
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(search_all_experiments=True)
     runs = runs[runs["status"] == "FINISHED"].sort_values("start_time")
+    order = ["untrained (16-bit)", "full", "lora", "qlora", "untrained (4-bit)"]
+    rows = []
     lines = ["| data | model | test exact match (95 % Wilson) | no answer | val exact match | train time | "
              "generation tokens/s (test) | run wall time |", "|---|---|---|---|---|---|---|---|"]
     for _, run in runs.iterrows():
@@ -71,11 +73,12 @@ def table(uri: str) -> str:
         untrained = float(run["params.trainer.lr"]) < 1e-9
         name = (f"untrained ({'4-bit' if run['tags.technique'] == 'qlora' else '16-bit'})" if untrained
                 else run["tags.technique"])
-        lines.append(f"| {run['params.data.name']} | {name} | {match:.3f} [{low:.3f}, {high:.3f}] (n={n}) | "
+        rows.append((run["params.data.name"], order.index(name) if name in order else len(order),
+                     f"| {run['params.data.name']} | {name} | {match:.3f} [{low:.3f}, {high:.3f}] (n={n}) | "
                      f"{run['metrics.test/no_answer']:.3f} | {run['metrics.eval/exact_match']:.3f} | "
                      f"{run['metrics.train/time_s']:.0f} s | {run['metrics.test/generation_tokens_per_s']:.1f} | "
-                     f"{run['metrics.time/total_s'] / 60:.1f} min |")
-    return "\n".join(lines)
+                     f"{run['metrics.time/total_s'] / 60:.1f} min |"))
+    return "\n".join(lines + [line for *_, line in sorted(rows)])
 
 
 def main() -> int:
