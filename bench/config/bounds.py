@@ -56,6 +56,7 @@ BOUNDS: dict[str, Bound] = {
     "data.eval_fraction": SHARE, "data.test_fraction": SHARE, "data.split_seed": SEED,
     "data.max_train_samples": POSITIVE, "data.max_eval_samples": POSITIVE, "data.max_test_samples": POSITIVE,
     "data.max_length": POSITIVE, "data.general_eval_chunks": NON_NEGATIVE,
+    "data.max_new_tokens": Bound(1),
     "trainer.lr": POSITIVE, "trainer.epochs": POSITIVE, "trainer.max_steps": POSITIVE, "trainer.batch_size": POSITIVE,
     "trainer.eval_batch_size": POSITIVE, "trainer.weight_decay": NON_NEGATIVE,
     "trainer.warmup_ratio": Bound(0, 1, high_open=True), "trainer.max_grad_norm": NON_NEGATIVE,

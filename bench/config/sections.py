@@ -24,6 +24,8 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 ModelSource = Literal["package", "gguf", "hub", "local", "tiny", "config"]
 Task = Literal["classification", "causal_lm"]
 PromptFormat = Literal["auto", "chat", "plain"]
+Scoring = Literal["auto", "likelihood", "generation"]
+AnswerRule = Literal["final_number", "label_word", "text"]
 DataSource = Literal["package", "hub", "local"]
 Bias = Literal["none", "all", "lora_only"]
 QuantType = Literal["nf4", "fp4"]
@@ -33,7 +35,9 @@ Strategy = Literal["single", "ddp", "fsdp"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
-                       "prompt_format", "general_eval_chunks"}  # data fields a classification run never reads
+                       "prompt_format", "general_eval_chunks", "scoring", "answer_rule",
+                       "max_new_tokens"}  # data fields a classification run never reads
+_GENERATION_FIELDS = {"scoring", "answer_rule", "max_new_tokens"}  # ... and a causal LM scored by likelihood
 
 
 def _check_choice(key: str, value: Any, choices: Any) -> None:
@@ -208,6 +212,10 @@ class DataConfig:
     messages_column: str | None = None  # a chat data set's list of {role, content} turns; the last answer is trained
     prompt_format: PromptFormat = "auto"  # auto: the tokenizer's chat template where it has one; chat; plain
     general_eval_chunks: int = 32  # chunks of general English text (max_length tokens each) for forgetting; 0 = off
+    # generation scoring (task=causal_lm):
+    scoring: Scoring = "auto"  # auto: likelihood where a label set exists, generation otherwise; likelihood; generation
+    answer_rule: AnswerRule | None = None  # how a generated answer is read; None: label_word with labels, else text
+    max_new_tokens: int = 32  # generation scoring: greedy tokens generated per answer at most (stops at end of turn)
 
     def __post_init__(self) -> None:
         _check_choice("data.source", self.source, DataSource)
@@ -224,6 +232,7 @@ class DataConfig:
         _check_choice("data.prompt_format", self.prompt_format, PromptFormat)
         if self.general_eval_chunks < 0:
             raise ConfigError(f"data.general_eval_chunks={self.general_eval_chunks!r} is not valid; it must be >= 0")
+        self._check_scoring()
         for key, template, fields in (("prompt_template", self.prompt_template, {"text"}),
                                       ("response_template", self.response_template, {"label"})):
             try:
@@ -246,6 +255,35 @@ class DataConfig:
                               "least two (null: the labels found in the data)")
         if len(set(labels)) < len(labels):
             raise ConfigError(f"data.labels={labels} names a label twice; give each label once")
+
+    @property
+    def has_label_set(self) -> bool:
+        """Whether every answer is one of a label set: `data.labels`, or a prompt template over a labelled data set."""
+        return self.labels is not None or self.prompt_template is not None
+
+    @property
+    def generation_scored(self) -> bool:
+        """Whether a causal LM's answers are scored by generating them (else by the likelihood of each label)."""
+        return self.scoring == "generation" or (self.scoring == "auto" and not self.has_label_set)
+
+    @property
+    def rule(self) -> AnswerRule:
+        """`data.answer_rule`, or its default: the label word with a label set, the whole text otherwise."""
+        return self.answer_rule or ("label_word" if self.has_label_set else "text")
+
+    def _check_scoring(self) -> None:
+        _check_choice("data.scoring", self.scoring, Scoring)
+        if self.answer_rule is not None:
+            _check_choice("data.answer_rule", self.answer_rule, AnswerRule)
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"data.max_new_tokens={self.max_new_tokens!r} is not valid; it must be a whole number "
+                              ">= 1")
+        if not self.has_label_set and self.scoring == "likelihood":
+            raise ConfigError(f"data.scoring=likelihood needs a label set to score and data={self.name} has none "
+                              "(set data.labels or data.prompt_template); choose data.scoring=auto or generation")
+        if not self.has_label_set and self.answer_rule == "label_word":
+            raise ConfigError(f"data.answer_rule=label_word needs a label set and data={self.name} has none (set "
+                              "data.labels); choose data.answer_rule=final_number or text")
 
     def _check_splits(self) -> None:
         for key, fraction in (("eval_fraction", self.eval_fraction), ("test_fraction", self.test_fraction)):
@@ -419,6 +457,8 @@ class RunConfig:
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
+        elif not self.data.generation_scored:  # as before generation scoring, so finished likelihood runs keep theirs
+            values["data"] = {k: v for k, v in values["data"].items() if k not in _GENERATION_FIELDS}
         if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
             for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
                 del values["trainer"][key]

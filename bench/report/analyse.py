@@ -21,6 +21,7 @@ from bench.techniques import REFERENCE, report_order
 METRICS = {
     **columns({"accuracy": EVAL_ACCURACY, "f1": "eval/f1",  # eval/*: the validation split
                "test_accuracy": TEST_ACCURACY, "test_f1": "test/f1",  # test/*: reported, never chosen on
+               "exact_match": "eval/exact_match", "test_exact_match": "test/exact_match",  # a causal LM's generations
                "tokens_per_s": TRAIN_TOKENS_PER_S, "train_time_s": "train/time_s", "train_steps": "train/steps",
                "forgetting": "eval/forgetting",  # causal LMs: general-text loss after minus before training
                "trainable_params": "params/trainable", "trainable_pct": "params/trainable_pct",
@@ -62,6 +63,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "lr_chosen": pd.to_numeric(_column(runs, "tags.fair/lr_chosen"), errors="coerce"),
         "chosen_on": _column(runs, "tags.fair/chosen_on"),
         "timing": timing.state(_column(runs, "tags.timing/shared")),
+        "scoring": _column(runs, "tags.eval/scoring"),  # a causal LM's: likelihood or generation
     })
     adapter = out["technique"] != REFERENCE  # rank and targets mean nothing for full fine-tuning
     out["r"] = _whole(_column(runs, "params.method.r").where(adapter))

@@ -116,8 +116,12 @@ def run_columns(*, several_datasets: bool, several_devices: bool = False) -> lis
         Column("targets", "target_modules"), Column("config", "config"),
         Column("stage", "stage", hint="fair/stage: tune (the search for a rate) or final (the tuned runs)"),
         Column("lr", "lr", plain, True, "trainer.lr"), Column("seed", "seed", plain, True),
+        Column("scoring", "scoring", hint="eval/scoring, a causal LM's: likelihood (accuracy: the likeliest label's "
+               "answer) or generation (exact match of the greedy answer, read by tag eval/answer_rule)"),
         Column("val accuracy %", "accuracy", percent, True, f"eval/accuracy: {VAL}"),
         Column("test accuracy %", "test_accuracy", percent, True, f"test/accuracy: {TEST}"),
+        Column("val exact match %", "exact_match", percent, True, hint("eval/exact_match")),
+        Column("test exact match %", "test_exact_match", percent, True, hint("test/exact_match")),
         Column("tensor peak", "tensor_peak_bytes", size, True),
         Column("net RSS", "peak_rss_net_bytes", size, True),
         Column("tokens/s", "tokens_per_s", count, True), Column("train time", "train_time_s", seconds, True),

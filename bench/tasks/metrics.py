@@ -13,22 +13,23 @@ _MODULES = Path(__file__).parent / "evaluate_modules"
 
 
 @cache
-def _metric(name: str) -> Any:
+def metric(name: str) -> Any:
+    """The `evaluate` metric module shipped in `evaluate_modules/<name>`, loaded once (offline)."""
     import evaluate
 
     return evaluate.load(str(_MODULES / name))
 
 
-def load_metrics() -> None:
+def load_metrics(*names: str) -> None:
     """Load the metric modules now: `evaluate` imports their code (and scikit-learn) on first use."""
-    for name in ("accuracy", "f1"):
-        _metric(name)
+    for name in names or ("accuracy", "f1"):
+        metric(name)
 
 
 def classification_scores(predictions: list[int], references: list[int]) -> dict[str, float]:
     """Accuracy and macro-F1 (macro, so a classifier that ignores the minority class is not flattered)."""
-    accuracy = _metric("accuracy").compute(predictions=predictions, references=references)["accuracy"]
-    f1 = _metric("f1").compute(predictions=predictions, references=references, average="macro")["f1"]
+    accuracy = metric("accuracy").compute(predictions=predictions, references=references)["accuracy"]
+    f1 = metric("f1").compute(predictions=predictions, references=references, average="macro")["f1"]
     return {"eval/accuracy": accuracy, "eval/f1": f1}
 
 

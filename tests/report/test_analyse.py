@@ -147,3 +147,21 @@ def test_the_peak_site_comes_from_one_run() -> None:
     runs = analyse.tidy(_raw(rows))
     peak = memory.peak_site(runs).iloc[0]
     assert (peak["peak_module"], peak["peak_phase"], peak["peak_run"]) == ("classifier", "forward", "id2")
+
+
+def test_the_runs_table_says_which_scoring_a_causal_lm_figure_used() -> None:
+    """A generation-scored run shows its exact match under the scoring it used; a classifier's table gains no
+    empty scoring or exact-match column."""
+    from bench.report.columns import run_columns
+    from bench.report.render import shown_columns
+
+    generated = _lora(8, 16, 1, **{"tags.eval/scoring": "generation", "metrics.eval/exact_match": 0.25,
+                                   "metrics.test/exact_match": 0.5, "metrics.eval/accuracy": None})
+    runs = analyse.tidy(_raw([generated, _lora(8, 16, 2, **{"tags.eval/scoring": "likelihood"})]))
+    assert runs["scoring"].tolist() == ["generation", "likelihood"]
+    assert runs["exact_match"].tolist()[0] == 0.25 and runs["test_exact_match"].tolist()[0] == 0.5
+    titles = [c.title for c in shown_columns(runs, run_columns(several_datasets=False))]
+    assert {"scoring", "val exact match %", "test exact match %"} <= set(titles)
+    classifier = analyse.tidy(_raw([_lora(8, 16, 1)]))
+    titles = [c.title for c in shown_columns(classifier, run_columns(several_datasets=False))]
+    assert not {"scoring", "val exact match %", "test exact match %"} & set(titles)

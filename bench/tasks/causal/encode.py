@@ -122,6 +122,7 @@ class EvalSet:
     gold: list[bool]  # the row whose answer is the right one: its loss is eval/loss
     references: list[int | None]  # each example's label
     pad_id: int
+    generation: Any = None  # data.scoring=generation: the split's `bench.tasks.causal.scoring.GenerationSet`
 
 
 def eval_set(pairs: list[Pair], answers: list[str] | None, *, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,

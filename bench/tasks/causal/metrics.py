@@ -7,9 +7,10 @@ would dwarf the model's activations.
 
 - `eval/loss` is the token-weighted mean negative log-likelihood of the right answers (every answer token
   counts once, whatever its example's length) and `eval/perplexity` is its exponential.
-- `eval/accuracy` and `eval/f1` (macro) score every label's answer after the prompt and pick the likeliest
-  (the summed log-probability of the answer, end-of-turn included, so a label that is a prefix of another is
-  not favoured). No text is generated.
+- `eval/accuracy` and `eval/f1` (macro), with likelihood scoring (`data.scoring`), score every label's answer
+  after the prompt and pick the likeliest (the summed log-probability of the answer, end-of-turn included, so a
+  label that is a prefix of another is not favoured). No text is generated.
+- With generation scoring, the answers are generated and read instead (`bench.tasks.causal.scoring`).
 """
 
 from __future__ import annotations
@@ -112,10 +113,17 @@ def answer_metrics(sums: list[float], counts: list[int], data: EvalSet) -> dict[
 
 def evaluate_sft(model: torch.nn.Module, data: EvalSet, *, device: torch.device, autocast_dtype: torch.dtype,
                  batch_size: int) -> dict[str, float]:
-    """The eval metrics of a causal LM on its SFT eval set (the training loop's `evaluate` hook)."""
+    """The eval metrics of a causal LM on its SFT eval set (the training loop's `evaluate` hook): the answers'
+    likelihood, and with generation scoring what the model generates (`bench.tasks.causal.scoring`)."""
     sums, counts = score_rows(model, data.rows, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
                               pad_id=data.pad_id)
-    return answer_metrics(sums, counts, data)
+    metrics = answer_metrics(sums, counts, data)
+    if data.generation is not None:
+        from bench.tasks.causal.scoring import generation_metrics
+
+        metrics.update(generation_metrics(model, data.generation, device=device, autocast_dtype=autocast_dtype,
+                                          batch_size=batch_size, pad_id=data.pad_id))
+    return metrics
 
 
 def general_loss(model: torch.nn.Module, rows: list[Row], *, device: torch.device, autocast_dtype: torch.dtype,

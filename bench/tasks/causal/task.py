@@ -1,5 +1,6 @@
 """The causal-LM task (`task=causal_lm`): instruction SFT with the loss on the answer, scored by answer
-perplexity, label accuracy by likelihood (when the answers are a label set) and forgetting.
+perplexity, label accuracy by likelihood (when the answers are a label set) or the exact match of generated
+answers (`data.scoring`, `bench.tasks.causal.scoring`), and forgetting.
 
 Forgetting is `eval/general_loss_after - eval/general_loss_before`, both on the same general English chunks
 (`bench.tasks.causal.general`) and the model as built for the technique: for QLoRA "before" is the 4-bit base, so
@@ -31,17 +32,36 @@ class CausalTask:
         from bench.models.causal import check_causal_head
 
         check_causal_head(spec, location)  # from the config alone, before any data or weights
+        if self.cfg.data.generation_scored:
+            self._check_generation_context(spec, location)
+
+    def _check_generation_context(self, spec: ModelConfig, location: ModelLocation) -> None:
+        """A prompt of up to `data.max_length` tokens and `data.max_new_tokens` new ones must fit the context."""
+        from bench.config import ConfigError
+        from bench.models.load import model_limits
+
+        data = self.cfg.data
+        limit = spec.architecture.get("max_position_embeddings") if location.is_tiny else model_limits(location,
+                                                                                                     spec)[1]
+        if limit and data.max_length + data.max_new_tokens > limit:
+            raise ConfigError(f"data.max_new_tokens={data.max_new_tokens} runs past model={spec.name}'s context of "
+                              f"{limit} tokens after a prompt of up to data.max_length={data.max_length}; choose "
+                              f"data.max_new_tokens <= {max(limit - data.max_length, 0)} or lower data.max_length")
 
     def load_libraries(self) -> None:
         from bench.tasks.metrics import load_metrics
 
-        load_metrics()
+        load_metrics("accuracy", "f1", *(["rouge"] if self.cfg.data.generation_scored else []))
 
     def load_data(self) -> TaskData:
         from bench.tasks.causal.sft import load_sft_splits
 
-        splits = load_sft_splits(self.cfg.data)
-        return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(), tags={"labels": str(splits.labels)})
+        spec = self.cfg.data
+        splits = load_sft_splits(spec)
+        scoring = ({"eval/scoring": "generation", "eval/answer_rule": spec.rule} if spec.generation_scored
+                   else {"eval/scoring": "likelihood"})  # DataConfig: likelihood scoring needs a label set
+        return TaskData(head_labels=None, splits=splits, metrics=splits.metrics(),
+                        tags={"labels": str(splits.labels), **scoring})
 
     def input_frames(self, data: TaskData) -> dict[str, Any]:
         import json
@@ -69,8 +89,16 @@ class CausalTask:
         length = cfg.data.max_length
         data.train_loader = train_loader(splits.train, tokenizer=tokenizer, fmt=fmt, max_length=length,
                                          batch_size=cfg.trainer.batch_size, seed=cfg.seed)
-        data.eval_data = eval_set(splits.eval, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
-        data.test_data = eval_set(splits.test, splits.answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        # generation scoring: only the right answer's likelihood (loss, perplexity); the answers are generated
+        answers = None if cfg.data.generation_scored else splits.answers
+        data.eval_data = eval_set(splits.eval, answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        data.test_data = eval_set(splits.test, answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
+        if cfg.data.generation_scored:
+            from bench.tasks.causal.scoring import generation_set
+
+            for pairs, evaluated in ((splits.eval, data.eval_data), (splits.test, data.test_data)):
+                evaluated.generation = generation_set(pairs, spec=cfg.data, labels=splits.labels, tokenizer=tokenizer,
+                                                      fmt=fmt)
         self._general = general_rows(tokenizer, chunks=cfg.data.general_eval_chunks, length=length, bos=fmt.bos)
         self._pad_id = tokenizer.pad_token_id
 
@@ -114,10 +142,11 @@ class CausalTask:
         return collate(data.test_data.rows[:rows], pad_id=self._pad_id)
 
     def result_line(self, final: dict[str, float]) -> str:
-        accuracy, tested = final.get("eval/accuracy", math.nan), final.get("test/accuracy", math.nan)
-        labelled = "" if math.isnan(accuracy) else f"eval/accuracy {accuracy:.4f}, "
+        name = "exact_match" if self.cfg.data.generation_scored else "accuracy"
+        accuracy, tested = final.get(f"eval/{name}", math.nan), final.get(f"test/{name}", math.nan)
+        labelled = "" if math.isnan(accuracy) else f"eval/{name} {accuracy:.4f}, "
         test = f"; test/perplexity {final['test/perplexity']:.3f}"
-        test += "" if math.isnan(tested) else f", test/accuracy {tested:.4f}"
+        test += "" if math.isnan(tested) else f", test/{name} {tested:.4f}"
         return (f"{labelled}eval/perplexity {final['eval/perplexity']:.3f}, eval/forgetting "
                 f"{final['eval/forgetting']:+.4f} (general English loss {final['eval/general_loss_before']:.4f} -> "
                 f"{final['eval/general_loss_after']:.4f}){test}")
