@@ -33,7 +33,11 @@ Strategy = Literal["single", "ddp", "fsdp"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
-                       "prompt_format", "general_eval_chunks"}  # data fields a classification run never reads
+                       "prompt_format", "general_eval_chunks", "packing",
+                       "prompt_column_template"}  # data fields a classification run never reads
+# data fields added after runs were recorded: left out of the config hash at their default, so those runs keep theirs
+_LATER_DATA_DEFAULTS = {"packing": False, "hub_eval_id": None, "hub_eval_config": None, "hub_test_id": None,
+                        "hub_test_config": None, "rename_columns": {}, "prompt_column_template": None}
 
 
 def _check_choice(key: str, value: Any, choices: Any) -> None:
@@ -207,6 +211,17 @@ class DataConfig:
     response_column: str = "response"  # ... and its answer column
     messages_column: str | None = None  # a chat data set's list of {role, content} turns; the last answer is trained
     prompt_format: PromptFormat = "auto"  # auto: the tokenizer's chat template where it has one; chat; plain
+    # packing (task=causal_lm):
+    packing: bool = False  # several examples per row up to max_length, attention kept inside each (tasks.causal.pack)
+    # A split from another hub data set than hub_id, and each split's columns renamed to the names the keys above
+    # read (peft's MetaMathQA benchmark trains on meta-math/MetaMathQA `query`/`response` and tests on openai/gsm8k
+    # `question`/`answer`):
+    hub_eval_id: str | None = None  # the validation split's hub data set; None = hub_id (with hub_eval_split)
+    hub_eval_config: str | None = None  # its config, with hub_eval_id
+    hub_test_id: str | None = None  # the test split's hub data set; None = hub_id (with hub_test_split)
+    hub_test_config: str | None = None  # its config, with hub_test_id
+    rename_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # split (train/eval/test) -> {old: new}
+    prompt_column_template: str | None = None  # causal_lm, prompt_column: each prompt in it, e.g. "Q: {prompt}\nA:"
     general_eval_chunks: int = 32  # chunks of general English text (max_length tokens each) for forgetting; 0 = off
 
     def __post_init__(self) -> None:
@@ -217,6 +232,7 @@ class DataConfig:
             raise ConfigError(f"data={self.name} has source=hub but no data.hub_id")
         self._check_splits()
         self._check_labels()
+        self._check_split_sources()
         _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data.max_test_samples", self.max_test_samples, allow_none=True)
@@ -225,7 +241,8 @@ class DataConfig:
         if self.general_eval_chunks < 0:
             raise ConfigError(f"data.general_eval_chunks={self.general_eval_chunks!r} is not valid; it must be >= 0")
         for key, template, fields in (("prompt_template", self.prompt_template, {"text"}),
-                                      ("response_template", self.response_template, {"label"})):
+                                      ("response_template", self.response_template, {"label"}),
+                                      ("prompt_column_template", self.prompt_column_template, {"prompt"})):
             try:
                 (template or "").format(**dict.fromkeys(fields, ""))
             except (KeyError, IndexError, ValueError) as error:
@@ -246,6 +263,28 @@ class DataConfig:
                               "least two (null: the labels found in the data)")
         if len(set(labels)) < len(labels):
             raise ConfigError(f"data.labels={labels} names a label twice; give each label once")
+
+    def _check_split_sources(self) -> None:
+        if not isinstance(self.packing, bool):
+            raise ConfigError(f"data.packing={self.packing!r} is not valid; choose true or false")
+        for split in ("eval", "test"):
+            hub_id, config, split_key = (getattr(self, f"hub_{split}_{key}") for key in ("id", "config", "split"))
+            if (hub_id or config) and self.source != "hub":
+                raise ConfigError(f"data.hub_{split}_id / data.hub_{split}_config are for a hub data set (source=hub); "
+                                  f"a local data set's own splits are data.eval_path / data.test_path")
+            if hub_id and not split_key:
+                raise ConfigError(f"data.hub_{split}_id={hub_id!r} needs data.hub_{split}_split: the split of "
+                                  f"{hub_id} to read (e.g. test)")
+            if config and not hub_id:
+                raise ConfigError(f"data.hub_{split}_config={config!r} needs data.hub_{split}_id (without it the "
+                                  f"split comes from data.hub_id with data.hub_config)")
+        for split, renames in self.rename_columns.items():
+            if split not in ("train", "eval", "test"):
+                raise ConfigError(f"data.rename_columns.{split} is not a split; choose train, eval or test")
+            if not isinstance(renames, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in renames.items()):
+                raise ConfigError(f"data.rename_columns.{split}={renames!r} is not valid; give a mapping of the "
+                                  "split's column to the name the data keys read, e.g. {question: query}")
 
     def _check_splits(self) -> None:
         for key, fraction in (("eval_fraction", self.eval_fraction), ("test_fraction", self.test_fraction)):
@@ -419,6 +458,8 @@ class RunConfig:
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
+        values["data"] = {k: v for k, v in values["data"].items()
+                          if k not in _LATER_DATA_DEFAULTS or v != _LATER_DATA_DEFAULTS[k]}
         if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
             for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
                 del values["trainer"][key]

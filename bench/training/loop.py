@@ -29,6 +29,7 @@ from bench.distributed.wrap import unwrapped
 from bench.measure.monitor.throughput import StepTimer
 from bench.measure.profile.scopes import fetched
 from bench.models.footprint import training_state_bytes
+from bench.tasks.base import batch_counts
 from bench.training.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 
 if TYPE_CHECKING:
@@ -203,11 +204,12 @@ class OptimizerStep:
     def step(self, group: list[dict[str, Any]], result: TrainResult) -> tuple[Any, str, tuple[int, int]]:
         """Forward and backward on each micro-batch of `group` (host batches), then one update. Returns the mean
         of the micro-batches' losses (still on the device), why the step is not timed ("" if it is), and the
-        samples and non-padding tokens of them all."""
+        examples and non-padding tokens of them all (a packed row holds several examples: both count the same
+        for packed and padded batches)."""
         losses, untimed, samples, tokens = [], "", 0, 0
-        for index, host_batch in enumerate(group):
-            samples += len(host_batch["labels"])
-            tokens += int(host_batch["attention_mask"].sum())  # host copy: no sync
+        for index, packed_or_padded in enumerate(group):
+            host_batch, examples, real_tokens = batch_counts(packed_or_padded)  # host copies: no sync
+            samples, tokens = samples + examples, tokens + real_tokens
             with scope("data_host"):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
             with self.hooks.step(result.steps + 1, batch) as reason:
