@@ -30,6 +30,7 @@ QuantType = Literal["nf4", "fp4"]
 TensorPolicy = Literal["largest", "every", "off"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 Strategy = Literal["single", "ddp", "fsdp"]
+Schedule = Literal["linear", "cosine"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
@@ -303,13 +304,14 @@ class DataConfig:
 class TrainerConfig:
     """The training loop's knobs."""
 
-    lr: float  # peak learning rate (AdamW, linear warm-up then linear decay)
+    lr: float  # peak learning rate (AdamW, linear warm-up then `schedule` decay)
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps, whatever `epochs` says
     batch_size: int = 16
     eval_batch_size: int = 64
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up
+    schedule: Schedule = "linear"  # after warm-up the rate decays to 0: linear, or cosine (peft's MetaMathQA runs)
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     device: str = "auto"  # auto = cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None = torch's default
@@ -335,6 +337,7 @@ class TrainerConfig:
         _check_positive("trainer.log_every", self.log_every)
         _check_positive("trainer.threads", self.threads, allow_none=True)
         _check_choice("trainer.optimizer", self.optimizer, Optimizer)
+        _check_choice("trainer.schedule", self.schedule, Schedule)
         if not isinstance(self.gradient_checkpointing, bool):
             raise ConfigError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r} is not valid; "
                               "choose true or false")
@@ -460,6 +463,8 @@ class RunConfig:
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
         values["data"] = {k: v for k, v in values["data"].items()
                           if k not in _LATER_DATA_DEFAULTS or v != _LATER_DATA_DEFAULTS[k]}
+        if self.trainer.schedule == "linear":  # as before the schedule could be chosen: finished runs keep their hash
+            del values["trainer"]["schedule"]
         if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
             for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
                 del values["trainer"][key]

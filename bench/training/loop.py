@@ -1,4 +1,5 @@
-"""The one training loop, the same for every technique: AdamW, linear warm-up/decay, autocast, clipping.
+"""The one training loop, the same for every technique: AdamW, linear warm-up then linear or cosine decay, autocast,
+clipping.
 
 An optimizer step runs over `trainer.grad_accum_steps` micro-batches of `trainer.batch_size` (one by default):
 each micro-batch's loss is scaled by the group's size before backward, so the gradients add up to those of
@@ -140,7 +141,7 @@ def train(*, model: torch.nn.Module, train_loader: Any, eval_loader: Any, traine
     the end."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     inner = unwrapped(model)  # the model a DDP wrapper wraps: what the levers and evaluation see
     apply_levers(inner, trainer)
@@ -148,7 +149,8 @@ def train(*, model: torch.nn.Module, train_loader: Any, eval_loader: Any, traine
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
                       trainer.max_steps or math.inf)
     optimizer = build_optimizer(model, trainer, lr_by_module)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
+    schedule = get_cosine_schedule_with_warmup if trainer.schedule == "cosine" else get_linear_schedule_with_warmup
+    scheduler = schedule(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
     result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
     hooks = hooks or _NoHooks()
     hooks.on_train_start(model, optimizer)
