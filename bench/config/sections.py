@@ -431,6 +431,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_choice("task", self.task, Task)
         check_bounds("", {"seed": self.seed})  # every section's numbers against their ranges (bench.config.bounds)
+        if self.data.packing and self.task != "causal_lm":
+            raise ConfigError(f"data.packing=true packs prompt/answer examples for task=causal_lm; task={self.task} "
+                              "trains on single texts: set data.packing=false")
+        if self.data.packing and self.method.technique.mixes_packed_examples:
+            raise ConfigError(f"data.packing=true with method={self.method.name}: its attention crosses the "
+                              "examples of a packed row; set data.packing=false or choose another technique")
         for name in ("model", "method", "data", "trainer", "tracker", "monitor", "deploy"):
             check_bounds(name, vars(getattr(self, name)))
         # What a run writes goes under output_dir; a relative path may not climb out of the working folder.

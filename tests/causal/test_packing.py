@@ -125,3 +125,16 @@ def test_packed_loader_counts_the_tokens_a_padded_run_counts(minilm_tokenizer) -
     assert counts["packed"][:2] == counts["padded"][:2]
     assert counts["packed"][0] == len(pairs)
     assert counts["packed"][2] < counts["padded"][2]  # fewer batches: the point of packing
+
+
+@pytest.mark.parametrize(("overrides", "needles"), [
+    (["data.packing=true"], ("data.packing=true", "task=classification", "data.packing=false")),
+    (["model=tiny-llama", "method=longlora", "data.packing=true"],
+     ("data.packing=true with method=longlora", "crosses the examples", "data.packing=false")),
+    (["model=tiny-llama", "data.packing=maybe"], ("data.packing=maybe", "true or false")),
+])
+def test_packing_refused_where_it_cannot_hold(overrides: list[str], needles: tuple[str, ...], tmp_path) -> None:
+    from support import assert_one_error_line, run_cli_here
+
+    result = run_cli_here(*overrides, f"tracker.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    assert_one_error_line(result, *needles)

@@ -96,8 +96,8 @@ def test_a_missing_column_names_it_the_columns_and_the_key(local_files, tmp_path
     result = run_cli_here("experiment=peft-metamath", "model=tiny-llama", "method=lora", "hydra.mode=RUN",
                           *_offline(local_files), "~data.rename_columns.test",
                           f"tracker.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
-    assert_one_error_line(result, "the test split (file ", "gsm8k_test.jsonl) has no column 'query' (data.prompt_column)",
-                          "its columns are: question, answer", "data.rename_columns.test")
+    assert_one_error_line(result, "the test split (file ", "gsm8k_test.jsonl) has no column 'query' "
+                          "(data.prompt_column)", "its columns are: question, answer", "data.rename_columns.test")
 
 
 def test_a_rename_of_a_column_that_is_not_there_names_the_columns(local_files) -> None:
@@ -106,7 +106,8 @@ def test_a_rename_of_a_column_that_is_not_there_names_the_columns(local_files) -
     spec = _composed(*_offline(local_files)).data
     typo = DataConfig(**{**vars(spec), "rename_columns": {"eval": {"quest": "query", "answer": "response"}}})
     with pytest.raises(ConfigError, match=r"the eval split \(file .*gsm8k_train.jsonl\) has no column 'quest' to "
-                                          r"rename; its columns are: question, answer \(set data.rename_columns.eval\)"):
+                                          r"rename; its columns are: question, answer "
+                                          r"\(set data.rename_columns.eval\)"):
         load_sft_splits(typo)
 
 

@@ -5,10 +5,10 @@ Padding every batch to its longest row spends compute on pad tokens; packing fil
 and TRL do. A packed row is its examples' ids one after another with `position_ids` restarting at 0 for each
 example and no attention mask: transformers reads the restarts (`masking_utils.find_packed_sequence_indices`)
 and keeps attention inside each example, with a block-diagonal causal mask on SDPA and eager attention and
-the variable-length kernel on flash attention (`attn_implementation=flash_attention_2`). transformers reads them only
-without a KV cache, which `CausalTask.after_build` turns off for every causal run (`use_cache=False`). The loss stays on the
-answer tokens only; each example's first label is ignored too, so no example is trained to predict the first
-token of the next one (unpacked, that label is never read either: nothing comes before it).
+the variable-length kernel on flash attention (`attn_implementation=flash_attention_2`). transformers reads them
+only without a KV cache, which `CausalTask.after_build` turns off for every causal run (`use_cache=False`). The
+loss stays on the answer tokens only; each example's first label is ignored too, so no example is trained to
+predict the first token of the next one (unpacked, that label is never read either: nothing comes before it).
 
 Rows are filled best-fit decreasing (each example, longest first, goes into the open row it fills best), then
 shuffled by the run seed. The tail of a row that is not full is padding, given its own position run so it is a

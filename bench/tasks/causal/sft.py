@@ -126,9 +126,8 @@ def _pairs_frame(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any,
     """`prompt` and `response` columns (a chat prompt kept as JSON text, so it can be deduplicated); pairs without
     a prompt or an answer dropped (counted: bench.tasks.incomplete), and duplicate prompts, which would leak between
     splits."""
-    from bench.tasks.incomplete import Incomplete, complete_rows
-
     from bench.tasks.data import check_columns
+    from bench.tasks.incomplete import Incomplete, complete_rows
 
     check_columns(raw, spec, split, {spec.messages_column: "data.messages_column"} if spec.messages_column
                   else {spec.prompt_column: "data.prompt_column", spec.response_column: "data.response_column"})
