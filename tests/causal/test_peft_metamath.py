@@ -128,3 +128,26 @@ def test_a_tiny_run_through_the_preset_packed_and_padded(local_files, tmp_path) 
         assert math.isfinite(run["metrics.test/perplexity"]) and math.isfinite(run["metrics.eval/forgetting"])
         tokens[packing] = run["metrics.train/tokens"]
     assert tokens["true"] > 1.5 * tokens["false"]
+
+
+def test_each_split_from_its_own_hub_data_set(tmp_path, monkeypatch) -> None:
+    """The preset's hub path as it runs, on local folders that `datasets.load_dataset` reads as data sets: train
+    from a MetaMathQA-shaped one, validation and test from the splits of a GSM8K-shaped one, renamed."""
+    import datasets
+
+    from bench.tasks.causal.sft import load_sft_splits
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")  # its Arrow files
+
+    metamath, gsm8k = tmp_path / "metamath", tmp_path / "gsm8k"
+    metamath.mkdir()
+    gsm8k.mkdir()
+    _jsonl(metamath / "train.jsonl", _metamath(30))
+    _jsonl(gsm8k / "train.jsonl", _gsm8k(20, 0))
+    _jsonl(gsm8k / "test.jsonl", _gsm8k(8, 500))
+    spec = _composed(f"data.hub_id={metamath}", f"data.hub_eval_id={gsm8k}", f"data.hub_test_id={gsm8k}",
+                     "data.hub_eval_config=null", "data.hub_test_config=null", "data.max_eval_samples=6").data
+    splits = load_sft_splits(spec)
+    assert (len(splits.train), len(splits.eval), len(splits.test)) == (30, 6, 8)
+    assert {p.response.split("#### ")[1] for p in splits.test} == {str(500 + i) for i in range(8)}
+    assert all(p.response.startswith("Step by step") for p in splits.train)
