@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf, open_dict
-from support import TINY_CAUSAL, assert_one_error_line, finished_runs, run_cli_here
+from support import TINY_CAUSAL, assert_one_error_line, assert_plan_matches, finished_runs, run_cli_here
 
 from bench.cli import compose
 from bench.config import ConfigError, DataConfig, RunConfig
@@ -127,6 +127,7 @@ def test_a_tiny_run_through_the_preset_packed_and_padded(local_files, tmp_path) 
         assert run["metrics.data/test_rows"] == 10 and run["metrics.data/eval_rows"] == 12
         assert math.isfinite(run["metrics.test/perplexity"]) and math.isfinite(run["metrics.eval/forgetting"])
         tokens[packing] = run["metrics.train/tokens"]
+        assert_plan_matches(run)  # the plan follows packing: its packed batch is the run's, within 5 %
     assert tokens["true"] > 1.5 * tokens["false"]
 
 
