@@ -13,7 +13,8 @@ predict the first token of the next one (unpacked, that label is never read eith
 Rows are filled best-fit decreasing (each example, longest first, goes into the open row it fills best), then
 shuffled by the run seed. The tail of a row that is not full is padding, given its own position run so it is a
 block of its own; a packed batch says how many real tokens and examples it holds (`PACKED_COUNTS`), so
-`train/tokens_per_s` counts the same tokens for packed and padded runs.
+`train/tokens_per_s` counts the same tokens for packed and padded runs. Only the training batches are packed:
+evaluation scores every example on its own, as before.
 """
 
 from __future__ import annotations
