@@ -110,11 +110,12 @@ def check_columns(raw: Any, spec: DataConfig, split: str, wanted: dict[str, str]
     the missing column, the columns the data set has, and the keys to set."""
     missing = [column for column in wanted if column not in raw.columns]
     if missing:
-        column = missing[0]
-        raise ConfigError(f"data={spec.name}: the {split} split ({source_of(spec, split)}) has no column {column!r} "
-                          f"({wanted[column]}); its columns are: {', '.join(map(str, raw.columns))} (set "
-                          f"{wanted[column]}, or rename a column of this split to {column!r} with "
-                          f"data.rename_columns.{split})")
+        named = ", ".join(f"{column!r} ({wanted[column]})" for column in missing)
+        keys, names = " / ".join(wanted[c] for c in missing), ", ".join(repr(c) for c in missing)
+        some = "a column" if len(missing) == 1 else "columns"
+        raise ConfigError(f"data={spec.name}: the {split} split ({source_of(spec, split)}) has no column {named}; "
+                          f"its columns are: {', '.join(map(str, raw.columns))} (set {keys}, or rename {some} of "
+                          f"this split to {names} with data.rename_columns.{split})")
 
 
 def read_frame(spec: DataConfig) -> Any:
