@@ -32,12 +32,16 @@ QuantType = Literal["nf4", "fp4"]
 TensorPolicy = Literal["largest", "every", "off"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 Strategy = Literal["single", "ddp", "fsdp"]
+Schedule = Literal["linear", "cosine"]
 
 
 _CAUSAL_DATA_FIELDS = {"prompt_template", "response_template", "prompt_column", "response_column", "messages_column",
-                       "prompt_format", "general_eval_chunks", "scoring", "answer_rule",
-                       "max_new_tokens"}  # data fields a classification run never reads
+                       "prompt_format", "general_eval_chunks", "scoring", "answer_rule", "max_new_tokens", "packing",
+                       "prompt_column_template"}  # data fields a classification run never reads
 _GENERATION_FIELDS = {"scoring", "answer_rule", "max_new_tokens"}  # ... and a causal LM scored by likelihood
+# data fields added after runs were recorded: left out of the config hash at their default, so those runs keep theirs
+_LATER_DATA_DEFAULTS = {"packing": False, "hub_eval_id": None, "hub_eval_config": None, "hub_test_id": None,
+                        "hub_test_config": None, "rename_columns": {}, "prompt_column_template": None}
 
 
 def _check_choice(key: str, value: Any, choices: Any) -> None:
@@ -211,6 +215,17 @@ class DataConfig:
     response_column: str = "response"  # ... and its answer column
     messages_column: str | None = None  # a chat data set's list of {role, content} turns; the last answer is trained
     prompt_format: PromptFormat = "auto"  # auto: the tokenizer's chat template where it has one; chat; plain
+    # packing (task=causal_lm):
+    packing: bool = False  # several examples per row up to max_length, attention kept inside each (tasks.causal.pack)
+    # A split from another hub data set than hub_id, and each split's columns renamed to the names the keys above
+    # read (peft's MetaMathQA benchmark trains on meta-math/MetaMathQA `query`/`response` and tests on openai/gsm8k
+    # `question`/`answer`):
+    hub_eval_id: str | None = None  # the validation split's hub data set; None = hub_id (with hub_eval_split)
+    hub_eval_config: str | None = None  # its config, with hub_eval_id
+    hub_test_id: str | None = None  # the test split's hub data set; None = hub_id (with hub_test_split)
+    hub_test_config: str | None = None  # its config, with hub_test_id
+    rename_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # split (train/eval/test) -> {old: new}
+    prompt_column_template: str | None = None  # causal_lm, prompt_column: each prompt in it, e.g. "Q: {prompt}\nA:"
     general_eval_chunks: int = 32  # chunks of general English text (max_length tokens each) for forgetting; 0 = off
     # generation scoring (task=causal_lm):
     scoring: Scoring = "auto"  # auto: likelihood where a label set exists, generation otherwise; likelihood; generation
@@ -225,6 +240,7 @@ class DataConfig:
             raise ConfigError(f"data={self.name} has source=hub but no data.hub_id")
         self._check_splits()
         self._check_labels()
+        self._check_split_sources()
         _check_positive("data.max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data.max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data.max_test_samples", self.max_test_samples, allow_none=True)
@@ -234,7 +250,8 @@ class DataConfig:
             raise ConfigError(f"data.general_eval_chunks={self.general_eval_chunks!r} is not valid; it must be >= 0")
         self._check_scoring()
         for key, template, fields in (("prompt_template", self.prompt_template, {"text"}),
-                                      ("response_template", self.response_template, {"label"})):
+                                      ("response_template", self.response_template, {"label"}),
+                                      ("prompt_column_template", self.prompt_column_template, {"prompt"})):
             try:
                 (template or "").format(**dict.fromkeys(fields, ""))
             except (KeyError, IndexError, ValueError) as error:
@@ -285,6 +302,28 @@ class DataConfig:
             raise ConfigError(f"data.answer_rule=label_word needs a label set and data={self.name} has none (set "
                               "data.labels); choose data.answer_rule=final_number or text")
 
+    def _check_split_sources(self) -> None:
+        if not isinstance(self.packing, bool):
+            raise ConfigError(f"data.packing={self.packing!r} is not valid; choose true or false")
+        for split in ("eval", "test"):
+            hub_id, config, split_key = (getattr(self, f"hub_{split}_{key}") for key in ("id", "config", "split"))
+            if (hub_id or config) and self.source != "hub":
+                raise ConfigError(f"data.hub_{split}_id / data.hub_{split}_config are for a hub data set (source=hub); "
+                                  f"a local data set's own splits are data.eval_path / data.test_path")
+            if hub_id and not split_key:
+                raise ConfigError(f"data.hub_{split}_id={hub_id!r} needs data.hub_{split}_split: the split of "
+                                  f"{hub_id} to read (e.g. test)")
+            if config and not hub_id:
+                raise ConfigError(f"data.hub_{split}_config={config!r} needs data.hub_{split}_id (without it the "
+                                  f"split comes from data.hub_id with data.hub_config)")
+        for split, renames in self.rename_columns.items():
+            if split not in ("train", "eval", "test"):
+                raise ConfigError(f"data.rename_columns.{split} is not a split; choose train, eval or test")
+            if not isinstance(renames, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in renames.items()):
+                raise ConfigError(f"data.rename_columns.{split}={renames!r} is not valid; give a mapping of the "
+                                  "split's column to the name the data keys read, e.g. {question: query}")
+
     def _check_splits(self) -> None:
         for key, fraction in (("eval_fraction", self.eval_fraction), ("test_fraction", self.test_fraction)):
             if not 0 < fraction < 1:
@@ -302,13 +341,14 @@ class DataConfig:
 class TrainerConfig:
     """The training loop's knobs."""
 
-    lr: float  # peak learning rate (AdamW, linear warm-up then linear decay)
+    lr: float  # peak learning rate (AdamW, linear warm-up then `schedule` decay)
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps, whatever `epochs` says
     batch_size: int = 16
     eval_batch_size: int = 64
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up
+    schedule: Schedule = "linear"  # after warm-up the rate decays to 0: linear, or cosine (peft's MetaMathQA runs)
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     device: str = "auto"  # auto = cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None = torch's default
@@ -334,6 +374,7 @@ class TrainerConfig:
         _check_positive("trainer.log_every", self.log_every)
         _check_positive("trainer.threads", self.threads, allow_none=True)
         _check_choice("trainer.optimizer", self.optimizer, Optimizer)
+        _check_choice("trainer.schedule", self.schedule, Schedule)
         if not isinstance(self.gradient_checkpointing, bool):
             raise ConfigError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r} is not valid; "
                               "choose true or false")
@@ -427,6 +468,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_choice("task", self.task, Task)
         check_bounds("", {"seed": self.seed})  # every section's numbers against their ranges (bench.config.bounds)
+        if self.data.packing and self.task != "causal_lm":
+            raise ConfigError(f"data.packing=true packs prompt/answer examples for task=causal_lm; task={self.task} "
+                              "trains on single texts: set data.packing=false")
+        if self.data.packing and self.method.technique.mixes_packed_examples:
+            raise ConfigError(f"data.packing=true with method={self.method.name}: its attention crosses the "
+                              "examples of a packed row; set data.packing=false or choose another technique")
         for name in ("model", "method", "data", "trainer", "tracker", "monitor", "deploy"):
             check_bounds(name, vars(getattr(self, name)))
         # What a run writes goes under output_dir; a relative path may not climb out of the working folder.
@@ -459,6 +506,10 @@ class RunConfig:
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}
         elif not self.data.generation_scored:  # as before generation scoring, so finished likelihood runs keep theirs
             values["data"] = {k: v for k, v in values["data"].items() if k not in _GENERATION_FIELDS}
+        values["data"] = {k: v for k, v in values["data"].items()
+                          if k not in _LATER_DATA_DEFAULTS or v != _LATER_DATA_DEFAULTS[k]}
+        if self.trainer.schedule == "linear":  # as before the schedule could be chosen: finished runs keep their hash
+            del values["trainer"]["schedule"]
         if self.trainer.strategy == "single" and self.trainer.nproc == 1:  # as before runs could be distributed,
             for key in ("strategy", "nproc"):  # so finished single-process runs keep their hash
                 del values["trainer"][key]

@@ -180,7 +180,10 @@ def trace_plan(cfg: RunConfig, *, device: torch.device, config: PretrainedConfig
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     host = torch.device("cpu")  # where the fake tensors dispatch; a CUDA plan's differences are in `notes`
     fake_model(built.model, mode, host)
-    batch = host_batch(batch_size=batch_size, seq_len=cfg.data.max_length, causal=cfg.task == "causal_lm")
+    if cfg.task == "causal_lm":  # as CausalTask.after_build: no KV cache (a packed batch's restarts are read only then)
+        built.model.config.use_cache = False
+    batch = host_batch(batch_size=batch_size, seq_len=cfg.data.max_length, causal=cfg.task == "causal_lm",
+                       packed=cfg.task == "causal_lm" and cfg.data.packing)
     batch |= _batch_extras(built.model, config, batch_size, cfg.data.max_length)
     with warnings.catch_warnings():  # the libraries' notices about the host (bitsandbytes' paged optimizers
         warnings.simplefilter("ignore")  # fall back on CPU, say) are not about the plan

@@ -15,7 +15,7 @@ CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "tempora
 SHORT = {"gradient_checkpointing": "checkpointing", "optimizer": "optimizer kind", "grad_accum_steps": "accum steps"}
 # overrides a descriptor already shows, so a comma list on them adds no second column
 COVERED = {"model": "model", "method": "technique", "trainer.batch_size": "batch", "data.max_length": "seq",
-           **{f"trainer.{name}": name for name in LEVERS}}
+           "data.packing": "packing", **{f"trainer.{name}": name for name in LEVERS}}
 
 
 def gib(value: float | None, unit: int = GIB) -> str:
@@ -37,6 +37,8 @@ def describe(row: dict[str, Any]) -> dict[str, str]:
     for name in LEVERS:
         if hasattr(cfg.trainer, name):
             found[name] = str(getattr(cfg.trainer, name)).lower()
+    if cfg.task == "causal_lm":  # packed: every row full of examples, not a worst case of padding
+        found["packing"] = str(cfg.data.packing).lower()
     for key, value in row["swept"].items():
         if key.lstrip("+~") not in COVERED:
             found[key.lstrip("+~")] = value

@@ -71,16 +71,24 @@ def _fake_held_state(module: torch.nn.Module, fake: Any) -> None:
             module.bias = fake(module.bias)
 
 
-def host_batch(*, batch_size: int, seq_len: int, causal: bool) -> dict[str, Any]:
+def host_batch(*, batch_size: int, seq_len: int, causal: bool, packed: bool = False) -> dict[str, Any]:
     """A batch of `batch_size` sequences of `seq_len` tokens, every token real but the last one of the last row:
     the worst case of dynamic padding, the batch `bench run`'s accounting would find largest. One padded position
     because a batch padded anywhere makes the model expand its attention mask to batch x 1 x length x length (a
     batch with no padding skips it: on MiniLM-sized rows that was 3 KiB a row the plan missed). Real (tiny) host
     tensors, as a data loader gives them: the loop counts their tokens, and the fake mode takes them in as
-    inputs."""
+    inputs. `packed` (data.packing): every row full, of two examples (positions restarting halfway), as a packed
+    run's batches nearly all are; no padding mask, so the model builds the block-diagonal one from the positions."""
     import torch
 
     shape = (batch_size, seq_len)
+    if packed:
+        from bench.tasks.base import PACKED_COUNTS
+
+        half = seq_len // 2
+        positions = torch.cat([torch.arange(half), torch.arange(seq_len - half)]).repeat(batch_size, 1)
+        return {"input_ids": torch.zeros(shape, dtype=torch.long), "labels": torch.zeros(shape, dtype=torch.long),
+                "position_ids": positions, PACKED_COUNTS: torch.tensor([2 * batch_size, batch_size * seq_len])}
     labels = torch.zeros(shape if causal else (batch_size,), dtype=torch.long)
     mask = torch.ones(shape, dtype=torch.long)
     mask[-1, -1] = 0

@@ -81,6 +81,18 @@ class Task(Protocol):
         """The headline figures of a finished run, for the line that says where the results are."""
 
 
+PACKED_COUNTS = "packed_counts"  # a packed batch's (examples, real tokens): it has no padding mask to count them from
+
+
+def batch_counts(batch: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
+    """(the model's inputs, examples, non-padding tokens) of a training batch. A padded batch counts its rows and
+    its attention mask; a packed one (bench.tasks.causal.pack) carries its counts, which are not model inputs."""
+    if PACKED_COUNTS in batch:
+        examples, tokens = (int(n) for n in batch[PACKED_COUNTS].tolist())
+        return {k: v for k, v in batch.items() if k != PACKED_COUNTS}, examples, tokens
+    return batch, len(batch["labels"]), int(batch["attention_mask"].sum())
+
+
 def as_test(metrics: dict[str, float]) -> dict[str, float]:
     """`eval/accuracy` -> `test/accuracy`: the figures `Task.evaluate` computes, named for the test split."""
     return {f"test/{key.removeprefix('eval/')}": value for key, value in metrics.items()}

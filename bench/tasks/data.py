@@ -71,14 +71,51 @@ def _share(frame: Any, label: str) -> float:
 
 
 def read_frames(spec: DataConfig) -> dict[str, Any]:
-    """The raw `train` source and, where the data set comes split, its `eval` and `test` frames (else None)."""
+    """The raw `train` source and, where the data set comes split, its `eval` and `test` frames (else None), each
+    with its columns renamed by `data.rename_columns.<split>`. A hub split may come from another data set
+    (`data.hub_eval_id`, `data.hub_test_id`)."""
     if spec.source == "hub":
-        return {"train": _read_hub(spec, spec.hub_split),
-                "eval": _read_hub(spec, spec.hub_eval_split) if spec.hub_eval_split else None,
-                "test": _read_hub(spec, spec.hub_test_split) if spec.hub_test_split else None}
-    return {"train": read_frame(spec),
-            "eval": _read_file(Path(spec.eval_path), spec, key="data.eval_path") if spec.eval_path else None,
-            "test": _read_file(Path(spec.test_path), spec, key="data.test_path") if spec.test_path else None}
+        frames = {"train": _read_hub(spec, spec.hub_split),
+                  "eval": _read_hub(spec, spec.hub_eval_split, split="eval") if spec.hub_eval_split else None,
+                  "test": _read_hub(spec, spec.hub_test_split, split="test") if spec.hub_test_split else None}
+    else:
+        frames = {"train": read_frame(spec),
+                  "eval": _read_file(Path(spec.eval_path), spec, key="data.eval_path") if spec.eval_path else None,
+                  "test": _read_file(Path(spec.test_path), spec, key="data.test_path") if spec.test_path else None}
+    return {split: None if frame is None else _renamed(frame, spec, split) for split, frame in frames.items()}
+
+
+def _renamed(frame: Any, spec: DataConfig, split: str) -> Any:
+    renames = spec.rename_columns.get(split) or {}
+    missing = [column for column in renames if column not in frame.columns]
+    if missing:
+        raise ConfigError(f"data={spec.name}: the {split} split ({source_of(spec, split)}) has no column "
+                          f"{missing[0]!r} to rename; its columns are: {', '.join(map(str, frame.columns))} "
+                          f"(set data.rename_columns.{split})")
+    return frame.rename(columns=renames) if renames else frame
+
+
+def source_of(spec: DataConfig, split: str) -> str:
+    """Where a split's rows come from, for a message: the hub data set and split, or the file."""
+    if spec.source == "hub":
+        hub_id = {"eval": spec.hub_eval_id, "test": spec.hub_test_id}.get(split) or spec.hub_id
+        part = {"train": spec.hub_split, "eval": spec.hub_eval_split, "test": spec.hub_test_split}[split]
+        return f"hub {hub_id}, split {part}" if split == "train" or part else f"carved from hub {spec.hub_id}"
+    path = {"eval": spec.eval_path, "test": spec.test_path}.get(split) or spec.path or spec.package
+    return f"file {path}"
+
+
+def check_columns(raw: Any, spec: DataConfig, split: str, wanted: dict[str, str]) -> None:
+    """Every column in `wanted` (column -> the data key that names it) is in the split's frame; else one line with
+    the missing column, the columns the data set has, and the keys to set."""
+    missing = [column for column in wanted if column not in raw.columns]
+    if missing:
+        named = ", ".join(f"{column!r} ({wanted[column]})" for column in missing)
+        keys, names = " / ".join(wanted[c] for c in missing), ", ".join(repr(c) for c in missing)
+        some = "a column" if len(missing) == 1 else "columns"
+        raise ConfigError(f"data={spec.name}: the {split} split ({source_of(spec, split)}) has no column {named}; "
+                          f"its columns are: {', '.join(map(str, raw.columns))} (set {keys}, or rename {some} of "
+                          f"this split to {names} with data.rename_columns.{split})")
 
 
 def read_frame(spec: DataConfig) -> Any:
@@ -137,15 +174,20 @@ def _encoding_hint(path: Path, encoding: str) -> str:
     return "set data.encoding to the file's encoding, e.g. latin-1"
 
 
-def _read_hub(spec: DataConfig, split: str) -> Any:
-    """One split of a hub data set by name; integer ClassLabel columns become their label names."""
+def _read_hub(spec: DataConfig, part: str, *, split: str = "train") -> Any:
+    """Split `part` of the hub data set that bench's `split` comes from; integer ClassLabel columns become their label
+    names."""
     import datasets
 
-    dataset = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
-    feature = dataset.features.get(spec.label_column)
+    hub_id = {"eval": spec.hub_eval_id, "test": spec.hub_test_id}.get(split)
+    config = {"eval": spec.hub_eval_config, "test": spec.hub_test_config}[split] if hub_id else spec.hub_config
+    dataset = datasets.load_dataset(hub_id or spec.hub_id, config, split=part)
+    label = {new: old for old, new in (spec.rename_columns.get(split) or {}).items()}.get(spec.label_column,
+                                                                                          spec.label_column)
+    feature = dataset.features.get(label)
     frame = dataset.to_pandas()
     if isinstance(feature, datasets.ClassLabel):
-        frame[spec.label_column] = frame[spec.label_column].map(lambda i: feature.names[i] if i >= 0 else None)
+        frame[label] = frame[label].map(lambda i: feature.names[i] if i >= 0 else None)
     return frame
 
 
@@ -154,10 +196,7 @@ def _clean(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any, Incom
     duplicate texts."""
     from bench.tasks.incomplete import complete_rows
 
-    missing = [c for c in (spec.text_column, spec.label_column) if c not in raw.columns]
-    if missing:
-        raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
-                          f"{', '.join(map(str, raw.columns))} (set data.text_column / data.label_column)")
+    check_columns(raw, spec, split, {spec.text_column: "data.text_column", spec.label_column: "data.label_column"})
     frame = raw[[spec.text_column, spec.label_column]].set_axis(["text", "label"], axis=1)
     frame, counts = complete_rows(frame, text="text", label="label", spec=spec, split=split,
                                   names=("data.text_column", "data.label_column"))

@@ -98,6 +98,7 @@ class Technique:
     baseline: bool = False  # the tuned table gives every technique's difference against it (`vs_<name>`)
     converted_on_save: bool = False  # PiSSA/OLoRA change the base: the adapter ships as a plain LoRA delta
     causal_lm_only: bool = False  # LongLoRA's S²-Attn needs a causal mask
+    mixes_packed_examples: bool = False  # its attention crosses a packed row's examples (S²-Attn's shifted groups)
     initialises_from_values: bool = False  # its start depends on the weights' values, which a plan's skeleton lacks
     needs_architecture: bool = False  # its checks need the model's config: one that cannot be read fails at once
     order: int = 100  # where NAMES lists it (and so its plot colour); ties by name, after the first ten

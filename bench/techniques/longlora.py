@@ -70,4 +70,4 @@ class LongLoRA(Technique):
 TECHNIQUE = LongLoRA(name="longlora", label="LongLoRA",
                      summary="LoRA with shifted sparse attention, embeddings and norms trained", parent="lora",
                      knobs=LORA_KNOBS | {"attn_group_ratio", "embed_norm_lr"}, causal_lm_only=True,
-                     needs_architecture=True, order=9)
+                     needs_architecture=True, mixes_packed_examples=True, order=9)

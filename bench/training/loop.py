@@ -1,4 +1,5 @@
-"""The one training loop, the same for every technique: AdamW, linear warm-up/decay, autocast, clipping.
+"""The one training loop, the same for every technique: AdamW, linear warm-up then linear or cosine decay, autocast,
+clipping.
 
 An optimizer step runs over `trainer.grad_accum_steps` micro-batches of `trainer.batch_size` (one by default):
 each micro-batch's loss is scaled by the group's size before backward, so the gradients add up to those of
@@ -29,6 +30,7 @@ from bench.distributed.wrap import unwrapped
 from bench.measure.monitor.throughput import StepTimer
 from bench.measure.profile.scopes import fetched
 from bench.models.footprint import training_state_bytes
+from bench.tasks.base import batch_counts
 from bench.training.levers import apply_levers, micro_batch_groups, optimizer_class, optimizer_steps_per_epoch
 
 if TYPE_CHECKING:
@@ -139,7 +141,7 @@ def train(*, model: torch.nn.Module, train_loader: Any, eval_loader: Any, traine
     the end."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     inner = unwrapped(model)  # the model a DDP wrapper wraps: what the levers and evaluation see
     apply_levers(inner, trainer)
@@ -147,7 +149,8 @@ def train(*, model: torch.nn.Module, train_loader: Any, eval_loader: Any, traine
     total_steps = min(trainer.epochs * optimizer_steps_per_epoch(len(train_loader), accumulate),
                       trainer.max_steps or math.inf)
     optimizer = build_optimizer(model, trainer, lr_by_module)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
+    schedule = get_cosine_schedule_with_warmup if trainer.schedule == "cosine" else get_linear_schedule_with_warmup
+    scheduler = schedule(optimizer, int(trainer.warmup_ratio * total_steps), total_steps)
     result, clock, timer, pending = TrainResult(), _Clock(device), StepTimer(device, warmup_steps=warmup_steps), []
     hooks = hooks or _NoHooks()
     hooks.on_train_start(model, optimizer)
@@ -203,11 +206,12 @@ class OptimizerStep:
     def step(self, group: list[dict[str, Any]], result: TrainResult) -> tuple[Any, str, tuple[int, int]]:
         """Forward and backward on each micro-batch of `group` (host batches), then one update. Returns the mean
         of the micro-batches' losses (still on the device), why the step is not timed ("" if it is), and the
-        samples and non-padding tokens of them all."""
+        examples and non-padding tokens of them all (a packed row holds several examples: both count the same
+        for packed and padded batches)."""
         losses, untimed, samples, tokens = [], "", 0, 0
-        for index, host_batch in enumerate(group):
-            samples += len(host_batch["labels"])
-            tokens += int(host_batch["attention_mask"].sum())  # host copy: no sync
+        for index, packed_or_padded in enumerate(group):
+            host_batch, examples, real_tokens = batch_counts(packed_or_padded)  # host copies: no sync
+            samples, tokens = samples + examples, tokens + real_tokens
             with scope("data_host"):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
             with self.hooks.step(result.steps + 1, batch) as reason:

@@ -85,7 +85,8 @@ def test_data_file_without_prompt_or_response_columns(tmp_path) -> None:
     data.write_text('{"question": "a", "answer": "b"}\n' * 4)
     result = run_cli_here(*TINY_CAUSAL, "data=sft-local", f"data.path={data}",
                           f"tracker.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
-    assert_one_error_line(result, "['prompt', 'response'] not found", "question, answer", "data.prompt_column")
+    assert_one_error_line(result, "has no column 'prompt' (data.prompt_column), 'response' (data.response_column)",
+                          "its columns are: question, answer", "data.rename_columns.train")
 
 
 def test_max_length_beyond_the_context(tmp_path) -> None:

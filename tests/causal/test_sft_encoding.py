@@ -148,7 +148,11 @@ def test_chat_messages_column(tmp_path) -> None:
 
 def test_missing_columns_name_the_columns_there_are(tmp_path) -> None:
     spec = DataConfig(name="sft-local", source="local", path=_jsonl(tmp_path / "x.jsonl", [{"q": "a", "a": "b"}]))
-    with pytest.raises(ConfigError, match=r"\['prompt', 'response'\] not found; the columns are: q, a"):
+    with pytest.raises(ConfigError, match=r"the train split \(file .*x.jsonl\) has no column 'prompt' "
+                                          r"\(data.prompt_column\), 'response' \(data.response_column\); its "
+                                          r"columns are: q, a \(set data.prompt_column / data.response_column, or "
+                                          r"rename columns of this split to 'prompt', 'response' with "
+                                          r"data.rename_columns.train"):
         load_sft_splits(spec)
 
 

@@ -17,6 +17,7 @@ CATEGORIES = ("params", "buffers", "grads", "optimizer", "activations", "tempora
 FIT = ("allocator", "reserved", "process")  # the figures that decide a fit, on a GPU
 TINY = ["model=tiny-llama", "data.max_length=32", "trainer.batch_size=2"]
 LEVERS_LINE = "checkpointing false, optimizer kind adamw, accum steps 1"
+CAUSAL_LINE = f"{LEVERS_LINE}, packing false"  # a causal LM's batches: padded (data.packing=false) or packed
 # llama-3.2-1b's shipped config (source: config), narrowed so a test traces it in a second
 SMALL_1B = ["model=llama-3.2-1b", "model.architecture.num_hidden_layers=2", "model.architecture.hidden_size=128",
             "model.architecture.intermediate_size=256", "model.architecture.num_attention_heads=4",
@@ -76,7 +77,7 @@ def test_tiny_llama_every_line_against_the_engine(capsys: pytest.CaptureFixture,
                             "--tracking-uri", missing)
     assert code == 0 and err == ""
     budget = 128 * MIB - int(128 * MIB * 10 / 100)
-    assert lines[0] == (f"bench plan: model tiny-llama (tiny), batch 2, 32 tokens per sequence, {LEVERS_LINE}; "
+    assert lines[0] == (f"bench plan: model tiny-llama (tiny), batch 2, 32 tokens per sequence, {CAUSAL_LINE}; "
                         "task causal_lm; planned for cuda (bf16, fused attention)")
     assert lines[1] == (f"memory: rtx4090 with --gpu-memory 128MiB: 128.00 MiB - headroom 10% "
                         f"({mib(128 * MIB - budget)} MiB kept free beyond the predicted process) = {mib(budget)} MiB "
@@ -135,7 +136,7 @@ def test_a_config_only_model_every_line_against_the_engine(capsys: pytest.Captur
     code, lines, err = plan(capsys, *SMALL_1B, "method=qlora")
     assert code == 0 and err == ""
     want = engine(config(*SMALL_1B, "method=qlora"))
-    assert lines[0] == (f"bench plan: model llama-3.2-1b (config), batch 1, 16 tokens per sequence, {LEVERS_LINE}; "
+    assert lines[0] == (f"bench plan: model llama-3.2-1b (config), batch 1, 16 tokens per sequence, {CAUSAL_LINE}; "
                         "task causal_lm; planned for cuda (bf16, fused attention)")
     assert lines[1] == "memory: none given (--gpu or --gpu-memory): fit and largest batch not checked"
     assert lines[2] == "" and cells(lines[3]) == ["technique", "peak MiB", *CATEGORIES, "phase", *FIT]
@@ -247,3 +248,15 @@ def test_calibration_keeps_devices_and_cards_apart(uri: str) -> None:
     assert calibrate(store, **ask, device="cuda", card=CARDS["a100-40g"]).tokens_per_s is None  # an 80GB run only
     nameless = calibrate(store, **ask, device="cuda")
     assert nameless.tokens_per_s is None and "no card named" in nameless.reason
+
+
+def test_packing_a_row_each_against_the_engine(capsys: pytest.CaptureFixture) -> None:
+    """`data.packing=false,true`: a row each, the packed one traced on a packed batch (every row full, positions
+    restarting, no padding mask), each as the engine plans it."""
+    code, lines, err = plan(capsys, *TINY, "method=lora", "data.packing=false,true")
+    assert code == 0 and err == ""
+    assert LEVERS_LINE in lines[0] and "packing" not in lines[0]  # it differs between the rows: a column
+    assert cells(lines[3])[:2] == ["technique", "packing"]
+    for line, packing in zip(lines[4:6], ("false", "true"), strict=True):
+        want = engine(config(*TINY, "method=lora", f"data.packing={packing}"))
+        assert cells(line)[:3] == ["lora", packing, mib(want.peak_bytes)]

@@ -59,7 +59,8 @@ def test_duplicates_and_empty_texts_are_dropped(tmp_path) -> None:
 def test_bad_inputs(tmp_path) -> None:
     path = tmp_path / "reviews.csv"
     _frame().to_csv(path, index=False)
-    with pytest.raises(ConfigError, match=r"\['text'\] not found.*body, stars"):
+    with pytest.raises(ConfigError, match=r"has no column 'text' \(data.text_column\); its columns are: body, stars "
+                                          r"\(set data.text_column"):
         load_splits(DataConfig(name="local", source="local", path=str(path), label_column="stars"))
     with pytest.raises(ConfigError, match=r"labels \['good'\] are not in data.labels"):
         load_splits(DataConfig(name="local", source="local", path=str(path), text_column="body",

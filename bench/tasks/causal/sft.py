@@ -126,14 +126,11 @@ def _pairs_frame(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any,
     """`prompt` and `response` columns (a chat prompt kept as JSON text, so it can be deduplicated); pairs without
     a prompt or an answer dropped (counted: bench.tasks.incomplete), and duplicate prompts, which would leak between
     splits."""
+    from bench.tasks.data import check_columns
     from bench.tasks.incomplete import Incomplete, complete_rows
 
-    wanted = [spec.messages_column] if spec.messages_column else [spec.prompt_column, spec.response_column]
-    missing = [c for c in wanted if c not in raw.columns]
-    if missing:
-        hint = "data.messages_column" if spec.messages_column else "data.prompt_column / data.response_column"
-        raise ConfigError(f"data={spec.name}: column(s) {missing} not found; the columns are: "
-                          f"{', '.join(map(str, raw.columns))} (set {hint})")
+    check_columns(raw, spec, split, {spec.messages_column: "data.messages_column"} if spec.messages_column
+                  else {spec.prompt_column: "data.prompt_column", spec.response_column: "data.response_column"})
     if spec.messages_column:
         split_turns = [_split_chat(turns, row=row, column=spec.messages_column)
                        for row, turns in enumerate(raw[spec.messages_column])]
@@ -145,8 +142,9 @@ def _pairs_frame(raw: Any, spec: DataConfig, split: str = "train") -> tuple[Any,
     else:
         kept, counts = complete_rows(raw, text=spec.prompt_column, label=spec.response_column, spec=spec, split=split,
                                      names=("data.prompt_column", "data.response_column"))
-        rows = [(str(p).strip(), str(r)) for p, r in zip(kept[spec.prompt_column], kept[spec.response_column],
-                                                         strict=True)]
+        template = spec.prompt_column_template or "{prompt}"  # peft's "Question: {query} Think step by step..."
+        rows = [(template.format(prompt=str(p).strip()), str(r))
+                for p, r in zip(kept[spec.prompt_column], kept[spec.response_column], strict=True)]
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=["prompt", "response"]).drop_duplicates("prompt").reset_index(drop=True)

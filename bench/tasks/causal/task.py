@@ -82,13 +82,15 @@ class CausalTask:
         its net peaks are the model's and the training's alone."""
         from bench.tasks.causal.encode import eval_set, pick_format, train_loader
         from bench.tasks.causal.general import general_rows, source_name
+        from bench.tasks.causal.pack import packed_loader
 
         cfg, splits = self.cfg, data.splits
         fmt = pick_format(tokenizer, cfg.data.prompt_format)
         data.tags.update({"prompt_format": "chat" if fmt.chat else "plain", "forgetting/text": source_name()})
         length = cfg.data.max_length
-        data.train_loader = train_loader(splits.train, tokenizer=tokenizer, fmt=fmt, max_length=length,
-                                         batch_size=cfg.trainer.batch_size, seed=cfg.seed)
+        loader = packed_loader if cfg.data.packing else train_loader  # packed: several examples a row
+        data.train_loader = loader(splits.train, tokenizer=tokenizer, fmt=fmt, max_length=length,
+                                   batch_size=cfg.trainer.batch_size, seed=cfg.seed)
         # generation scoring: only the right answer's likelihood (loss, perplexity); the answers are generated
         answers = None if cfg.data.generation_scored else splits.answers
         data.eval_data = eval_set(splits.eval, answers, tokenizer=tokenizer, fmt=fmt, max_length=length)
