@@ -74,6 +74,8 @@ def test_the_preset_holds_peft_s_numbers() -> None:
         "meta-math/MetaMathQA", "openai/gsm8k", "main", "test")
     assert (data.max_length, data.max_eval_samples, data.prompt_format) == (768, 50, "plain")
     assert data.prompt_column_template == "Question: {prompt} Think step by step.\nAnswer:"
+    # the test split scored as peft scores it: the generated final answer's exact match, 300 new tokens at most
+    assert (data.scoring, data.answer_rule, data.max_new_tokens) == ("generation", "final_number", 300)
     preset = OmegaConf.load(Path(__file__).parents[2] / "conf" / "experiment" / "peft-metamath.yaml")
     swept = set(preset.hydra.sweeper.params.method.split(","))
     assert {"lora", "dora", "qlora", "pissa", "olora", "loftq", "qalora", "rslora"} <= swept
@@ -94,7 +96,8 @@ def test_the_data_path_reads_both_shapes_offline(local_files) -> None:
 def test_a_missing_column_names_it_the_columns_and_the_key(local_files, tmp_path) -> None:
     """GSM8K's columns without the rename: one error line with the column, the split's columns and the keys."""
     result = run_cli_here("experiment=peft-metamath", "model=tiny-llama", "method=lora", "hydra.mode=RUN",
-                          *_offline(local_files), "~data.rename_columns.test",
+                          *_offline(local_files), "~data.rename_columns.test", "data.max_length=96",
+                          "data.max_new_tokens=16",
                           f"tracker.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
     assert_one_error_line(result, "the test split (file ", "gsm8k_test.jsonl) has no column 'query' "
                           "(data.prompt_column)", "its columns are: question, answer", "data.rename_columns.test")
@@ -117,7 +120,8 @@ def test_a_tiny_run_through_the_preset_packed_and_padded(local_files, tmp_path) 
     for packing in ("false", "true"):
         store = f"sqlite:///{tmp_path / f'{packing}.db'}"
         result = run_cli_here("experiment=peft-metamath", *TINY_CAUSAL, "method=lora", "hydra.mode=RUN",
-                              *_offline(local_files), "data.max_length=128", f"data.packing={packing}",
+                              *_offline(local_files), "data.max_length=112", "data.max_new_tokens=16",
+                              f"data.packing={packing}",
                               f"tracker.uri={store}", f"hydra.run.dir={tmp_path / packing}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         run = finished_runs(store).iloc[0]
@@ -126,6 +130,7 @@ def test_a_tiny_run_through_the_preset_packed_and_padded(local_files, tmp_path) 
         assert run.get("params.data.packing") == ("True" if packing == "true" else None)
         assert run["metrics.data/test_rows"] == 10 and run["metrics.data/eval_rows"] == 12
         assert math.isfinite(run["metrics.test/perplexity"]) and math.isfinite(run["metrics.eval/forgetting"])
+        assert run["tags.eval/scoring"] == "generation" and 0 <= run["metrics.test/exact_match"] <= 1
         tokens[packing] = run["metrics.train/tokens"]
         assert_plan_matches(run)  # the plan follows packing: its packed batch is the run's, within 5 %
     assert tokens["true"] > 1.5 * tokens["false"]
