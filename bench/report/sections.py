@@ -32,8 +32,9 @@ def headline(table: pd.DataFrame, several: dict[str, bool], *, untuned: bool) ->
     return Section("headline", "Headline (untuned)" if untuned else "Headline",
                    f"{label}One row per configuration (runs that differ only by seed, on one device). Accuracy on "
                    "the validation split (val, eval/accuracy) and, where runs logged it, on the test split (test, "
-                   "test/accuracy): mean over seeds with a two-sided 95 % Student-t interval; a single run has no "
-                   "interval. Other figures are means. Memory is the training tensor peak (live tensor bytes on the "
+                   "test/accuracy), or for a causal LM scored by generation the exact match of its generated answers "
+                   "(eval/exact_match, test/exact_match; the all-runs table's scoring column says which): mean over "
+                   "seeds with a two-sided 95 % Student-t interval; a single run has no interval. Other figures are means. Memory is the training tensor peak (live tensor bytes on the "
                    "training device; blank where a run did not log it); the process's own figures follow under their "
                    "own names. Δ and ratios compare with full fine-tuning of the same model on the same device (its "
                    "configuration best on validation if there are several) and are blank where there is none; the "

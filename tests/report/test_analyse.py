@@ -165,3 +165,14 @@ def test_the_runs_table_says_which_scoring_a_causal_lm_figure_used() -> None:
     classifier = analyse.tidy(_raw([_lora(8, 16, 1)]))
     titles = [c.title for c in shown_columns(classifier, run_columns(several_datasets=False))]
     assert not {"scoring", "val exact match %", "test exact match %"} & set(titles)
+
+
+def test_a_generation_scored_run_is_in_the_headline_by_its_exact_match() -> None:
+    """No eval/accuracy, only the exact match of its generations: that is its validation and test figure, so the
+    configuration has a headline row; a likelihood-scored run keeps its accuracy."""
+    generated = _lora(8, 16, 1, **{"tags.eval/scoring": "generation", "metrics.eval/exact_match": 0.25,
+                                   "metrics.test/exact_match": 0.5, "metrics.eval/accuracy": None})
+    runs = analyse.tidy(_raw([generated, _lora(8, 16, 2, **{"tags.eval/scoring": "likelihood"})]))
+    assert runs["accuracy"].tolist()[0] == 0.25 and runs["test_accuracy"].tolist()[0] == 0.5
+    assert runs["accuracy"].tolist()[1] != 0.25
+    assert len(analyse.headline(runs)) >= 1
