@@ -22,6 +22,7 @@ from bench.techniques import ALL_KNOBS, NAMES, Technique, technique
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 ModelSource = Literal["package", "gguf", "hub", "local", "tiny", "config"]
+Attention = Literal["eager", "sdpa", "flash_attention_2"]  # transformers' attn_implementation choices bench offers
 Task = Literal["classification", "causal_lm"]
 PromptFormat = Literal["auto", "chat", "plain"]
 Scoring = Literal["auto", "likelihood", "generation"]
@@ -89,9 +90,15 @@ class ModelConfig:
     token: str | None = None  # hub token for gated models (else $HF_TOKEN); logged only as `***`
     architecture: dict[str, Any] = field(default_factory=dict)  # source=tiny or config: model_type and sizes
     tokenizer: str | None = None  # for source=tiny: the package folder whose tokenizer to borrow
+    # A causal LM's attention kernel (transformers' `attn_implementation`); None = transformers' default (SDPA).
+    # flash_attention_2 (CUDA, the flash-attn package) runs a packed batch (data.packing) through its variable-length
+    # kernel; SDPA and eager take the block-diagonal mask transformers builds from the restarting positions.
+    attn_implementation: Attention | None = None
 
     def __post_init__(self) -> None:
         _check_choice("model.source", self.source, ModelSource)
+        if self.attn_implementation is not None:
+            _check_choice("model.attn_implementation", self.attn_implementation, Attention)
         if self.path is None and self.source == "local":
             raise ConfigError(f"model={self.name} needs model.path=<folder with config.json and weights>")
         if self.path is None and self.source == "gguf" and not self.package:
@@ -501,6 +508,8 @@ class RunConfig:
         knobs."""
         values = dataclasses.asdict(self)
         values["method"] = self.method.effective()
+        if self.model.attn_implementation is None:  # as before it could be chosen: finished runs keep their hash
+            del values["model"]["attn_implementation"]
         if self.task == "classification":  # as before task existed, so finished classification runs keep their hash
             del values["task"]
             values["data"] = {k: v for k, v in values["data"].items() if k not in _CAUSAL_DATA_FIELDS}

@@ -202,8 +202,9 @@ def load_causal_lm(*, location: ModelLocation, spec: ModelConfig, dtype: torch.d
     """`AutoModelForCausalLM` with the checkpoint's own LM head (nothing is newly initialised)."""
     from transformers import AutoModelForCausalLM
 
+    attention = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     return AutoModelForCausalLM.from_pretrained(location.source, **hub_options(spec), dtype=dtype,
-                                                device_map={"": str(device)}, **_quantized(quantization))
+                                                device_map={"": str(device)}, **_quantized(quantization), **attention)
 
 
 def _quantized(quantization: Any) -> dict[str, Any]:

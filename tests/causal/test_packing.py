@@ -132,9 +132,37 @@ def test_packed_loader_counts_the_tokens_a_padded_run_counts(minilm_tokenizer) -
     (["model=tiny-llama", "method=longlora", "data.packing=true"],
      ("data.packing=true with method=longlora", "crosses the examples", "data.packing=false")),
     (["model=tiny-llama", "data.packing=maybe"], ("data.packing=maybe", "true or false")),
+    (["model=tiny-llama", "model.attn_implementation=flash"],
+     ("model.attn_implementation='flash'", "eager", "sdpa", "flash_attention_2")),
 ])
 def test_packing_refused_where_it_cannot_hold(overrides: list[str], needles: tuple[str, ...], tmp_path) -> None:
     from support import assert_one_error_line, run_cli_here
 
     result = run_cli_here(*overrides, f"tracker.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
     assert_one_error_line(result, *needles)
+
+
+def test_the_attention_kernel_chosen_is_the_one_the_model_loads_with(tmp_path) -> None:
+    """`model.attn_implementation` reaches transformers (flash_attention_2, CUDA only, takes a packed batch through its
+    variable-length kernel); unset, the model keeps transformers' default, and the config hash stays as it was."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from bench.cli import compose
+    from bench.config import RunConfig
+    from bench.models.load import load_causal_lm, load_tokenizer, materialize_tiny, resolve_location
+
+    def config(*overrides: str) -> RunConfig:
+        return RunConfig.from_dict(OmegaConf.to_container(compose(["model=tiny-llama", *overrides, "output_dir=x"]),
+                                                          resolve=True))
+
+    chosen, default = config("model.attn_implementation=eager"), config()
+    tokenizer = load_tokenizer(chosen.model, resolve_location(chosen.model))
+    location = materialize_tiny(chosen.model, tokenizer=tokenizer, labels=None, seed=0)
+    loaded = {cfg.model.attn_implementation: load_causal_lm(location=location, spec=cfg.model, dtype=torch.float32,
+                                                            device=torch.device("cpu"))
+              for cfg in (chosen, default)}
+    assert loaded["eager"].config._attn_implementation == "eager"
+    assert loaded[None].config._attn_implementation == "sdpa"
+    assert "attn_implementation" not in default.effective()["model"]
+    assert chosen.effective()["model"]["attn_implementation"] == "eager"
