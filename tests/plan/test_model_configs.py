@@ -13,7 +13,8 @@ from bench.cli import group_choices
 
 # The parameter counts the hub's model pages give (from the weights' safetensors metadata), to three figures:
 # a wrong width, depth, head count or vocabulary in a shipped config changes them.
-PUBLISHED = {"llama-3.1-8b": 8.03e9, "llama-3.1-70b": 70.6e9, "llama-3.2-1b": 1.24e9, "mistral-7b": 7.25e9,
+PUBLISHED = {"llama-3.1-8b": 8.03e9, "llama-3.1-70b": 70.6e9, "llama-3.2-1b": 1.24e9, "llama-3.2-3b": 3.21e9,
+             "mistral-7b": 7.25e9,
              "qwen2.5-7b": 7.62e9}
 
 
