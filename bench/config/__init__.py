@@ -3,6 +3,7 @@ derived from them (`schema`), the command line's config checked before anything 
 comparison's section (`fair`). Hydra stops at the CLI; everything below receives these frozen dataclasses."""
 
 from bench.config.sections import (
+    LATER_DEFAULTS,
     Bias,
     ConfigError,
     DataConfig,
@@ -29,7 +30,8 @@ from bench.config.sections import (
 )
 
 __all__ = [
-    "Bias", "ConfigError", "DataConfig", "DataSource", "DeployConfig", "MethodConfig", "ModelConfig", "ModelSource",
+    "Bias", "ConfigError", "DataConfig", "DataSource", "DeployConfig", "LATER_DEFAULTS", "MethodConfig",
+    "ModelConfig", "ModelSource",
     "MonitorConfig", "Optimizer", "Precision", "PromptFormat", "QuantType", "RunConfig", "Strategy", "Task",
     "TensorPolicy", "TrackerConfig", "TrainerConfig", "config_hash", "field_defaults", "flatten", "unknown_keys",
 ]

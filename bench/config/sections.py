@@ -43,6 +43,10 @@ _GENERATION_FIELDS = {"scoring", "answer_rule", "max_new_tokens"}  # ... and a c
 # data fields added after runs were recorded: left out of the config hash at their default, so those runs keep theirs
 _LATER_DATA_DEFAULTS = {"packing": False, "hub_eval_id": None, "hub_eval_config": None, "hub_test_id": None,
                         "hub_test_config": None, "rename_columns": {}, "prompt_column_template": None}
+# Every key added since runs and comparisons were recorded, per section, at the value that gives what they ran: a hash
+# leaves a key out at that value (bench.run.fair's comparison id reads this; RunConfig.effective does the same).
+LATER_DEFAULTS = {"data": {**_LATER_DATA_DEFAULTS, "scoring": "auto", "answer_rule": None, "max_new_tokens": 32},
+                  "trainer": {"schedule": "linear"}, "model": {"attn_implementation": None}}
 
 
 def _check_choice(key: str, value: Any, choices: Any) -> None:

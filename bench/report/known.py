@@ -111,7 +111,7 @@ def _lr_ratio(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame) -> list[M
             continue
         (rate, low, high), (base, base_low, base_high) = mine, theirs
         found.append(Measured(f"{key[0] or 'fair comparison'} ({key[2]}, {key[3]})", rate / base, low / base_high,
-                              high / base_low, f"chosen rates {rate:g} / {base:g} on validation; the interval "
+                              high / base_low if base_low > 0 else math.inf, f"chosen rates {rate:g} / {base:g} on validation; the interval "
                               "brackets each by its grid neighbours", str(key[3])))
     return found
 

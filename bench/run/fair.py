@@ -27,7 +27,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.config import ConfigError, config_hash
+from bench.config import LATER_DEFAULTS, ConfigError, config_hash
 from bench.config.fair import FINAL, RETIME, TUNE, FairConfig
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ def comparison_id(composed: dict[str, Any]) -> str:
     values = {key: value for key, value in composed.items() if key not in _NOT_IDENTITY}
     values["fair"] = {key: value for key, value in values["fair"].items() if key not in _NOT_FAIR_IDENTITY
                       and not (key in _AS_BEFORE and value == _AS_BEFORE[key])}
+    for section, later in LATER_DEFAULTS.items():  # keys added since, at the values the comparison ran with
+        if isinstance(values.get(section), dict):
+            values[section] = {key: value for key, value in values[section].items()
+                               if not (key in later and value == later[key])}
     if isinstance(values.get("method"), dict) and not values["method"].get("options"):
         # as before techniques declared options: a comparison without any keeps the id it had, and its runs
         values["method"] = {key: value for key, value in values["method"].items() if key != "options"}
@@ -153,7 +157,8 @@ def run_fair(overrides: list[str], composed: dict[str, Any]) -> int:
     fair_id = comparison_id(composed)
     uri, experiment = resolve_uri(composed["tracker"].get("uri")), str(composed["tracker"]["experiment"])
     warn_if_shared(uri, experiment, fair_id)
-    base = [*(o for o in overrides if not o.startswith("-")), f"fair.id={fair_id}"]
+    # quoted: Hydra reads an unquoted id such as 535503e13006 as a number (here, infinity)
+    base = [*(o for o in overrides if not o.startswith("-")), f"fair.id='{fair_id}'"]
     print(f"fair comparison {fair_id}: {plan_line(fair)}; experiment '{experiment}' at {uri}", flush=True)
     status, results = _tune(base, fair, fair_id, uri=uri, experiment=experiment)
     if status not in (0, 1):  # 1: every cell failed, which is on record; anything else stops the comparison

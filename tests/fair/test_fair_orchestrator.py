@@ -107,6 +107,7 @@ def test_the_best_validation_rate_of_each_technique_goes_on_to_the_seeds(tmp_pat
         "fair.settled={lora:false,dora:false}", "seed=1", "hydra.launcher.n_jobs=1", "-m"]
     ids = {o for o in tune + final + retime if o.startswith("fair.id=")}
     assert len(ids) == 1  # one comparison, one id on every stage
+    assert all(parsed([o])["fair.id"] == o.split("=", 1)[1].strip("'") for o in ids)  # a string, whatever it looks like
     out, err = capsys.readouterr()
     assert "no finished tuning run for full: left out of stage 2/3" in err
     assert "dora's best rate, 0.0006, is the smallest it tried" in err and "lora's best" not in err

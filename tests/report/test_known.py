@@ -93,6 +93,10 @@ def test_the_learning_rate_ratio_from_a_fair_comparisons_choices() -> None:
                 "The best LoRA learning rate")
     # both chosen at their grid's top edge: each bracket is open above, so the ratio's interval is [0, ∞)
     assert edge["figure"] == "0.10×" and edge["interval"] == "[0.00×, ∞]" and edge["verdict"] == "agrees"
+    # full fine-tuning chosen at its grid's bottom edge: its bracket is open below, so the ratio's is open above
+    low = _row(_checks(_tune("lora", [1e-4, 1e-3, 1e-2], 1e-3) + _tune("full", [1e-5, 1e-4], 1e-5)),
+               "The best LoRA learning rate")
+    assert low["figure"] == "100.00×" and low["interval"] == "[1.00×, ∞]"
 
 
 @pytest.mark.parametrize(("gap", "verdict"), [(0.01, "agrees"), (0.06, "disagrees")])
