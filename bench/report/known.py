@@ -110,8 +110,9 @@ def _lr_ratio(e: Expectation, table: pd.DataFrame, runs: pd.DataFrame) -> list[M
         if mine is None or theirs is None:
             continue
         (rate, low, high), (base, base_low, base_high) = mine, theirs
+        upper = high / base_low if base_low > 0 else math.inf  # the reference at its grid's bottom: open above
         found.append(Measured(f"{key[0] or 'fair comparison'} ({key[2]}, {key[3]})", rate / base, low / base_high,
-                              high / base_low if base_low > 0 else math.inf, f"chosen rates {rate:g} / {base:g} on validation; the interval "
+                              upper, f"chosen rates {rate:g} / {base:g} on validation; the interval "
                               "brackets each by its grid neighbours", str(key[3])))
     return found
 
