@@ -97,5 +97,18 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F-measure (longest common subsequence of words), from the offline `evaluate` module."""
     from bench.tasks.metrics import metric
 
-    return float(metric("rouge").compute(predictions=predictions, references=references)["rougeL"])
+    scorer = metric("rouge")
+    _absl_writes_to_the_process_stderr()
+    return float(scorer.compute(predictions=predictions, references=references)["rougeL"])
+
+
+def _absl_writes_to_the_process_stderr() -> None:
+    """rouge_score imports absl, whose log handler keeps the `sys.stderr` of the moment it was made and closes it
+    when logging is configured again (Hydra's next run, a redirect's end) unless it is the process's own: a
+    redirected or captured stderr would be closed under its owner. Give the handler the process's stderr."""
+    import sys
+
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
