@@ -259,7 +259,7 @@ def _write_report(uri: str, experiment: str, fair_id: str) -> None:
     folder = Path("reports") / f"fair-{fair_id}"
     status = report_command(["--experiment", experiment, "--tracking-uri", uri, "--out", str(folder)])
     if status == 0:
-        print(f"fair comparison {fair_id} done: report at {folder / 'index.html'}", flush=True)
+        print(f"fair comparison {fair_id} done: report at {(folder / 'index.html').resolve()}", flush=True)
     else:
         print(f"fair comparison {fair_id} done, but the report failed (exit {status}); "
               f"retry: bench report --experiment {experiment} --out {folder}", file=sys.stderr, flush=True)
