@@ -84,7 +84,7 @@ PRESET_CELLS = {
     "sweep": {"techniques": 3, "ranks": 5, "targets": 3, "models": 3, "seeds": 3, "paper": 135, "variants": 8},
     # None: a fair comparison, whose cells are those of the stage sweeps it starts (tests/fair composes them)
     "experiment": {"quick": 1, "smollm2-quick": 3, "techniques-minilm": 9, "variants-minilm": 24, "fair-minilm": None,
-                   "profile-minilm": 4},
+                   "profile-minilm": 4, "peft-metamath": 10},
 }
 
 
