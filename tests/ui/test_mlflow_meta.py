@@ -222,11 +222,15 @@ def test_each_split_names_where_it_came_from(tmp_path: Path) -> None:
 
 
 def test_a_causal_runs_pairs_are_its_inputs() -> None:
+    from omegaconf import OmegaConf
+
     from bench.cli import compose
+    from bench.config import RunConfig
     from bench.tasks.causal.task import CausalTask
 
-    cfg = compose(["model=tiny-llama", "data.max_train_samples=20", "data.max_eval_samples=8",
-                   "data.max_test_samples=8"])
+    cfg = RunConfig.from_dict(OmegaConf.to_container(compose(  # the typed config a task is given in a run
+        ["model=tiny-llama", "data.max_train_samples=20", "data.max_eval_samples=8", "data.max_test_samples=8",
+         "output_dir=x"]), resolve=True))
     task = CausalTask(cfg)
     frames = task.input_frames(task.load_data())
     assert {context: len(frame) for context, frame in frames.items()} == {"train": 20, "validation": 8, "test": 8}
