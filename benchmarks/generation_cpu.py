@@ -19,8 +19,9 @@ Wilson score interval over the test examples (one run per cell: the interval is 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+
+from bench.core.intervals import wilson
 
 COMMON = ["model=smollm2-135m", "trainer.epochs=1", "trainer.batch_size=8", "trainer.eval_batch_size=32",
           "trainer.threads=1", "data.general_eval_chunks=2", "tracker.log_model=false", "deploy.measure=false",
@@ -44,17 +45,6 @@ def commands() -> list[str]:
             for data in DATA.values() for name, method, extra in CELLS]
 
 
-def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a proportion: unlike the normal one it stays inside [0, 1] and is not
-    empty at 0 or n successes."""
-    if n == 0:
-        return math.nan, math.nan
-    share = successes / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def table(uri: str) -> str:
     """The markdown table of the runs in the store at `uri`."""
     import mlflow
@@ -69,7 +59,7 @@ def table(uri: str) -> str:
     for _, run in runs.iterrows():
         n = int(run["metrics.data/test_rows"])
         match = run["metrics.test/exact_match"]
-        low, high = wilson(round(match * n), n)
+        low, high = wilson(round(match * n) / n, n)
         untrained = float(run["params.trainer.lr"]) < 1e-9
         name = (f"untrained ({'4-bit' if run['tags.technique'] == 'qlora' else '16-bit'})" if untrained
                 else run["tags.technique"])

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.core.cards import CARDS, GIB, Card, SizeError, parse_size
-from bench.core.intervals import NONE, difference
+from bench.core.intervals import NONE, difference, wilson
 from bench.report.compare import best_on_validation, counted
 from bench.report.formats import percent, size
 from bench.report.memory import UNKNOWN_DEVICE
@@ -151,10 +151,7 @@ def _bounds(row: pd.Series, runs: pd.DataFrame) -> tuple[float, float]:
     rows = pd.to_numeric(runs["eval_rows"], errors="coerce").max() if "eval_rows" in runs else math.nan
     if pd.isna(rows) or rows <= 0:
         return p, p
-    z = 1.959963984540054
-    centre, half = (p + z * z / (2 * rows)), z * math.sqrt(p * (1 - p) / rows + z * z / (4 * rows * rows))
-    scale = 1 + z * z / rows
-    return (centre - half) / scale, (centre + half) / scale
+    return wilson(p, rows)
 
 
 def _indistinguishable(top: pd.Series, row: pd.Series, by_group: dict[int, pd.DataFrame]) -> bool:
