@@ -70,14 +70,17 @@ class ClassificationTask:
         return {**tested, "test/majority_baseline": data.splits.test_baseline}
 
     def sample_batch(self, data: TaskData) -> dict[str, Any]:
-        loader = data.eval_data  # the split's first rows, whatever order evaluation takes them in
-        return loader.collate_fn([loader.dataset[i] for i in range(min(loader.batch_size, len(loader.dataset)))])
+        return _first_rows(data.eval_data, data.eval_data.batch_size)
 
     def test_batch(self, data: TaskData, rows: int) -> dict[str, Any]:
-        loader = data.test_data
-        return loader.collate_fn([loader.dataset[i] for i in range(min(rows, len(loader.dataset)))])
+        return _first_rows(data.test_data, rows)
 
     def result_line(self, final: dict[str, float]) -> str:
         return (f"eval/accuracy {final['eval/accuracy']:.4f}, "
                 f"majority baseline {final['eval/majority_baseline']:.4f}; "
                 f"test/accuracy {final['test/accuracy']:.4f} (majority {final['test/majority_baseline']:.4f})")
+
+
+def _first_rows(loader: Any, rows: int) -> dict[str, Any]:
+    """A batch of the split's first `rows` rows, whatever order evaluation takes them in (shortest first)."""
+    return loader.collate_fn([loader.dataset[i] for i in range(min(rows, len(loader.dataset)))])
